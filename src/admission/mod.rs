@@ -1,0 +1,1 @@
+//! Admission: pure decisions and the HTTPS server around them. (being written)

@@ -1,0 +1,1 @@
+//! Pure authority model: live tools, delegation graph, shared validation. (being written)

@@ -1,0 +1,21 @@
+//! The `mandate` binary: parse the command line and dispatch.
+#![forbid(unsafe_code)]
+
+use anyhow::Context;
+use clap::Parser;
+use mandate::cli::{self, Cli, Command};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds { out: None } => {
+            print!("{}", cli::crds::print_all()?);
+        }
+        Command::Crds { out: Some(dir) } => {
+            for path in cli::crds::write_all(&dir).context("writing CRDs")? {
+                eprintln!("wrote {}", path.display());
+            }
+        }
+    }
+    Ok(())
+}

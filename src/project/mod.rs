@@ -1,0 +1,1 @@
+//! Pure projection: desired ServiceAccount and NetworkPolicy for an identity. (being written)
