@@ -10,3 +10,4 @@ pub mod api;
 pub mod authority;
 pub mod cli;
 pub mod project;
+pub mod telemetry;

@@ -1,0 +1,1 @@
+//! Telemetry: JSON logs, Prometheus metrics and the admin HTTP server. (being written)
