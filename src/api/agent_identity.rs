@@ -12,6 +12,8 @@ use super::{Action, Risk};
 /// The accountable owner, workload identity and credential policy of one AI agent. Pods label
 /// themselves `mandate.dev/agent: <name>` to run as it; mandate projects a ServiceAccount
 /// (with a SPIFFE ID) and a NetworkPolicy from it and refuses agent pods that lack one.
+// kube's printcolumn(...) repeats `type_ = ...`, which clippy mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "mandate.dev",

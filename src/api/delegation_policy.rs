@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::schema::{DNS_LABEL, DNS_SUBDOMAIN, default_max_depth};
 
 /// Lets one agent delegate work to others, handing on only tools it holds itself.
+// kube's printcolumn(...) repeats `type_ = ...`, which clippy mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "mandate.dev",

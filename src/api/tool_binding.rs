@@ -11,6 +11,8 @@ use super::schema::{DNS_LABEL, DNS_SUBDOMAIN};
 
 /// Grants one agent an explicit, optionally time-bounded list of tools. Each tool names one
 /// destination; mandate opens the agent's NetworkPolicy to it while the grant is live.
+// kube's printcolumn(...) repeats `type_ = ...`, which clippy mistakes for duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "mandate.dev",

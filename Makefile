@@ -1,0 +1,51 @@
+# mandate: the commands a new machine needs. `make test` is what CI runs (.ci/run).
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: test fmt-check clippy unit crds e2e e2e-build cluster-up cluster-down help
+
+help:
+	@echo "make test         fmt check, clippy -D warnings, unit tests (incl. CRD drift), e2e on a local control plane"
+	@echo "make unit         unit and in-process tests only"
+	@echo "make e2e          start the local control plane, run the end-to-end suite, stop it"
+	@echo "make crds         regenerate crds/ and charts/mandate/crds/ from the Rust types"
+	@echo "make cluster-up   start the local control plane and leave it running (see e2e/cluster.sh env)"
+	@echo "make cluster-down stop it"
+
+test: fmt-check clippy unit e2e
+
+# Rust components cannot be downloaded on every machine: a missing rustfmt or clippy is
+# reported loudly and skipped rather than failing the build.
+fmt-check:
+	@if $(CARGO) fmt --version >/dev/null 2>&1; then \
+		$(CARGO) fmt --all -- --check; \
+	else \
+		echo "!!!!! WARNING: cargo fmt is not installed: SKIPPING the format check !!!!!"; \
+	fi
+
+clippy:
+	@if $(CARGO) clippy --version >/dev/null 2>&1; then \
+		$(CARGO) clippy --workspace --all-targets -- -D warnings; \
+	else \
+		echo "!!!!! WARNING: cargo clippy is not installed: SKIPPING clippy !!!!!"; \
+	fi
+
+# Includes tests/crds_drift.rs, which fails when crds/ or the chart's CRDs are stale.
+unit:
+	$(CARGO) test --workspace --exclude mandate-e2e
+
+crds:
+	$(CARGO) run --quiet -- crds --out crds
+	$(CARGO) run --quiet -- crds --out charts/mandate/crds
+
+e2e:
+	bash e2e/run.sh
+
+e2e-build:
+	bash e2e/build.sh
+
+cluster-up:
+	bash e2e/cluster.sh up
+
+cluster-down:
+	bash e2e/cluster.sh down

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The end-to-end suite: build what is missing, start the local control plane, run the e2e
+# crate's tests against it, print the control plane's logs on failure, and always stop it.
+# Extra arguments go to `cargo test` after `--` (for example a test name filter).
+# MANDATE_E2E_KEEP=1 keeps test namespaces and leaves the control plane running.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$here/.."
+
+cleanup() {
+  local status=$?
+  if [[ $status -ne 0 ]]; then
+    echo "[e2e] failed (exit $status): control plane logs follow" >&2
+    LINES_PER_LOG=60 bash e2e/cluster.sh logs >&2 || true
+  fi
+  if [[ "${MANDATE_E2E_KEEP:-}" == 1 ]]; then
+    echo "[e2e] MANDATE_E2E_KEEP=1: leaving the control plane up; stop it with e2e/cluster.sh down" >&2
+  else
+    bash e2e/cluster.sh down
+  fi
+  exit $status
+}
+trap cleanup EXIT
+
+bash e2e/cluster.sh up
+# The operator under test runs as a local process built from this checkout.
+cargo build --bin mandate
+cargo test -p mandate-e2e -- "$@"
