@@ -1,1 +1,805 @@
-//! Pure authority model: live tools, delegation graph, shared validation. (being written)
+//! Authority: an immutable snapshot of AgentIdentities, ToolBindings, DelegationPolicies and
+//! ServiceAccounts in; answers out: who an agent is, which tools it holds at an instant, when
+//! that changes next, the delegation graph and its violations, and the validation findings the
+//! webhook, the reconciler and `mandate check` share. Pure: never does I/O, never calls the API
+//! server.
+//!
+//! Every lookup is by (namespace, name). The snapshot is indexed once when built (hash maps per
+//! namespace, sorted maps inside) so the admission webhook can query it on its hot path; it is
+//! `Send + Sync` and meant to be published behind `arc_swap::ArcSwap`.
+
+mod config;
+mod graph;
+mod tools;
+mod validate;
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+
+pub use config::Config;
+pub use graph::{DelegationGraph, Edge, Violation, ViolationKind};
+pub use tools::{BindingWindow, HeldTool};
+pub use validate::{Finding, Reason, codes};
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::{
+    AGENT_LABEL, AgentIdentity, DelegationPolicy, LiveTool, MANAGED_BY_LABEL, MANAGER, Owner,
+    ToolBinding, ToolBindingPhase,
+};
+
+/// The snapshot. Build it with [`Authority::builder`] or [`Authority::from_objects`].
+///
+/// Objects without a name or a namespace cannot be looked up and are left out; callers that
+/// read manifests from disk set the namespace before building.
+#[derive(Debug, Clone, Default)]
+pub struct Authority {
+    config: Config,
+    namespaces: HashMap<String, Namespace>,
+}
+
+/// Who owns a ServiceAccount, as far as mandate can tell from its labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceAccountOwnership {
+    /// No ServiceAccount of that name exists in the snapshot.
+    Absent,
+    /// It carries `app.kubernetes.io/managed-by: mandate` and `mandate.dev/agent: <agent>`.
+    Managed { agent: String },
+    /// It exists but mandate does not manage it: mandate never adopts it.
+    Unmanaged,
+}
+
+/// Collects objects and indexes them into an [`Authority`]. Later objects with the same
+/// (namespace, name) replace earlier ones.
+#[derive(Debug, Default)]
+pub struct AuthorityBuilder {
+    config: Config,
+    namespaces: HashMap<String, Namespace>,
+}
+
+/// Everything in one namespace, indexed.
+#[derive(Debug, Clone, Default)]
+struct Namespace {
+    identities: BTreeMap<String, Arc<AgentIdentity>>,
+    bindings: BTreeMap<String, Arc<ToolBinding>>,
+    policies: BTreeMap<String, Arc<DelegationPolicy>>,
+    service_accounts: BTreeMap<String, Arc<ServiceAccount>>,
+    /// Agent name -> its bindings, sorted by binding name. Built by `build`.
+    bindings_by_agent: HashMap<String, Vec<Arc<ToolBinding>>>,
+    /// ServiceAccount name -> identities claiming it, sorted by identity name. Built by `build`.
+    claims: HashMap<String, Vec<String>>,
+}
+
+const _: () = {
+    const fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Authority>();
+};
+
+impl AuthorityBuilder {
+    /// The knobs validation uses.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    pub fn identity(mut self, identity: impl Into<Arc<AgentIdentity>>) -> Self {
+        self.add_identity(identity);
+        self
+    }
+
+    pub fn binding(mut self, binding: impl Into<Arc<ToolBinding>>) -> Self {
+        self.add_binding(binding);
+        self
+    }
+
+    pub fn policy(mut self, policy: impl Into<Arc<DelegationPolicy>>) -> Self {
+        self.add_policy(policy);
+        self
+    }
+
+    pub fn service_account(mut self, service_account: impl Into<Arc<ServiceAccount>>) -> Self {
+        self.add_service_account(service_account);
+        self
+    }
+
+    pub fn add_identity(&mut self, identity: impl Into<Arc<AgentIdentity>>) {
+        let identity = identity.into();
+        if let Some((ns, name)) = key(&identity.metadata) {
+            self.ns(ns).identities.insert(name, identity);
+        }
+    }
+
+    pub fn add_binding(&mut self, binding: impl Into<Arc<ToolBinding>>) {
+        let binding = binding.into();
+        if let Some((ns, name)) = key(&binding.metadata) {
+            self.ns(ns).bindings.insert(name, binding);
+        }
+    }
+
+    pub fn add_policy(&mut self, policy: impl Into<Arc<DelegationPolicy>>) {
+        let policy = policy.into();
+        if let Some((ns, name)) = key(&policy.metadata) {
+            self.ns(ns).policies.insert(name, policy);
+        }
+    }
+
+    pub fn add_service_account(&mut self, service_account: impl Into<Arc<ServiceAccount>>) {
+        let service_account = service_account.into();
+        if let Some((ns, name)) = key(&service_account.metadata) {
+            self.ns(ns).service_accounts.insert(name, service_account);
+        }
+    }
+
+    /// Builds the indexes. Linear in the number of objects (plus sorting).
+    pub fn build(mut self) -> Authority {
+        for ns in self.namespaces.values_mut() {
+            ns.index();
+        }
+        Authority {
+            config: self.config,
+            namespaces: self.namespaces,
+        }
+    }
+
+    fn ns(&mut self, namespace: String) -> &mut Namespace {
+        self.namespaces.entry(namespace).or_default()
+    }
+}
+
+impl Namespace {
+    fn index(&mut self) {
+        self.bindings_by_agent.clear();
+        // BTreeMap iteration is by binding name, so every list comes out sorted.
+        for binding in self.bindings.values() {
+            self.bindings_by_agent
+                .entry(binding.spec.agent.clone())
+                .or_default()
+                .push(Arc::clone(binding));
+        }
+        self.claims.clear();
+        for (name, identity) in &self.identities {
+            self.claims
+                .entry(identity.service_account_name().to_owned())
+                .or_default()
+                .push(name.clone());
+        }
+    }
+}
+
+fn key(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> Option<(String, String)> {
+    Some((meta.namespace.clone()?, meta.name.clone()?))
+}
+
+impl Authority {
+    pub fn builder() -> AuthorityBuilder {
+        AuthorityBuilder::default()
+    }
+
+    /// Builds a snapshot from plain object lists, such as reflector stores (`Arc<T>`) or
+    /// manifests read from disk (`T`).
+    pub fn from_objects<I, B, P, S>(
+        config: Config,
+        identities: I,
+        bindings: B,
+        policies: P,
+        service_accounts: S,
+    ) -> Authority
+    where
+        I: IntoIterator,
+        I::Item: Into<Arc<AgentIdentity>>,
+        B: IntoIterator,
+        B::Item: Into<Arc<ToolBinding>>,
+        P: IntoIterator,
+        P::Item: Into<Arc<DelegationPolicy>>,
+        S: IntoIterator,
+        S::Item: Into<Arc<ServiceAccount>>,
+    {
+        let mut builder = Authority::builder().config(config);
+        identities.into_iter().for_each(|o| builder.add_identity(o));
+        bindings.into_iter().for_each(|o| builder.add_binding(o));
+        policies.into_iter().for_each(|o| builder.add_policy(o));
+        service_accounts
+            .into_iter()
+            .for_each(|o| builder.add_service_account(o));
+        builder.build()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Namespaces holding at least one object, sorted.
+    pub fn namespaces(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.namespaces.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    pub fn identity(&self, namespace: &str, name: &str) -> Option<&AgentIdentity> {
+        self.namespace(namespace)?
+            .identities
+            .get(name)
+            .map(Arc::as_ref)
+    }
+
+    /// The identities of a namespace, sorted by name.
+    pub fn identities_in(&self, namespace: &str) -> impl Iterator<Item = &AgentIdentity> {
+        self.namespace(namespace)
+            .into_iter()
+            .flat_map(|ns| ns.identities.values().map(Arc::as_ref))
+    }
+
+    pub fn binding(&self, namespace: &str, name: &str) -> Option<&ToolBinding> {
+        self.namespace(namespace)?
+            .bindings
+            .get(name)
+            .map(Arc::as_ref)
+    }
+
+    /// Every ToolBinding whose `spec.agent` names `agent`, live or not, sorted by name.
+    pub fn bindings_for(&self, namespace: &str, agent: &str) -> impl Iterator<Item = &ToolBinding> {
+        self.namespace(namespace)
+            .and_then(|ns| ns.bindings_by_agent.get(agent))
+            .into_iter()
+            .flat_map(|list| list.iter().map(Arc::as_ref))
+    }
+
+    pub fn policy(&self, namespace: &str, name: &str) -> Option<&DelegationPolicy> {
+        self.namespace(namespace)?
+            .policies
+            .get(name)
+            .map(Arc::as_ref)
+    }
+
+    /// The DelegationPolicies of a namespace, sorted by name.
+    pub fn policies_in(&self, namespace: &str) -> impl Iterator<Item = &DelegationPolicy> {
+        self.namespace(namespace)
+            .into_iter()
+            .flat_map(|ns| ns.policies.values().map(Arc::as_ref))
+    }
+
+    pub fn service_account(&self, namespace: &str, name: &str) -> Option<&ServiceAccount> {
+        self.namespace(namespace)?
+            .service_accounts
+            .get(name)
+            .map(Arc::as_ref)
+    }
+
+    /// The accountable owner of an identity.
+    pub fn owner(&self, namespace: &str, agent: &str) -> Option<&Owner> {
+        self.identity(namespace, agent).map(|i| &i.spec.owner)
+    }
+
+    /// Every identity that claims `service_account` as its ServiceAccount, sorted by name.
+    /// More than one means a conflict the validator reports.
+    pub fn identities_for_service_account(
+        &self,
+        namespace: &str,
+        service_account: &str,
+    ) -> impl Iterator<Item = &AgentIdentity> {
+        let ns = self.namespace(namespace);
+        ns.and_then(|ns| ns.claims.get(service_account))
+            .into_iter()
+            .flatten()
+            .filter_map(move |name| ns.and_then(|ns| ns.identities.get(name)).map(Arc::as_ref))
+    }
+
+    /// The identity that runs as `service_account`: the first claimant by name. Admission uses
+    /// it to tell an agent's ServiceAccount from any other (`ServiceAccountHijack`).
+    pub fn identity_for_service_account(
+        &self,
+        namespace: &str,
+        service_account: &str,
+    ) -> Option<&AgentIdentity> {
+        self.identities_for_service_account(namespace, service_account)
+            .next()
+    }
+
+    /// Whether a ServiceAccount exists and whether mandate manages it (by its labels).
+    pub fn service_account_ownership(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> ServiceAccountOwnership {
+        let Some(sa) = self.service_account(namespace, name) else {
+            return ServiceAccountOwnership::Absent;
+        };
+        let labels = sa.metadata.labels.as_ref();
+        let managed = labels
+            .and_then(|l| l.get(MANAGED_BY_LABEL))
+            .is_some_and(|v| v == MANAGER);
+        match labels.and_then(|l| l.get(AGENT_LABEL)) {
+            Some(agent) if managed => ServiceAccountOwnership::Managed {
+                agent: agent.clone(),
+            },
+            _ => ServiceAccountOwnership::Unmanaged,
+        }
+    }
+
+    /// The tools `agent` holds at `now`, sorted by (tool, binding). A binding grants nothing
+    /// outside its validity window, and nothing at all while it breaks a rule (a ReadOnly
+    /// agent with a write tool, a High-risk tool without a bounded validUntil, a missing
+    /// approval): fail closed. An agent that does not exist holds nothing.
+    pub fn held_tools(&self, namespace: &str, agent: &str, now: Timestamp) -> Vec<HeldTool<'_>> {
+        let Some(identity) = self.identity(namespace, agent) else {
+            return Vec::new();
+        };
+        let mut held: Vec<HeldTool<'_>> = self
+            .bindings_for(namespace, agent)
+            .filter(|b| b.is_live_at(now))
+            .filter(|b| validate::binding_rules(Some(identity), b, now, &self.config).is_empty())
+            .flat_map(|binding| {
+                binding.spec.tools.iter().map(move |tool| HeldTool {
+                    binding,
+                    tool,
+                    expires_at: binding.spec.valid_until.as_ref().map(|t| t.0),
+                })
+            })
+            .collect();
+        held.sort_by(|a, b| {
+            (a.tool.name.as_str(), a.binding_name()).cmp(&(b.tool.name.as_str(), b.binding_name()))
+        });
+        held
+    }
+
+    /// [`Authority::held_tools`] in the shape of `AgentIdentity.status.tools`.
+    pub fn live_tools(&self, namespace: &str, agent: &str, now: Timestamp) -> Vec<LiveTool> {
+        self.held_tools(namespace, agent, now)
+            .iter()
+            .map(HeldTool::to_live_tool)
+            .collect()
+    }
+
+    /// The names of the tools `agent` holds at `now`.
+    pub fn held_tool_names(
+        &self,
+        namespace: &str,
+        agent: &str,
+        now: Timestamp,
+    ) -> BTreeSet<String> {
+        self.held_tools(namespace, agent, now)
+            .into_iter()
+            .map(|h| h.tool.name.clone())
+            .collect()
+    }
+
+    /// Where a ToolBinding stands at `now`: Invalid when it breaks a rule, else Expired,
+    /// Pending or Active by its window.
+    pub fn binding_phase(&self, binding: &ToolBinding, now: Timestamp) -> ToolBindingPhase {
+        if !self.validate_binding(binding, now).is_empty() {
+            return ToolBindingPhase::Invalid;
+        }
+        binding.window_phase(now)
+    }
+
+    /// The next instant strictly after `now` at which what `agent` may do changes: a
+    /// validFrom or validUntil of its bindings, a validUntil of a policy it takes part in, and
+    /// the same for every agent connected to it through delegation (their tools decide
+    /// whether its delegation is safe). The reconciler requeues exactly then.
+    pub fn next_boundary(&self, namespace: &str, agent: &str, now: Timestamp) -> Option<Timestamp> {
+        let ns = self.namespace(namespace)?;
+        // Agents weakly connected to `agent` through policies that have not expired.
+        let mut component: BTreeSet<&str> = BTreeSet::from([agent]);
+        let mut frontier = vec![agent];
+        let live_policies: Vec<&DelegationPolicy> = ns
+            .policies
+            .values()
+            .map(Arc::as_ref)
+            .filter(|p| p.is_live_at(now))
+            .collect();
+        while let Some(current) = frontier.pop() {
+            for policy in &live_policies {
+                let delegator = policy.spec.delegator.as_str();
+                let delegates = policy.spec.delegates.iter().map(|d| d.agent.as_str());
+                let touches = delegator == current
+                    || policy.spec.delegates.iter().any(|d| d.agent == current);
+                if touches {
+                    for other in std::iter::once(delegator).chain(delegates) {
+                        if component.insert(other) {
+                            frontier.push(other);
+                        }
+                    }
+                }
+            }
+        }
+        let binding_times = component
+            .iter()
+            .filter_map(|a| ns.bindings_by_agent.get(*a))
+            .flatten()
+            .flat_map(|b| [b.spec.valid_from.as_ref(), b.spec.valid_until.as_ref()]);
+        let policy_times = live_policies
+            .iter()
+            .filter(|p| {
+                component.contains(p.spec.delegator.as_str())
+                    || p.spec
+                        .delegates
+                        .iter()
+                        .any(|d| component.contains(d.agent.as_str()))
+            })
+            .map(|p| p.spec.valid_until.as_ref());
+        binding_times
+            .chain(policy_times)
+            .flatten()
+            .map(|t| t.0)
+            .filter(|t| *t > now)
+            .min()
+    }
+
+    /// The delegation graph of a namespace at `now`, analysed. Expired policies do not count,
+    /// and a delegation naming an agent that does not exist is left out (the validator reports
+    /// it).
+    pub fn delegation_graph(&self, namespace: &str, now: Timestamp) -> DelegationGraph {
+        self.graph_with(namespace, now, None)
+    }
+
+    /// The delegation graph as if `proposed` were applied, replacing any policy of the same
+    /// name in its namespace.
+    pub fn delegation_graph_with(
+        &self,
+        proposed: &DelegationPolicy,
+        now: Timestamp,
+    ) -> DelegationGraph {
+        let namespace = proposed.metadata.namespace.as_deref().unwrap_or_default();
+        self.graph_with(namespace, now, Some(proposed))
+    }
+
+    fn graph_with(
+        &self,
+        namespace: &str,
+        now: Timestamp,
+        proposed: Option<&DelegationPolicy>,
+    ) -> DelegationGraph {
+        let proposed_name = proposed.and_then(|p| p.metadata.name.as_deref());
+        let existing = self
+            .namespace(namespace)
+            .into_iter()
+            .flat_map(|ns| ns.policies.iter())
+            .filter(|(name, _)| Some(name.as_str()) != proposed_name)
+            .map(|(name, p)| (name.as_str(), p.as_ref()));
+        let proposed = proposed.map(|p| (proposed_name.unwrap_or_default(), p));
+        let mut edges = Vec::new();
+        for (name, policy) in existing.chain(proposed) {
+            if !policy.is_live_at(now) || self.identity(namespace, &policy.spec.delegator).is_none()
+            {
+                continue;
+            }
+            for delegate in &policy.spec.delegates {
+                if self.identity(namespace, &delegate.agent).is_none() {
+                    continue;
+                }
+                edges.push(Edge {
+                    policy: name.to_owned(),
+                    delegator: policy.spec.delegator.clone(),
+                    delegate: delegate.agent.clone(),
+                    tools: delegate.tools.iter().cloned().collect(),
+                    // A negative maxDepth (the schema forbids it) allows no hop at all.
+                    max_depth: u32::try_from(policy.spec.max_depth).unwrap_or(0),
+                });
+            }
+        }
+        let agents: BTreeSet<&str> = edges
+            .iter()
+            .flat_map(|e| [e.delegator.as_str(), e.delegate.as_str()])
+            .collect();
+        let held: BTreeMap<String, BTreeSet<String>> = agents
+            .into_iter()
+            .map(|a| (a.to_owned(), self.held_tool_names(namespace, a, now)))
+            .collect();
+        DelegationGraph::analyse(edges, &held)
+    }
+
+    fn namespace(&self, namespace: &str) -> Option<&Namespace> {
+        self.namespaces.get(namespace)
+    }
+}
+
+/// Windows of a DelegationPolicy.
+trait PolicyWindow {
+    fn is_live_at(&self, now: Timestamp) -> bool;
+}
+
+impl PolicyWindow for DelegationPolicy {
+    fn is_live_at(&self, now: Timestamp) -> bool {
+        self.spec
+            .valid_until
+            .as_ref()
+            .is_none_or(|until| now < until.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+    use crate::api::{Action, Risk};
+
+    #[test]
+    fn live_tools_are_those_of_bindings_naming_the_identity_inside_their_window() {
+        let authority = Authority::builder()
+            .identity(identity("researcher").build())
+            .identity(identity("other").build())
+            .binding(
+                binding("search")
+                    .agent("researcher")
+                    .tool(tool("web-search"))
+                    .build(),
+            )
+            .binding(
+                binding("later")
+                    .agent("researcher")
+                    .tool(tool("crm"))
+                    .valid_from(hours(1))
+                    .build(),
+            )
+            .binding(
+                binding("gone")
+                    .agent("researcher")
+                    .tool(tool("wiki"))
+                    .valid_until(hours(-1))
+                    .build(),
+            )
+            .binding(binding("theirs").agent("other").tool(tool("erp")).build())
+            .build();
+        let tools = authority.live_tools(NS, "researcher", NOW);
+        assert_eq!(names(&tools), ["web-search"]);
+        assert_eq!(tools[0].binding, "search");
+        assert_eq!(tools[0].risk, Risk::Low);
+        assert_eq!(tools[0].actions, [Action::Read]);
+        assert_eq!(tools[0].expires_at, None);
+    }
+
+    #[test]
+    fn a_tool_is_live_from_valid_from_and_gone_at_valid_until() {
+        let authority = Authority::builder()
+            .identity(identity("researcher").build())
+            .binding(
+                binding("window")
+                    .agent("researcher")
+                    .tool(tool("crm"))
+                    .valid_from(hours(0))
+                    .valid_until(hours(2))
+                    .build(),
+            )
+            .build();
+        assert_eq!(names(&authority.live_tools(NS, "researcher", NOW)), ["crm"]);
+        assert_eq!(
+            authority.live_tools(NS, "researcher", NOW)[0].expires_at,
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(hours(
+                2
+            )))
+        );
+        assert!(authority.live_tools(NS, "researcher", hours(2)).is_empty());
+        assert!(authority.live_tools(NS, "researcher", hours(-1)).is_empty());
+    }
+
+    #[test]
+    fn lookups_never_cross_namespaces() {
+        let authority = Authority::builder()
+            .identity(identity("researcher").namespace("team-a").build())
+            .binding(
+                binding("search")
+                    .namespace("team-b")
+                    .agent("researcher")
+                    .tool(tool("web-search"))
+                    .build(),
+            )
+            .build();
+        assert!(authority.identity("team-a", "researcher").is_some());
+        assert!(authority.identity("team-b", "researcher").is_none());
+        assert!(authority.live_tools("team-a", "researcher", NOW).is_empty());
+        assert_eq!(authority.namespaces(), ["team-a", "team-b"]);
+    }
+
+    #[test]
+    fn a_binding_that_breaks_a_rule_grants_nothing() {
+        let authority = Authority::builder()
+            .identity(identity("reader").build())
+            .binding(
+                binding("writes")
+                    .agent("reader")
+                    .tool(tool("crm").actions([Action::Read, Action::Write]))
+                    .build(),
+            )
+            .build();
+        assert!(authority.live_tools(NS, "reader", NOW).is_empty());
+        let writes = authority
+            .binding(NS, "writes")
+            .cloned()
+            .unwrap_or_else(|| unreachable!());
+        assert_eq!(
+            authority.binding_phase(&writes, NOW),
+            ToolBindingPhase::Invalid
+        );
+    }
+
+    #[test]
+    fn binding_phase_follows_the_window() {
+        let authority = Authority::builder().identity(identity("a").build()).build();
+        let pending = binding("p")
+            .agent("a")
+            .tool(tool("t"))
+            .valid_from(hours(1))
+            .build();
+        let expired = binding("e")
+            .agent("a")
+            .tool(tool("t"))
+            .valid_until(hours(0))
+            .build();
+        let active = binding("x").agent("a").tool(tool("t")).build();
+        assert_eq!(
+            authority.binding_phase(&pending, NOW),
+            ToolBindingPhase::Pending
+        );
+        assert_eq!(
+            authority.binding_phase(&expired, NOW),
+            ToolBindingPhase::Expired
+        );
+        assert_eq!(
+            authority.binding_phase(&active, NOW),
+            ToolBindingPhase::Active
+        );
+    }
+
+    #[test]
+    fn next_boundary_is_the_earliest_window_edge_strictly_after_now() {
+        let authority = Authority::builder()
+            .identity(identity("a").build())
+            .identity(identity("b").build())
+            .identity(identity("stranger").build())
+            .binding(
+                binding("one")
+                    .agent("a")
+                    .tool(tool("t"))
+                    .valid_from(hours(-2))
+                    .valid_until(hours(5))
+                    .build(),
+            )
+            .binding(
+                binding("two")
+                    .agent("a")
+                    .tool(tool("u"))
+                    .valid_from(hours(3))
+                    .build(),
+            )
+            .binding(
+                binding("theirs")
+                    .agent("stranger")
+                    .tool(tool("t"))
+                    .valid_until(hours(1))
+                    .build(),
+            )
+            .build();
+        assert_eq!(authority.next_boundary(NS, "a", NOW), Some(hours(3)));
+        assert_eq!(authority.next_boundary(NS, "a", hours(3)), Some(hours(5)));
+        assert_eq!(authority.next_boundary(NS, "a", hours(5)), None);
+        assert_eq!(authority.next_boundary(NS, "b", NOW), None);
+    }
+
+    #[test]
+    fn next_boundary_includes_policies_and_the_tools_of_delegation_partners() {
+        let authority = Authority::builder()
+            .identity(identity("a").build())
+            .identity(identity("b").build())
+            .binding(
+                binding("bt")
+                    .agent("b")
+                    .tool(tool("t"))
+                    .valid_until(hours(4))
+                    .build(),
+            )
+            .policy(
+                policy("ab")
+                    .delegator("a")
+                    .delegate("b", ["t"])
+                    .valid_until(hours(6))
+                    .build(),
+            )
+            .build();
+        assert_eq!(authority.next_boundary(NS, "a", NOW), Some(hours(4)));
+        assert_eq!(authority.next_boundary(NS, "a", hours(4)), Some(hours(6)));
+    }
+
+    #[test]
+    fn service_account_lookups_tell_managed_unmanaged_and_claimed_apart() {
+        let authority = Authority::builder()
+            .identity(identity("a").service_account("shared").build())
+            .identity(identity("b").service_account("shared").build())
+            .service_account(service_account("shared").managed_for("a").build())
+            .service_account(service_account("legacy").build())
+            .build();
+        assert_eq!(
+            authority
+                .identity_for_service_account(NS, "shared")
+                .and_then(|i| i.metadata.name.as_deref()),
+            Some("a")
+        );
+        assert_eq!(
+            authority
+                .identities_for_service_account(NS, "shared")
+                .count(),
+            2
+        );
+        assert!(
+            authority
+                .identity_for_service_account(NS, "legacy")
+                .is_none()
+        );
+        assert_eq!(
+            authority.service_account_ownership(NS, "shared"),
+            ServiceAccountOwnership::Managed { agent: "a".into() }
+        );
+        assert_eq!(
+            authority.service_account_ownership(NS, "legacy"),
+            ServiceAccountOwnership::Unmanaged
+        );
+        assert_eq!(
+            authority.service_account_ownership(NS, "nope"),
+            ServiceAccountOwnership::Absent
+        );
+        assert_eq!(
+            authority.owner(NS, "a").map(|o| o.name.as_str()),
+            Some("team-a")
+        );
+    }
+
+    #[test]
+    fn objects_without_namespace_or_name_are_left_out() {
+        let mut nameless = identity("x").build();
+        nameless.metadata.name = None;
+        let mut homeless = identity("y").build();
+        homeless.metadata.namespace = None;
+        let authority = Authority::builder()
+            .identity(nameless)
+            .identity(homeless)
+            .build();
+        assert!(authority.namespaces().is_empty());
+    }
+
+    #[test]
+    fn ten_thousand_identities_and_bindings_build_and_answer_quickly() {
+        let identities: Vec<_> = (0..10_000)
+            .map(|i| {
+                identity(&format!("agent-{i}"))
+                    .namespace(&format!("ns-{}", i % 50))
+                    .build()
+            })
+            .collect();
+        let bindings: Vec<_> = (0..10_000)
+            .map(|i| {
+                binding(&format!("b-{i}"))
+                    .namespace(&format!("ns-{}", i % 50))
+                    .agent(&format!("agent-{i}"))
+                    .tool(tool("web-search"))
+                    .build()
+            })
+            .collect();
+        let started = std::time::Instant::now();
+        let authority = Authority::from_objects(
+            Config::default(),
+            identities,
+            bindings,
+            Vec::<DelegationPolicy>::new(),
+            Vec::<ServiceAccount>::new(),
+        );
+        for i in 0..10_000 {
+            let ns = format!("ns-{}", i % 50);
+            assert_eq!(
+                authority.live_tools(&ns, &format!("agent-{i}"), NOW).len(),
+                1
+            );
+        }
+        // Generous even for a debug build on a busy machine; a quadratic index would take
+        // minutes.
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    fn names(tools: &[LiveTool]) -> Vec<&str> {
+        tools.iter().map(|t| t.name.as_str()).collect()
+    }
+}

@@ -1,0 +1,340 @@
+//! Test fixtures: small builders for AgentIdentities, ToolBindings, DelegationPolicies and
+//! ServiceAccounts with sensible defaults, so tests state only what matters. Test-only, no I/O.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use crate::api::{
+    AGENT_LABEL, Action, AgentClass, AgentIdentity, AgentIdentitySpec, ApiResourceRef, Approval,
+    Delegate, DelegationPolicy, DelegationPolicySpec, Destination, Endpoint, EndpointPort,
+    ExternalDestination, KubernetesApiDestination, MANAGED_BY_LABEL, MANAGER, Owner, OwnerKind,
+    PodsDestination, Protocol, Risk, ServiceDestination, Tool, ToolBinding, ToolBindingSpec,
+};
+
+/// The namespace fixtures live in unless told otherwise.
+pub const NS: &str = "agents";
+/// A fixed instant the tests call now.
+pub const NOW: Timestamp = Timestamp::constant(1_800_000_000, 0);
+
+/// `NOW` shifted by `h` hours.
+pub fn hours(h: i64) -> Timestamp {
+    NOW.checked_add(SignedDuration::from_hours(h))
+        .unwrap_or(NOW)
+}
+
+fn meta(namespace: &str, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: Some(namespace.to_owned()),
+        uid: Some(format!("uid-{namespace}-{name}")),
+        ..ObjectMeta::default()
+    }
+}
+
+pub struct IdentityBuilder {
+    identity: AgentIdentity,
+}
+
+pub fn identity(name: &str) -> IdentityBuilder {
+    let spec = AgentIdentitySpec {
+        owner: Owner {
+            kind: OwnerKind::Group,
+            name: "team-a".into(),
+            contact: None,
+        },
+        class: AgentClass::ReadOnly,
+        purpose: format!("{name} does its job"),
+        service_account_name: None,
+        credentials: None,
+        endpoint: None,
+    };
+    let mut identity = AgentIdentity::new(name, spec);
+    identity.metadata = meta(NS, name);
+    IdentityBuilder { identity }
+}
+
+impl IdentityBuilder {
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        self.identity.metadata.namespace = Some(namespace.to_owned());
+        self
+    }
+
+    pub fn class(mut self, class: AgentClass) -> Self {
+        self.identity.spec.class = class;
+        self
+    }
+
+    pub fn service_account(mut self, name: &str) -> Self {
+        self.identity.spec.service_account_name = Some(name.to_owned());
+        self
+    }
+
+    pub fn endpoint(mut self, ports: impl IntoIterator<Item = (i32, Protocol)>) -> Self {
+        self.identity.spec.endpoint = Some(Endpoint {
+            ports: ports
+                .into_iter()
+                .map(|(port, protocol)| EndpointPort { port, protocol })
+                .collect(),
+        });
+        self
+    }
+
+    pub fn build(self) -> AgentIdentity {
+        self.identity
+    }
+}
+
+pub struct ToolBuilder {
+    tool: Tool,
+}
+
+/// A Low-risk `read` tool reached through the Service of the same name.
+pub fn tool(name: &str) -> ToolBuilder {
+    ToolBuilder {
+        tool: Tool {
+            name: name.to_owned(),
+            actions: vec![Action::Read],
+            risk: Risk::Low,
+            destination: Destination {
+                service: Some(ServiceDestination {
+                    name: name.to_owned(),
+                    namespace: None,
+                    ports: Vec::new(),
+                }),
+                ..Destination::default()
+            },
+        },
+    }
+}
+
+impl ToolBuilder {
+    pub fn actions(mut self, actions: impl IntoIterator<Item = Action>) -> Self {
+        self.tool.actions = actions.into_iter().collect();
+        self
+    }
+
+    pub fn high(mut self) -> Self {
+        self.tool.risk = Risk::High;
+        self
+    }
+
+    /// Reach it through Service `name` in `namespace` (None: the binding's), on `ports`.
+    pub fn service(
+        mut self,
+        name: &str,
+        namespace: Option<&str>,
+        ports: impl IntoIterator<Item = IntOrString>,
+    ) -> Self {
+        self.tool.destination = Destination {
+            service: Some(ServiceDestination {
+                name: name.to_owned(),
+                namespace: namespace.map(str::to_owned),
+                ports: ports.into_iter().collect(),
+            }),
+            ..Destination::default()
+        };
+        self
+    }
+
+    pub fn pods(
+        mut self,
+        namespace_selector: Option<LabelSelector>,
+        pod_selector: LabelSelector,
+        ports: impl IntoIterator<Item = IntOrString>,
+    ) -> Self {
+        self.tool.destination = Destination {
+            pods: Some(PodsDestination {
+                namespace_selector,
+                pod_selector,
+                ports: ports.into_iter().collect(),
+            }),
+            ..Destination::default()
+        };
+        self
+    }
+
+    pub fn external(
+        mut self,
+        cidrs: impl IntoIterator<Item = &'static str>,
+        ports: impl IntoIterator<Item = i32>,
+    ) -> Self {
+        self.tool.destination = Destination {
+            external: Some(ExternalDestination {
+                cidrs: cidrs.into_iter().map(str::to_owned).collect(),
+                ports: ports.into_iter().collect(),
+            }),
+            ..Destination::default()
+        };
+        self
+    }
+
+    pub fn kubernetes_api(mut self, resource: &str) -> Self {
+        self.tool.destination = Destination {
+            kubernetes_api: Some(KubernetesApiDestination {
+                resources: vec![ApiResourceRef {
+                    group: String::new(),
+                    resource: resource.to_owned(),
+                    names: Vec::new(),
+                }],
+            }),
+            ..Destination::default()
+        };
+        self
+    }
+
+    pub fn build(self) -> Tool {
+        self.tool
+    }
+}
+
+impl From<ToolBuilder> for Tool {
+    fn from(builder: ToolBuilder) -> Tool {
+        builder.build()
+    }
+}
+
+pub struct BindingBuilder {
+    binding: ToolBinding,
+}
+
+pub fn binding(name: &str) -> BindingBuilder {
+    let mut binding = ToolBinding::new(
+        name,
+        ToolBindingSpec {
+            agent: String::new(),
+            tools: Vec::new(),
+            valid_from: None,
+            valid_until: None,
+            approval: None,
+        },
+    );
+    binding.metadata = meta(NS, name);
+    BindingBuilder { binding }
+}
+
+impl BindingBuilder {
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        self.binding.metadata.namespace = Some(namespace.to_owned());
+        self
+    }
+
+    pub fn agent(mut self, agent: &str) -> Self {
+        self.binding.spec.agent = agent.to_owned();
+        self
+    }
+
+    pub fn tool(mut self, tool: impl Into<Tool>) -> Self {
+        self.binding.spec.tools.push(tool.into());
+        self
+    }
+
+    pub fn valid_from(mut self, at: Timestamp) -> Self {
+        self.binding.spec.valid_from = Some(Time(at));
+        self
+    }
+
+    pub fn valid_until(mut self, at: Timestamp) -> Self {
+        self.binding.spec.valid_until = Some(Time(at));
+        self
+    }
+
+    pub fn approved(mut self) -> Self {
+        self.binding.spec.approval = Some(Approval {
+            approved_by: "security-lead".into(),
+            reason: "TICKET-1".into(),
+        });
+        self
+    }
+
+    pub fn build(self) -> ToolBinding {
+        self.binding
+    }
+}
+
+pub struct PolicyBuilder {
+    policy: DelegationPolicy,
+}
+
+pub fn policy(name: &str) -> PolicyBuilder {
+    let mut policy = DelegationPolicy::new(
+        name,
+        DelegationPolicySpec {
+            delegator: String::new(),
+            delegates: Vec::new(),
+            max_depth: 1,
+            valid_until: None,
+        },
+    );
+    policy.metadata = meta(NS, name);
+    PolicyBuilder { policy }
+}
+
+impl PolicyBuilder {
+    pub fn delegator(mut self, agent: &str) -> Self {
+        self.policy.spec.delegator = agent.to_owned();
+        self
+    }
+
+    pub fn delegate<'a>(mut self, agent: &str, tools: impl IntoIterator<Item = &'a str>) -> Self {
+        self.policy.spec.delegates.push(Delegate {
+            agent: agent.to_owned(),
+            tools: tools.into_iter().map(str::to_owned).collect(),
+        });
+        self
+    }
+
+    pub fn max_depth(mut self, depth: i32) -> Self {
+        self.policy.spec.max_depth = depth;
+        self
+    }
+
+    pub fn valid_until(mut self, at: Timestamp) -> Self {
+        self.policy.spec.valid_until = Some(Time(at));
+        self
+    }
+
+    pub fn build(self) -> DelegationPolicy {
+        self.policy
+    }
+}
+
+pub struct ServiceAccountBuilder {
+    service_account: ServiceAccount,
+}
+
+/// A ServiceAccount nobody manages.
+pub fn service_account(name: &str) -> ServiceAccountBuilder {
+    ServiceAccountBuilder {
+        service_account: ServiceAccount {
+            metadata: meta(NS, name),
+            ..ServiceAccount::default()
+        },
+    }
+}
+
+impl ServiceAccountBuilder {
+    /// Labels it as mandate's, for `agent`.
+    pub fn managed_for(mut self, agent: &str) -> Self {
+        self.service_account.metadata.labels = Some(BTreeMap::from([
+            (MANAGED_BY_LABEL.to_owned(), MANAGER.to_owned()),
+            (AGENT_LABEL.to_owned(), agent.to_owned()),
+        ]));
+        self
+    }
+
+    pub fn build(self) -> ServiceAccount {
+        self.service_account
+    }
+}
+
+/// `matchLabels` with one label.
+pub fn labels(key: &str, value: &str) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(BTreeMap::from([(key.to_owned(), value.to_owned())])),
+        ..LabelSelector::default()
+    }
+}

@@ -1,0 +1,68 @@
+//! Tools at an instant: a ToolBinding and a timestamp in; whether it is live, its phase by
+//! window, and the tools it grants out. Pure: no I/O, no clock (callers pass `now`).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::api::{LiveTool, Tool, ToolBinding, ToolBindingPhase};
+
+/// One tool an agent holds now, with the binding that grants it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HeldTool<'a> {
+    pub binding: &'a ToolBinding,
+    pub tool: &'a Tool,
+    /// The binding's validUntil; `None` when the grant does not expire.
+    pub expires_at: Option<Timestamp>,
+}
+
+impl HeldTool<'_> {
+    pub fn binding_name(&self) -> &str {
+        self.binding.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    /// The entry of `AgentIdentity.status.tools` for this tool.
+    pub fn to_live_tool(&self) -> LiveTool {
+        LiveTool {
+            name: self.tool.name.clone(),
+            binding: self.binding_name().to_owned(),
+            risk: self.tool.risk,
+            actions: self.tool.actions.clone(),
+            expires_at: self.expires_at.map(Time),
+        }
+    }
+}
+
+/// The validity window of a ToolBinding: `[validFrom, validUntil)`, either end optional.
+pub trait BindingWindow {
+    /// Whether `now` lies inside the window.
+    fn is_live_at(&self, now: Timestamp) -> bool;
+    /// Pending, Active or Expired by the window alone (Invalid is the validator's call; see
+    /// `Authority::binding_phase`).
+    fn window_phase(&self, now: Timestamp) -> ToolBindingPhase;
+}
+
+impl BindingWindow for ToolBinding {
+    fn is_live_at(&self, now: Timestamp) -> bool {
+        self.window_phase(now) == ToolBindingPhase::Active
+    }
+
+    fn window_phase(&self, now: Timestamp) -> ToolBindingPhase {
+        if self
+            .spec
+            .valid_until
+            .as_ref()
+            .is_some_and(|until| now >= until.0)
+        {
+            ToolBindingPhase::Expired
+        } else if self
+            .spec
+            .valid_from
+            .as_ref()
+            .is_some_and(|from| now < from.0)
+        {
+            ToolBindingPhase::Pending
+        } else {
+            ToolBindingPhase::Active
+        }
+    }
+}
