@@ -1,1 +1,39 @@
-//! Admission: pure decisions and the HTTPS server around them. (being written)
+//! Admission: AdmissionRequests in, AdmissionResponses out. The decisions (pure, per resource) sit
+//! behind the [`Reviewer`] trait; [`server`] is the HTTPS webhook around them and [`tls`] its
+//! reloadable certificate. Decisions never do I/O and never wait on the API server.
+
+pub mod server;
+pub mod tls;
+
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse};
+
+/// `auditAnnotations` key for the decision (`allowed`, `denied`, `warned`, ...). Keys carry no
+/// prefix: the API server prefixes them with the webhook's name.
+pub const AUDIT_DECISION: &str = "decision";
+/// `auditAnnotations` key for the reason codes found, comma-separated, most important first
+/// (`NoIdentity,TokenTTL`). The first one becomes the `reason` metric label; absent or empty
+/// means `none`.
+pub const AUDIT_REASON: &str = "reason";
+/// `auditAnnotations` key for the mode that applied (`enforce`, `warn`, `audit`); absent means
+/// `none`.
+pub const AUDIT_MODE: &str = "mode";
+/// `auditAnnotations` key for the agent the request concerns.
+pub const AUDIT_AGENT: &str = "agent";
+/// `auditAnnotations` key for the agent's owner.
+pub const AUDIT_OWNER: &str = "owner";
+
+/// Decides one admission request. The server calls it on its async hot path, so it must answer
+/// from memory (an authority snapshot) without blocking.
+///
+/// Contract with the server:
+/// - Build the answer from the request (`AdmissionResponse::from(request)`, then `.deny(..)`,
+///   `warnings`, ...). The server echoes the request's `uid` whatever the reviewer sets.
+/// - Put the reason codes and mode in `audit_annotations` under [`AUDIT_REASON`] and
+///   [`AUDIT_MODE`]: the server reads them for the `mandate_admission_requests_total` labels and
+///   its per-decision log line, and the API server copies them into its audit log.
+/// - A panic is caught, logged and answered with HTTP 500 (the API server then applies the
+///   webhook's failurePolicy); it never takes the server down.
+pub trait Reviewer: Send + Sync + 'static {
+    fn review(&self, request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse;
+}

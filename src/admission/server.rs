@@ -1,0 +1,735 @@
+//! The HTTPS admission webhook: TLS connections from the API server in, AdmissionReview JSON
+//! answers out. Parses and checks the body, hands the request to a [`Reviewer`], echoes the uid,
+//! and records one metric sample and one log line per request. Bad input is answered with 4xx and
+//! a JSON error, never a panic. Decides nothing itself.
+//!
+//! Status codes: 200 with an AdmissionReview for every request the reviewer answered (allowed or
+//! denied); 400 for a body that is not a readable `admission.k8s.io/v1` AdmissionReview; 413 for a
+//! body over the size limit; 404 for a path not in [`VALIDATE_PATHS`]; 405 for a method other than
+//! POST on one of them; 408 for a body that does not arrive in time; 500 when the reviewer
+//! panicked.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Buf;
+use futures::{Stream, StreamExt};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use kube::core::admission::{
+    AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND,
+};
+use kube::core::{DynamicObject, TypeMeta};
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use warp::Filter;
+use warp::filters::BoxedFilter;
+use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use warp::path::FullPath;
+use warp::reply::{Reply, Response};
+
+use super::tls::{CertificateReloader, TlsError, TlsFiles, server_config};
+use super::{AUDIT_MODE, AUDIT_REASON, Reviewer};
+use crate::telemetry::metrics::{AdmissionDecision, AdmissionLabels, Metrics};
+
+/// Every path that serves admission reviews; all route to the same reviewer (it tells resources
+/// apart by the request's `resource`). One path per webhook entry keeps the API server's metrics
+/// and our logs readable.
+pub const VALIDATE_PATHS: [&str; 4] = [
+    VALIDATE_PATH,
+    VALIDATE_PODS_PATH,
+    VALIDATE_WORKLOADS_PATH,
+    VALIDATE_MANDATE_PATH,
+];
+pub const VALIDATE_PATH: &str = "/validate";
+pub const VALIDATE_PODS_PATH: &str = "/validate/pods";
+pub const VALIDATE_WORKLOADS_PATH: &str = "/validate/workloads";
+pub const VALIDATE_MANDATE_PATH: &str = "/validate/mandate";
+
+/// Default body limit: the API server's own request limit is 3 MiB, and a review carries the
+/// object (and on update the old object), so 3 MiB covers every real review.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+/// How much of an oversized body is still read (and discarded) so the 413 reaches the client.
+pub const DRAIN_AFTER_LIMIT: usize = 1024 * 1024;
+/// Default interval between checks of the certificate files.
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
+/// Default limit for a TLS handshake, and for HTTP/1 request headers to arrive.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default limit for receiving a request body.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time open connections get to finish after shutdown before they are cut.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// How to run the webhook server.
+#[derive(Clone, Debug)]
+pub struct WebhookConfig {
+    /// Address to bind; port 0 picks a free one (see [`WebhookServer::local_addr`]).
+    pub addr: SocketAddr,
+    pub tls: TlsFiles,
+    /// Larger bodies are refused with 413 without being read further.
+    pub max_body_bytes: usize,
+    /// How often the certificate files are re-read.
+    pub reload_interval: Duration,
+    /// Limit for the TLS handshake and for HTTP/1 request headers.
+    pub handshake_timeout: Duration,
+    /// Limit for receiving a request body (answered with 408 when exceeded).
+    pub body_timeout: Duration,
+    /// Time open connections get to finish after shutdown before they are cut.
+    pub drain_timeout: Duration,
+}
+
+impl WebhookConfig {
+    /// The defaults above for `addr` and `tls`.
+    pub fn new(addr: SocketAddr, tls: TlsFiles) -> Self {
+        WebhookConfig {
+            addr,
+            tls,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            reload_interval: DEFAULT_RELOAD_INTERVAL,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("loading the webhook certificate: {0}")]
+    LoadCertificate(#[from] TlsError),
+    #[error("binding the webhook server to {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("reading the webhook server's bound address: {0}")]
+    LocalAddr(#[source] std::io::Error),
+}
+
+/// Why a request body was refused before it reached the reviewer. `code()` is the `reason` label
+/// and the `reason` field of the JSON error.
+#[derive(Debug, thiserror::Error)]
+pub enum BadReview {
+    #[error("reading the request body: {0}")]
+    ReadBody(#[source] warp::Error),
+    #[error("request body did not arrive within {timeout:?}")]
+    BodyTimeout { timeout: Duration },
+    #[error("request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("request body is not valid JSON: {0}")]
+    MalformedJson(#[source] serde_json::Error),
+    #[error("request body ends before its JSON does (truncated?): {0}")]
+    TruncatedJson(#[source] serde_json::Error),
+    #[error("request body is JSON but not an AdmissionReview: {0}")]
+    NotAdmissionReview(#[source] serde_json::Error),
+    #[error("request body has kind {kind:?}; expected {META_KIND:?}")]
+    WrongKind { kind: String },
+    #[error(
+        "request body has apiVersion {api_version:?}; only {META_API_VERSION_V1:?} is served (set admissionReviewVersions: [v1])"
+    )]
+    UnsupportedApiVersion { api_version: String },
+    #[error("AdmissionReview has no request")]
+    MissingRequest,
+}
+
+impl BadReview {
+    pub fn code(&self) -> &'static str {
+        match self {
+            BadReview::ReadBody(_) => "ReadBody",
+            BadReview::BodyTimeout { .. } => "BodyTimeout",
+            BadReview::BodyTooLarge { .. } => "BodyTooLarge",
+            BadReview::MalformedJson(_) => "MalformedJson",
+            BadReview::TruncatedJson(_) => "TruncatedJson",
+            BadReview::NotAdmissionReview(_) => "NotAdmissionReview",
+            BadReview::WrongKind { .. } => "WrongKind",
+            BadReview::UnsupportedApiVersion { .. } => "UnsupportedApiVersion",
+            BadReview::MissingRequest => "MissingRequest",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            BadReview::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            BadReview::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// A running webhook server.
+#[derive(Debug)]
+pub struct WebhookServer {
+    local_addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl WebhookServer {
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Waits until the server has stopped: its shutdown future resolved, the listener closed and
+    /// open connections finished (or the drain timeout cut them).
+    pub async fn stopped(self) -> Result<(), tokio::task::JoinError> {
+        self.task.await
+    }
+}
+
+/// Reads and checks an AdmissionReview body: JSON, `kind: AdmissionReview`,
+/// `apiVersion: admission.k8s.io/v1`, with a request. Pure.
+pub fn parse_review(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, BadReview> {
+    // Kind and version first, so a Pod posted by mistake is called what it is rather than
+    // failing on some missing field.
+    let types: TypeMeta = serde_json::from_slice(body).map_err(classify_json_error)?;
+    if types.kind != META_KIND {
+        return Err(BadReview::WrongKind { kind: types.kind });
+    }
+    if types.api_version != META_API_VERSION_V1 {
+        return Err(BadReview::UnsupportedApiVersion {
+            api_version: types.api_version,
+        });
+    }
+    let review: AdmissionReview<DynamicObject> =
+        serde_json::from_slice(body).map_err(classify_json_error)?;
+    review.try_into().map_err(|_| BadReview::MissingRequest)
+}
+
+fn classify_json_error(error: serde_json::Error) -> BadReview {
+    match error.classify() {
+        serde_json::error::Category::Eof => BadReview::TruncatedJson(error),
+        serde_json::error::Category::Syntax | serde_json::error::Category::Io => {
+            BadReview::MalformedJson(error)
+        }
+        serde_json::error::Category::Data => BadReview::NotAdmissionReview(error),
+    }
+}
+
+/// Wraps the reviewer's answer for `request` in an `admission.k8s.io/v1` AdmissionReview with the
+/// request's uid (whatever uid the reviewer set). Pure.
+pub fn respond(
+    request: &AdmissionRequest<DynamicObject>,
+    mut response: AdmissionResponse,
+) -> AdmissionReview<DynamicObject> {
+    response.uid.clone_from(&request.uid);
+    let types = TypeMeta {
+        api_version: META_API_VERSION_V1.to_owned(),
+        kind: META_KIND.to_owned(),
+    };
+    response.types = types.clone();
+    AdmissionReview {
+        types,
+        request: None,
+        response: Some(response),
+    }
+}
+
+/// The `resource` label: the request's resource if it looks like a resource name, else `other`
+/// (bounds the label's values when something other than the API server calls).
+fn resource_label(request: &AdmissionRequest<DynamicObject>) -> Cow<'static, str> {
+    let resource = request.resource.resource.as_str();
+    let plausible = !resource.is_empty()
+        && resource.len() <= 63
+        && resource
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+    if plausible {
+        Cow::Owned(resource.to_owned())
+    } else {
+        Cow::Borrowed("other")
+    }
+}
+
+/// The first reason code in the response's audit annotations, or `none`.
+fn primary_reason(response: &AdmissionResponse) -> Cow<'static, str> {
+    response
+        .audit_annotations
+        .get(AUDIT_REASON)
+        .and_then(|codes| {
+            codes
+                .split(',')
+                .map(str::trim)
+                .find(|code| !code.is_empty())
+        })
+        .map_or(Cow::Borrowed("none"), |code| Cow::Owned(code.to_owned()))
+}
+
+fn mode_label(response: &AdmissionResponse) -> Cow<'static, str> {
+    response
+        .audit_annotations
+        .get(AUDIT_MODE)
+        .filter(|mode| !mode.is_empty())
+        .map_or(Cow::Borrowed("none"), |mode| Cow::Owned(mode.clone()))
+}
+
+struct State {
+    reviewer: Arc<dyn Reviewer>,
+    metrics: Metrics,
+    max_body_bytes: usize,
+    body_timeout: Duration,
+}
+
+/// The webhook's routes, for serving (see [`serve`]) or wrapping in other filters.
+pub fn routes(
+    reviewer: Arc<dyn Reviewer>,
+    metrics: Metrics,
+    config: &WebhookConfig,
+) -> BoxedFilter<(Response,)> {
+    let state = Arc::new(State {
+        reviewer,
+        metrics,
+        max_body_bytes: config.max_body_bytes,
+        body_timeout: config.body_timeout,
+    });
+    warp::path::full()
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .then(
+            move |path: FullPath, method: Method, headers: HeaderMap, body| {
+                let state = Arc::clone(&state);
+                async move { handle(&state, path.as_str(), &method, &headers, body).await }
+            },
+        )
+        .boxed()
+}
+
+async fn handle<S, B>(
+    state: &State,
+    path: &str,
+    method: &Method,
+    headers: &HeaderMap,
+    body: S,
+) -> Response
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    if !VALIDATE_PATHS.contains(&path) {
+        return error_reply(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!(
+                "no webhook at {path}; served paths: {}",
+                VALIDATE_PATHS.join(", ")
+            ),
+        );
+    }
+    if method != Method::POST {
+        let mut reply = error_reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            &format!("{method} is not allowed on {path}; send the AdmissionReview with POST"),
+        );
+        reply
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return reply;
+    }
+    let started = Instant::now();
+    let read = tokio::time::timeout(
+        state.body_timeout,
+        read_body(headers, body, state.max_body_bytes),
+    );
+    let request = match read.await {
+        Ok(Ok(body)) => parse_review(&body),
+        Ok(Err(error)) => Err(error),
+        Err(_) => Err(BadReview::BodyTimeout {
+            timeout: state.body_timeout,
+        }),
+    };
+    let request = match request {
+        Ok(request) => request,
+        Err(error) => return refuse(state, path, &error, started),
+    };
+    let reviewer = &state.reviewer;
+    let Ok(response) = catch_unwind(AssertUnwindSafe(|| reviewer.review(&request))) else {
+        return reviewer_failed(state, path, &request, started);
+    };
+    answer(state, path, &request, response, started)
+}
+
+/// Collects the body. A body over `limit` is refused with [`BadReview::BodyTooLarge`], but up to
+/// [`DRAIN_AFTER_LIMIT`] more bytes are read and discarded first, so the client can read the 413
+/// before the connection closes (closing on unread data resets the connection, and the client may
+/// lose the answer). A declared Content-Length beyond that is refused without reading.
+async fn read_body<S, B>(headers: &HeaderMap, body: S, limit: usize) -> Result<Vec<u8>, BadReview>
+where
+    S: Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let drain_limit = limit.saturating_add(DRAIN_AFTER_LIMIT);
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > drain_limit as u64) {
+        return Err(BadReview::BodyTooLarge { limit });
+    }
+    let capacity = declared
+        .map_or(16 * 1024, |length| length as usize)
+        .min(limit);
+    let mut data = Vec::with_capacity(capacity);
+    let mut seen: usize = 0;
+    let mut body = std::pin::pin!(body);
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(BadReview::ReadBody)?;
+        seen = seen.saturating_add(chunk.remaining());
+        if seen > limit {
+            data = Vec::new();
+            if seen > drain_limit {
+                break;
+            }
+            continue;
+        }
+        while chunk.has_remaining() {
+            let bytes = chunk.chunk();
+            let read = bytes.len();
+            data.extend_from_slice(bytes);
+            chunk.advance(read);
+        }
+    }
+    if seen > limit {
+        return Err(BadReview::BodyTooLarge { limit });
+    }
+    Ok(data)
+}
+
+fn refuse(state: &State, path: &str, error: &BadReview, started: Instant) -> Response {
+    let elapsed = started.elapsed();
+    state.metrics.record_admission(
+        &AdmissionLabels {
+            resource: Cow::Borrowed("unknown"),
+            decision: AdmissionDecision::Invalid,
+            reason: Cow::Borrowed(error.code()),
+            mode: Cow::Borrowed("none"),
+        },
+        elapsed,
+    );
+    tracing::warn!(
+        path,
+        reason = error.code(),
+        %error,
+        elapsed_us = elapsed.as_micros() as u64,
+        "refused an unreadable admission request"
+    );
+    error_reply(error.status(), error.code(), &error.to_string())
+}
+
+fn reviewer_failed(
+    state: &State,
+    path: &str,
+    request: &AdmissionRequest<DynamicObject>,
+    started: Instant,
+) -> Response {
+    let elapsed = started.elapsed();
+    state.metrics.record_admission(
+        &AdmissionLabels {
+            resource: resource_label(request),
+            decision: AdmissionDecision::Error,
+            reason: Cow::Borrowed("ReviewerPanicked"),
+            mode: Cow::Borrowed("none"),
+        },
+        elapsed,
+    );
+    tracing::error!(
+        path,
+        uid = %request.uid,
+        resource = %request.resource.resource,
+        namespace = request.namespace.as_deref().unwrap_or(""),
+        name = %request.name,
+        "the reviewer panicked; answering 500 so the API server applies the failure policy"
+    );
+    error_reply(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "ReviewerPanicked",
+        "the admission reviewer failed; see the webhook's log",
+    )
+}
+
+fn answer(
+    state: &State,
+    path: &str,
+    request: &AdmissionRequest<DynamicObject>,
+    response: AdmissionResponse,
+    started: Instant,
+) -> Response {
+    let labels = AdmissionLabels {
+        resource: resource_label(request),
+        decision: if response.allowed {
+            AdmissionDecision::Allowed
+        } else {
+            AdmissionDecision::Denied
+        },
+        reason: primary_reason(&response),
+        mode: mode_label(&response),
+    };
+    let allowed = response.allowed;
+    let reasons = response
+        .audit_annotations
+        .get(AUDIT_REASON)
+        .cloned()
+        .unwrap_or_default();
+    let review = respond(request, response);
+    let body = match serde_json::to_vec(&review) {
+        Ok(body) => body,
+        Err(error) => {
+            tracing::error!(%error, uid = %request.uid, "serializing the AdmissionReview answer");
+            return error_reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "SerializeResponse",
+                "the admission answer could not be serialized; see the webhook's log",
+            );
+        }
+    };
+    let elapsed = started.elapsed();
+    state.metrics.record_admission(&labels, elapsed);
+    tracing::info!(
+        path,
+        uid = %request.uid,
+        operation = ?request.operation,
+        resource = %request.resource.resource,
+        namespace = request.namespace.as_deref().unwrap_or(""),
+        name = %request.name,
+        user = request.user_info.username.as_deref().unwrap_or(""),
+        dry_run = request.dry_run,
+        allowed,
+        decision = labels.decision.as_str(),
+        reasons = %reasons,
+        mode = %labels.mode,
+        elapsed_us = elapsed.as_micros() as u64,
+        "admission decision"
+    );
+    json_bytes_reply(StatusCode::OK, body)
+}
+
+fn error_reply(status: StatusCode, reason: &str, message: &str) -> Response {
+    let body = json!({ "code": status.as_u16(), "reason": reason, "message": message });
+    json_bytes_reply(status, body.to_string().into_bytes())
+}
+
+fn json_bytes_reply(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut reply = warp::reply::with_status(body, status).into_response();
+    reply.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    reply
+}
+
+/// Loads the certificate, binds `config.addr` and serves the webhook routes over TLS in a
+/// background task until `shutdown` resolves; a second task re-reads the certificate files every
+/// `config.reload_interval`. Returns once the socket is bound, so callers (and tests using port 0)
+/// can read the address at once.
+pub async fn serve(
+    config: WebhookConfig,
+    reviewer: Arc<dyn Reviewer>,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<WebhookServer, ServeError> {
+    let reloader = CertificateReloader::load(config.tls.clone()).await?;
+    let acceptor = TlsAcceptor::from(Arc::new(server_config(reloader.resolver())?));
+    let listener = TcpListener::bind(config.addr)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.addr,
+            source,
+        })?;
+    let local_addr = listener.local_addr().map_err(ServeError::LocalAddr)?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(reloader.run(config.reload_interval, stop_signal(stop_rx.clone())));
+
+    let service = warp::service(routes(reviewer, metrics, &config));
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.handshake_timeout);
+    http.http2().timer(TokioTimer::new());
+    let handshake_timeout = config.handshake_timeout;
+
+    let task = tokio::spawn(async move {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let acceptor = acceptor.clone();
+                        let http = http.clone();
+                        let service = TowerToHyperService::new(service.clone());
+                        let stop = stop_rx.clone();
+                        connections.spawn(async move {
+                            let Some(tls) = handshake(&acceptor, stream, peer, handshake_timeout).await else {
+                                return;
+                            };
+                            let connection = http.serve_connection(TokioIo::new(tls), service);
+                            let mut connection = std::pin::pin!(connection);
+                            let finished = tokio::select! {
+                                finished = connection.as_mut() => finished,
+                                () = stop_signal(stop) => {
+                                    // Finish the requests in flight, then close.
+                                    connection.as_mut().graceful_shutdown();
+                                    connection.await
+                                }
+                            };
+                            if let Err(error) = finished {
+                                tracing::debug!(%peer, %error, "webhook connection ended with an error");
+                            }
+                        });
+                    }
+                    Err(error) => {
+                        // Usually out of file descriptors: back off instead of spinning.
+                        tracing::warn!(%error, "accepting a webhook connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            }
+        }
+        drop(listener);
+        tracing::info!(%local_addr, open = connections.len(), "webhook server stopping; draining connections");
+        // Ignored error: no receivers left only means every connection already ended.
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(config.drain_timeout, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                open = connections.len(),
+                "cutting webhook connections that outlived the drain timeout"
+            );
+            connections.abort_all();
+        }
+        tracing::info!(%local_addr, "webhook server stopped");
+    });
+    tracing::info!(%local_addr, "webhook server listening");
+    Ok(WebhookServer { local_addr, task })
+}
+
+/// The TLS handshake, bounded in time; failures are the client's and only logged at debug.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    timeout: Duration,
+) -> Option<TlsStream<TcpStream>> {
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => Some(tls),
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "webhook TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "webhook TLS handshake timed out");
+            None
+        }
+    }
+}
+
+async fn stop_signal(mut stop: watch::Receiver<bool>) {
+    // An error means the sender is gone: the server has stopped, so stop too.
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POD_CREATE: &str = include_str!("../../tests/fixtures/admission/pod-create.json");
+    const POD_CREATE_TRUNCATED: &str =
+        include_str!("../../tests/fixtures/admission/pod-create-truncated.json");
+    const WRONG_KIND: &str = include_str!("../../tests/fixtures/admission/wrong-kind-pod.json");
+    const V1BETA1: &str = include_str!("../../tests/fixtures/admission/pod-create-v1beta1.json");
+
+    #[test]
+    fn the_pod_create_fixture_parses_into_a_pod_request() -> Result<(), BadReview> {
+        let request = parse_review(POD_CREATE.as_bytes())?;
+        assert_eq!(request.uid, "7f3c1a52-94b1-4e1e-8d4b-2b6a0c9d5e11");
+        assert_eq!(request.resource.resource, "pods");
+        assert_eq!(request.namespace.as_deref(), Some("agents"));
+        let labels = request.object.and_then(|pod| pod.metadata.labels);
+        assert_eq!(
+            labels
+                .and_then(|l| l.get("mandate.dev/agent").cloned())
+                .as_deref(),
+            Some("researcher")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn each_kind_of_bad_body_gets_its_own_code() {
+        let code = |body: &str| parse_review(body.as_bytes()).err().map(|e| e.code());
+        assert_eq!(code(POD_CREATE_TRUNCATED), Some("TruncatedJson"));
+        assert_eq!(code("{\"kind\": AdmissionReview}"), Some("MalformedJson"));
+        assert_eq!(code(WRONG_KIND), Some("WrongKind"));
+        assert_eq!(code(V1BETA1), Some("UnsupportedApiVersion"));
+        assert_eq!(code("[1, 2]"), Some("NotAdmissionReview"));
+        assert_eq!(code(""), Some("TruncatedJson"));
+        assert_eq!(
+            code(r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1"}"#),
+            Some("MissingRequest")
+        );
+        assert_eq!(
+            code(
+                r#"{"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","request":{"uid":1}}"#
+            ),
+            Some("NotAdmissionReview")
+        );
+    }
+
+    #[test]
+    fn the_answer_echoes_the_request_uid_even_when_the_reviewer_sets_another()
+    -> Result<(), BadReview> {
+        let request = parse_review(POD_CREATE.as_bytes())?;
+        let mut response = AdmissionResponse::invalid("reviewer lost the uid");
+        response.uid = "something-else".to_owned();
+        let review = respond(&request, response);
+        assert_eq!(review.types.kind, "AdmissionReview");
+        assert_eq!(review.types.api_version, "admission.k8s.io/v1");
+        assert_eq!(
+            review.response.map(|r| r.uid).as_deref(),
+            Some("7f3c1a52-94b1-4e1e-8d4b-2b6a0c9d5e11")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn the_reason_label_is_the_first_code_and_none_when_there_is_none() -> Result<(), BadReview> {
+        let request = parse_review(POD_CREATE.as_bytes())?;
+        let mut response = AdmissionResponse::from(&request);
+        assert_eq!(primary_reason(&response), "none");
+        assert_eq!(mode_label(&response), "none");
+        response
+            .audit_annotations
+            .insert(AUDIT_REASON.to_owned(), " NoIdentity , TokenTTL".to_owned());
+        response
+            .audit_annotations
+            .insert(AUDIT_MODE.to_owned(), "warn".to_owned());
+        assert_eq!(primary_reason(&response), "NoIdentity");
+        assert_eq!(mode_label(&response), "warn");
+        Ok(())
+    }
+
+    #[test]
+    fn an_implausible_resource_name_is_counted_as_other() -> Result<(), BadReview> {
+        let mut request = parse_review(POD_CREATE.as_bytes())?;
+        assert_eq!(resource_label(&request), "pods");
+        request.resource.resource = "Pods; DROP TABLE".to_owned();
+        assert_eq!(resource_label(&request), "other");
+        Ok(())
+    }
+}
