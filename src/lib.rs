@@ -9,5 +9,7 @@ pub mod admission;
 pub mod api;
 pub mod authority;
 pub mod cli;
+pub mod controller;
+pub mod index;
 pub mod project;
 pub mod telemetry;

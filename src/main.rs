@@ -8,6 +8,14 @@ use mandate::cli::{self, Cli, Command};
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Run(args) => {
+            mandate::telemetry::init_logging(args.log_format, &args.log_level)?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(cli::run::run(args))?;
+        }
         Command::Crds { out: None } => {
             print!("{}", cli::crds::print_all()?);
         }

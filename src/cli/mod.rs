@@ -2,6 +2,7 @@
 //! `main.rs` parses, sets up telemetry and dispatches here.
 
 pub mod crds;
+pub mod run;
 
 use std::path::PathBuf;
 
@@ -18,6 +19,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the controllers, the admission webhook and the admin server.
+    Run(run::RunArgs),
     /// Print the CustomResourceDefinitions as YAML, or write one file per kind.
     Crds {
         /// Write `<plural>.mandate.dev.yaml` files into this directory instead of printing.

@@ -1,0 +1,232 @@
+//! `mandate run`: the long-running process. Watches in (shared by everything), then on every
+//! replica the admin server and the webhook; the controllers write only while this replica
+//! holds the leader Lease. Returns when a signal asks it to stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::jiff::SignedDuration;
+use kube::Client;
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio::sync::watch;
+
+use crate::authority;
+use crate::controller::{self, Settings};
+use crate::index::{self, Stores};
+use crate::project::{DnsEgress, NetworkConfig, TrustDomain};
+use crate::telemetry::{LogFormat, Metrics, Readiness, serve_admin};
+
+/// Settings of `mandate run`; every flag can also come from the environment.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Address of the plain-HTTP admin server (/metrics, /healthz, /readyz).
+    #[arg(long, env = "MANDATE_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    pub admin_addr: SocketAddr,
+    /// SPIFFE trust domain of projected identities (spiffe://<trust domain>/ns/<ns>/sa/<sa>).
+    #[arg(long, env = "MANDATE_TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+    /// How far ahead a High-risk tool's validUntil may lie, in hours.
+    #[arg(long, env = "MANDATE_MAX_HIGH_RISK_HOURS", default_value_t = 24)]
+    pub max_high_risk_hours: i64,
+    /// Namespace of the cluster DNS pods agents may query; empty opens no DNS egress.
+    #[arg(long, env = "MANDATE_DNS_NAMESPACE", default_value = "kube-system")]
+    pub dns_namespace: String,
+    /// Label (key=value) picking the cluster DNS pods.
+    #[arg(long, env = "MANDATE_DNS_LABEL", default_value = "k8s-app=kube-dns")]
+    pub dns_label: String,
+    /// How often every object is reconciled even when nothing changed, in seconds.
+    #[arg(long, env = "MANDATE_RESYNC_SECONDS", default_value_t = 300)]
+    pub resync_seconds: u64,
+    /// Elect a leader through a Lease; without it this replica always writes.
+    #[arg(long, env = "MANDATE_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Namespace of the leader Lease (mandate's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "mandate-system")]
+    pub namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, env = "MANDATE_LEASE_NAME", default_value = "mandate-controller")]
+    pub lease_name: String,
+    /// Log format.
+    #[arg(long, env = "MANDATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "MANDATE_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+impl RunArgs {
+    fn settings(&self) -> anyhow::Result<Settings> {
+        let trust_domain = TrustDomain::parse(&self.trust_domain)
+            .with_context(|| format!("--trust-domain {:?}", self.trust_domain))?;
+        let dns = if self.dns_namespace.is_empty() {
+            None
+        } else {
+            let (key, value) = self
+                .dns_label
+                .split_once('=')
+                .with_context(|| format!("--dns-label {:?} is not key=value", self.dns_label))?;
+            Some(DnsEgress {
+                namespace: self.dns_namespace.clone(),
+                pod_labels: [(key.to_owned(), value.to_owned())].into(),
+                ..DnsEgress::default()
+            })
+        };
+        Ok(Settings {
+            trust_domain,
+            network: NetworkConfig { dns },
+            authority: authority::Config {
+                max_high_risk_validity: SignedDuration::from_hours(self.max_high_risk_hours),
+            },
+            resync: Duration::from_secs(self.resync_seconds.max(1)),
+        })
+    }
+}
+
+/// Runs until SIGINT or SIGTERM.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let settings = args.settings()?;
+    let client = Client::try_default()
+        .await
+        .context("connecting to the API server (kubeconfig or in-cluster config)")?;
+    let metrics = Metrics::new();
+    let readiness = Readiness::not_ready("watches have not listed yet");
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+        .shared()
+    };
+
+    let index = index::build(&client);
+    let stores = index.stores.clone();
+    for watch in index.watches {
+        tokio::spawn(watch);
+    }
+    let handles = index.handles;
+    tokio::spawn(summarize_on_change(
+        handles.snapshot.changes(),
+        stores.clone(),
+        settings.authority,
+        metrics.clone(),
+    ));
+
+    let admin = serve_admin(
+        args.admin_addr,
+        metrics.clone(),
+        readiness.clone(),
+        stopped(),
+    )
+    .await
+    .context("starting the admin server")?;
+
+    let leader = if args.leader_elect {
+        let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+            .with_namespace(&args.namespace)
+            .with_duration(15)
+            .with_grace(5)
+            .build()
+            .await
+            .with_context(|| {
+                format!(
+                    "preparing the leader Lease {}/{}",
+                    args.namespace, args.lease_name
+                )
+            })?;
+        let (leader, _task) = manager.watch().await;
+        leader
+    } else {
+        watch::channel(true).1
+    };
+
+    {
+        let (stores, readiness) = (stores.clone(), readiness.clone());
+        tokio::spawn(async move {
+            if stores.wait_until_ready().await.is_ok() {
+                tracing::info!("watches listed: ready");
+                readiness.set_ready();
+            }
+        });
+    }
+
+    let ctx = Arc::new(controller::Context::new(
+        client,
+        stores,
+        settings,
+        metrics,
+        leader.clone(),
+    ));
+    let controllers = tokio::spawn(controller::run(ctx, handles.controllers, stopped()));
+    log_leadership(leader);
+
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    let _ = controllers.await;
+    let _ = admin.stopped().await;
+    Ok(())
+}
+
+fn log_leadership(mut leader: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        loop {
+            let leading = *leader.borrow_and_update();
+            tracing::info!(leading, "leadership");
+            if leader.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Keeps the cluster-wide gauges (agents by readiness, escalation paths) current, rebuilding a
+/// summary at most every 500 ms while things change.
+async fn summarize_on_change(
+    changes: impl futures::Stream<Item = ()> + Send + Unpin,
+    stores: Stores,
+    config: authority::Config,
+    metrics: Metrics,
+) {
+    let mut changes = changes.ready_chunks(4096);
+    while changes.next().await.is_some() {
+        let now = controller::now();
+        let authority = stores.authority(config);
+        let (mut ready, mut not_ready, mut paths) = (0u64, 0u64, 0u64);
+        for namespace in authority.namespaces() {
+            let graph = authority.delegation_graph(namespace, now);
+            paths += graph.violations().len() as u64;
+            for identity in authority.identities_in(namespace) {
+                let is_ready = identity.status.as_ref().is_some_and(|s| {
+                    crate::api::conditions::is_true(&s.conditions, crate::api::conditions::READY)
+                });
+                if is_ready { ready += 1 } else { not_ready += 1 }
+            }
+        }
+        metrics.set_agents(ready, not_ready);
+        metrics.set_escalation_paths(paths);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c().map(|_| ());
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => return ctrl_c.await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    ctrl_c.await;
+}

@@ -1,0 +1,135 @@
+//! Reconciles one ToolBinding's status: validated against its namespace's authority, its phase
+//! (Pending, Active, Expired, Invalid), expiry and conditions; requeued at its next window edge.
+
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, Resource, ResourceExt};
+
+use super::status::{self, requeue_after};
+use super::{Context, ReconcileError, Timer, now};
+use crate::api::conditions::{self, ACCEPTED, ACTIVE};
+use crate::api::{AgentIdentity, ToolBinding, ToolBindingPhase, ToolBindingStatus};
+use crate::authority::BindingWindow;
+use crate::index::Stores;
+
+const KIND: &str = "ToolBinding";
+
+pub(super) async fn reconcile(
+    binding: Arc<ToolBinding>,
+    ctx: Arc<Context>,
+) -> Result<Action, ReconcileError> {
+    if !ctx.is_leader() {
+        // A follower only keeps its watches moving; the leader writes.
+        return Ok(Action::await_change());
+    }
+    let timer = Timer::start(KIND);
+    let name = binding.name_any();
+    let Some(namespace) = binding.namespace() else {
+        return Err(ReconcileError::MissingNamespace { kind: KIND, name });
+    };
+    let now = now();
+    let authority = ctx.stores.authority_of(&namespace, ctx.settings.authority);
+    let findings = authority.validate_binding(&binding, now);
+    let phase = if findings.is_empty() {
+        binding.window_phase(now)
+    } else {
+        ToolBindingPhase::Invalid
+    };
+    let previous = binding.status.clone().unwrap_or_default();
+    let generation = binding.meta().generation;
+    let stamp = Time(now);
+    let mut conditions_now = previous.conditions.clone();
+    let (accepted_reason, accepted_message) = match findings.first() {
+        None => ("Valid", "the binding passed validation".to_owned()),
+        Some(_) => (
+            findings[0].reason.code(),
+            findings
+                .iter()
+                .map(|f| format!("{}: {}", f.reason.code(), f.detail))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    };
+    conditions::set(
+        &mut conditions_now,
+        conditions::new(
+            ACCEPTED,
+            findings.is_empty(),
+            accepted_reason,
+            accepted_message,
+            generation,
+            stamp.clone(),
+        ),
+    );
+    let (active_reason, active_message) = match phase {
+        ToolBindingPhase::Active => ("WithinWindow", "the tools are live"),
+        ToolBindingPhase::Pending => ("NotYetValid", "validFrom lies ahead"),
+        ToolBindingPhase::Expired => ("Expired", "validUntil has passed; the tools are withdrawn"),
+        ToolBindingPhase::Invalid => ("Invalid", "the binding grants nothing until it is fixed"),
+    };
+    conditions::set(
+        &mut conditions_now,
+        conditions::new(
+            ACTIVE,
+            phase == ToolBindingPhase::Active,
+            active_reason,
+            active_message,
+            generation,
+            stamp,
+        ),
+    );
+    let status = ToolBindingStatus {
+        phase: Some(phase),
+        expires_at: binding.spec.valid_until.clone(),
+        observed_generation: generation,
+        conditions: conditions_now,
+    };
+    if binding.status.as_ref() != Some(&status) {
+        let api = Api::<ToolBinding>::namespaced(ctx.client.clone(), &namespace);
+        status::apply(&api, &name, &status)
+            .await
+            .map_err(|source| ReconcileError::WriteStatus {
+                kind: KIND,
+                namespace: namespace.clone(),
+                name: name.clone(),
+                source,
+            })?;
+    }
+    timer.finish(&ctx.metrics);
+    let next = [
+        binding.spec.valid_from.as_ref(),
+        binding.spec.valid_until.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|t| t.0)
+    .filter(|t| *t > now)
+    .min();
+    Ok(Action::requeue(requeue_after(
+        next,
+        now,
+        ctx.settings.resync,
+    )))
+}
+
+/// The bindings granting to an identity: its existence and class decide their validity.
+pub(super) fn affected_by_identity(
+    stores: &Stores,
+    identity: &AgentIdentity,
+) -> Vec<ObjectRef<ToolBinding>> {
+    let Some(namespace) = identity.namespace() else {
+        return Vec::new();
+    };
+    let name = identity.name_any();
+    stores
+        .bindings
+        .state_filter(|b| {
+            b.metadata.namespace.as_deref() == Some(namespace.as_str()) && b.spec.agent == name
+        })
+        .iter()
+        .map(|b| ObjectRef::from_obj(b.as_ref()))
+        .collect()
+}

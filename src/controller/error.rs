@@ -1,0 +1,49 @@
+//! Why a reconcile failed, named by the step that failed. Permanent errors (the spec itself is
+//! wrong) wait for a change; the rest are retried with backoff.
+
+use crate::project::ProjectError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("{kind} {name} has no namespace")]
+    MissingNamespace { kind: &'static str, name: String },
+    #[error("projecting {what} of AgentIdentity {name}: {source}")]
+    Project {
+        what: &'static str,
+        name: String,
+        #[source]
+        source: ProjectError,
+    },
+    #[error("applying ServiceAccount {namespace}/{name}: {source}")]
+    ApplyServiceAccount {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("applying NetworkPolicy {namespace}/{name}: {source}")]
+    ApplyNetworkPolicy {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("writing the status of {kind} {namespace}/{name}: {source}")]
+    WriteStatus {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl ReconcileError {
+    /// Whether retrying cannot help until the object changes.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            ReconcileError::MissingNamespace { .. } | ReconcileError::Project { .. }
+        )
+    }
+}

@@ -1,0 +1,213 @@
+//! The controllers: watch events in, server-side applied projections, statuses and events out.
+//! The only place that writes to the API server. Each reconcile reads the shared stores, asks
+//! the pure `authority` and `project` modules what should be, and applies that.
+//!
+//! fetch (stores) -> authority -> project -> apply -> status
+
+mod binding;
+mod error;
+mod identity;
+mod policy;
+mod status;
+
+pub use error::ReconcileError;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::Client;
+use kube::runtime::Controller;
+use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::events::{Recorder, Reporter};
+use tokio::sync::watch;
+
+use crate::authority;
+use crate::index::{ControllerHandles, Stores};
+use crate::project::{NetworkConfig, TrustDomain};
+use crate::telemetry::{Metrics, ReconcileResult};
+
+/// What the controllers need to know besides the cluster's state.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub trust_domain: TrustDomain,
+    pub network: NetworkConfig,
+    pub authority: authority::Config,
+    /// How often an unchanged object is reconciled anyway, to repair drift nobody reported.
+    pub resync: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            trust_domain: TrustDomain::default(),
+            network: NetworkConfig::default(),
+            authority: authority::Config::default(),
+            resync: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub stores: Stores,
+    pub settings: Settings,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    /// Whether this replica holds the leader Lease. Every replica runs the controllers (so the
+    /// shared watches never wait on an idle subscriber) but only the leader writes.
+    pub leader: watch::Receiver<bool>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        stores: Stores,
+        settings: Settings,
+        metrics: Metrics,
+        leader: watch::Receiver<bool>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "mandate".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            stores,
+            settings,
+            metrics,
+            leader,
+        }
+    }
+
+    pub(crate) fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+}
+
+/// Fires each time this replica becomes the leader, so the new leader reconciles everything
+/// it ignored as a follower.
+fn on_becoming_leader(leader: watch::Receiver<bool>) -> impl futures::Stream<Item = ()> + Send {
+    futures::stream::unfold(leader, |mut leader| async move {
+        loop {
+            leader.changed().await.ok()?;
+            if *leader.borrow_and_update() {
+                return Some(((), leader));
+            }
+        }
+    })
+}
+
+/// The current instant as the pure modules take it.
+pub(crate) fn now() -> k8s_openapi::jiff::Timestamp {
+    k8s_openapi::jiff::Timestamp::now()
+}
+
+/// Runs the three controllers until `shutdown` resolves. The stores must be fed by the
+/// index's watches, which the caller polls.
+pub async fn run(
+    ctx: Arc<Context>,
+    handles: ControllerHandles,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
+) {
+    let config = ControllerConfig::default().concurrency(8);
+    let stores = ctx.stores.clone();
+
+    let identities = Controller::for_shared_stream(handles.identities, stores.identities.clone())
+        .with_config(config.clone())
+        .owns_shared_stream(handles.service_accounts_for_identities)
+        .owns_shared_stream(handles.network_policies_for_identities)
+        .watches_shared_stream(handles.bindings_for_identities, {
+            let stores = stores.clone();
+            move |binding| identity::affected_by_binding(&stores, &binding)
+        })
+        .watches_shared_stream(handles.policies_for_identities, {
+            let stores = stores.clone();
+            move |policy| identity::affected_by_policy(&stores, &policy)
+        })
+        .watches_shared_stream(handles.identities_for_identities, {
+            let stores = stores.clone();
+            move |other| identity::affected_by_identity(&stores, &other)
+        })
+        .watches_shared_stream(handles.services_for_identities, {
+            let stores = stores.clone();
+            move |service| identity::affected_by_service(&stores, &service)
+        })
+        .watches_shared_stream(handles.endpoint_slices_for_identities, {
+            let stores = stores.clone();
+            move |slice| identity::affected_by_endpoint_slice(&stores, &slice)
+        })
+        .reconcile_all_on(on_becoming_leader(ctx.leader.clone()))
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            identity::reconcile,
+            error_policy("AgentIdentity"),
+            ctx.clone(),
+        )
+        .for_each(|_| futures::future::ready(()));
+
+    let bindings = Controller::for_shared_stream(handles.bindings, stores.bindings.clone())
+        .with_config(config.clone())
+        .watches_shared_stream(handles.identities_for_bindings, {
+            let stores = stores.clone();
+            move |identity| binding::affected_by_identity(&stores, &identity)
+        })
+        .reconcile_all_on(on_becoming_leader(ctx.leader.clone()))
+        .graceful_shutdown_on(shutdown.clone())
+        .run(binding::reconcile, error_policy("ToolBinding"), ctx.clone())
+        .for_each(|_| futures::future::ready(()));
+
+    let policies = Controller::for_shared_stream(handles.policies, stores.policies.clone())
+        .with_config(config)
+        .watches_shared_stream(handles.bindings_for_policies, {
+            let stores = stores.clone();
+            move |binding| policy::affected_by_binding(&stores, &binding)
+        })
+        .watches_shared_stream(handles.identities_for_policies, {
+            let stores = stores.clone();
+            move |identity| policy::affected_by_identity(&stores, &identity)
+        })
+        .reconcile_all_on(on_becoming_leader(ctx.leader.clone()))
+        .graceful_shutdown_on(shutdown)
+        .run(policy::reconcile, error_policy("DelegationPolicy"), ctx)
+        .for_each(|_| futures::future::ready(()));
+
+    tokio::join!(identities, bindings, policies);
+}
+
+/// Invalid specs wait for a change (a status condition already says why); API errors back off
+/// and retry.
+fn error_policy<K>(kind: &'static str) -> impl Fn(Arc<K>, &ReconcileError, Arc<Context>) -> Action {
+    move |_object, error, ctx| {
+        ctx.metrics
+            .record_reconcile(kind, ReconcileResult::Error, Duration::ZERO);
+        if error.is_permanent() {
+            tracing::info!(kind, %error, "waiting for a change");
+            Action::requeue(ctx.settings.resync)
+        } else {
+            tracing::warn!(kind, %error, "reconcile failed; retrying");
+            Action::requeue(Duration::from_secs(5))
+        }
+    }
+}
+
+/// Times a reconcile and records its outcome.
+pub(crate) struct Timer {
+    kind: &'static str,
+    started: Instant,
+}
+
+impl Timer {
+    pub(crate) fn start(kind: &'static str) -> Self {
+        Timer {
+            kind,
+            started: Instant::now(),
+        }
+    }
+
+    pub(crate) fn finish(self, metrics: &Metrics) {
+        metrics.record_reconcile(self.kind, ReconcileResult::Success, self.started.elapsed());
+    }
+}

@@ -1,0 +1,71 @@
+//! Writing statuses: server-side apply of only the status, skipped when nothing changed so an
+//! in-sync reconcile writes nothing; and the requeue delay until the next validity boundary.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::MANAGER;
+
+/// Applies `status` to the object's status subresource with field manager `mandate`.
+pub(crate) async fn apply<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<(), kube::Error>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize,
+{
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// How long to wait before reconciling again: until just after the next validity boundary,
+/// or the resync period, whichever comes first. The margin makes `now >= boundary` hold when
+/// the reconcile runs.
+pub(crate) fn requeue_after(next: Option<Timestamp>, now: Timestamp, resync: Duration) -> Duration {
+    const MARGIN: Duration = Duration::from_millis(250);
+    next.and_then(|at| Duration::try_from(at.duration_since(now)).ok())
+        .map(|until| (until + MARGIN).min(resync))
+        .unwrap_or(resync)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> Timestamp {
+        Timestamp::from_second(seconds).unwrap()
+    }
+
+    #[test]
+    fn a_boundary_ahead_requeues_just_after_it() {
+        let delay = requeue_after(Some(at(120)), at(100), Duration::from_secs(300));
+        assert_eq!(delay, Duration::from_millis(20_250));
+    }
+
+    #[test]
+    fn a_boundary_beyond_the_resync_period_requeues_at_the_resync() {
+        let delay = requeue_after(Some(at(10_000)), at(100), Duration::from_secs(300));
+        assert_eq!(delay, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn no_boundary_requeues_at_the_resync() {
+        assert_eq!(
+            requeue_after(None, at(100), Duration::from_secs(60)),
+            Duration::from_secs(60)
+        );
+    }
+}
