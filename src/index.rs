@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use std::collections::BTreeSet;
+
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -15,13 +17,66 @@ use kube::runtime::reflector::{self, ReflectHandle, Store};
 use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 
 use crate::api::{AgentIdentity, DelegationPolicy, MANAGED_BY_LABEL, MANAGER, ToolBinding};
 use crate::authority::{self, Authority};
 use crate::project::ServiceDirectory;
 
+/// Which watches have finished their first list. Tracked from the watch events themselves:
+/// kube's `Store::wait_until_ready` wakes only one waiter, and the controllers already wait on
+/// it, so a second waiter (readiness) could sleep forever.
+#[derive(Clone)]
+pub struct Listed {
+    kinds: Arc<watch::Sender<BTreeSet<String>>>,
+}
+
+impl Listed {
+    fn new() -> Self {
+        Listed {
+            kinds: Arc::new(watch::channel(BTreeSet::new()).0),
+        }
+    }
+
+    fn mark(&self, kind: &str) {
+        self.kinds
+            .send_if_modified(|kinds| kinds.insert(kind.to_owned()));
+    }
+
+    /// Waits until every one of `WATCHED_KINDS` has listed once.
+    pub async fn wait_all(&self) {
+        let mut rx = self.kinds.subscribe();
+        let _ = rx
+            .wait_for(|kinds| WATCHED_KINDS.iter().all(|k| kinds.contains(*k)))
+            .await;
+    }
+
+    /// The kinds that have not listed yet, for the readiness message.
+    pub fn missing(&self) -> Vec<&'static str> {
+        let kinds = self.kinds.borrow();
+        WATCHED_KINDS
+            .iter()
+            .copied()
+            .filter(|k| !kinds.contains(*k))
+            .collect()
+    }
+}
+
+/// Every kind `build` watches.
+pub const WATCHED_KINDS: [&str; 9] = [
+    "AgentIdentity",
+    "ToolBinding",
+    "DelegationPolicy",
+    "ServiceAccount",
+    "NetworkPolicy",
+    "Namespace",
+    "Secret",
+    "Service",
+    "EndpointSlice",
+];
+
 /// Buffer of each shared stream: how many events a slow subscriber may lag behind.
-const SUBSCRIBER_BUFFER: usize = 1024;
+const SUBSCRIBER_BUFFER: usize = 65536;
 
 /// The readable side of every watch.
 #[derive(Clone)]
@@ -98,6 +153,8 @@ pub struct Index {
     pub stores: Stores,
     pub handles: Handles,
     pub watches: Vec<futures::future::BoxFuture<'static, ()>>,
+    /// Which watches have listed; readiness waits on it.
+    pub listed: Listed,
 }
 
 struct Shared<K: Resource + Clone + 'static>
@@ -109,7 +166,7 @@ where
     watch: futures::future::BoxFuture<'static, ()>,
 }
 
-fn shared<K, S>(events: S, copies: usize) -> Shared<K>
+fn shared<K, S>(events: S, copies: usize, listed: &Listed) -> Shared<K>
 where
     K: Resource + Clone + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
@@ -118,12 +175,21 @@ where
     let (reader, writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
     // A writer made by store_shared always hands out subscriptions.
     let handles = (0..copies).filter_map(|_| writer.subscribe()).collect();
+    let listed = listed.clone();
     let watch = events
         .default_backoff()
         .reflect_shared(writer)
-        .for_each(|event| {
-            if let Err(error) = event {
-                tracing::warn!(%error, kind = %K::kind(&Default::default()), "watch failed; retrying");
+        .for_each(move |event| {
+            match event {
+                Err(error) => {
+                    tracing::warn!(%error, kind = %K::kind(&Default::default()), "watch failed; retrying")
+                }
+                Ok(watcher::Event::InitDone) => {
+                    let kind = K::kind(&Default::default()).into_owned();
+                    tracing::debug!(%kind, "listed");
+                    listed.mark(&kind);
+                }
+                Ok(_) => {}
             }
             futures::future::ready(())
         })
@@ -147,7 +213,7 @@ where
     }
 }
 
-fn typed<K>(client: &Client, config: watcher::Config, copies: usize) -> Shared<K>
+fn typed<K>(client: &Client, config: watcher::Config, copies: usize, listed: &Listed) -> Shared<K>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -157,13 +223,18 @@ where
         + Sync
         + 'static,
 {
-    shared(watcher(Api::<K>::all(client.clone()), config), copies)
+    shared(
+        watcher(Api::<K>::all(client.clone()), config),
+        copies,
+        listed,
+    )
 }
 
 fn metadata<K>(
     client: &Client,
     config: watcher::Config,
     copies: usize,
+    listed: &Listed,
 ) -> Shared<PartialObjectMeta<K>>
 where
     K: Resource<DynamicType = ()>
@@ -178,23 +249,25 @@ where
     shared(
         watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config),
         copies,
+        listed,
     )
 }
 
 /// Builds the watches (poll `Index::watches` to run them) and their subscriptions.
 pub fn build(client: &Client) -> Index {
+    let listed = Listed::new();
     let all = watcher::Config::default;
     let managed = || watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
 
-    let mut identities = typed::<AgentIdentity>(client, all(), 5);
-    let mut bindings = typed::<ToolBinding>(client, all(), 4);
-    let mut policies = typed::<DelegationPolicy>(client, all(), 3);
-    let mut service_accounts = metadata::<ServiceAccount>(client, all(), 2);
-    let mut network_policies = metadata::<NetworkPolicy>(client, managed(), 1);
-    let mut namespaces = metadata::<Namespace>(client, all(), 1);
-    let mut secrets = metadata::<Secret>(client, all(), 1);
-    let mut services = typed::<Service>(client, all(), 1);
-    let mut endpoint_slices = typed::<EndpointSlice>(client, all(), 1);
+    let mut identities = typed::<AgentIdentity>(client, all(), 5, &listed);
+    let mut bindings = typed::<ToolBinding>(client, all(), 4, &listed);
+    let mut policies = typed::<DelegationPolicy>(client, all(), 3, &listed);
+    let mut service_accounts = metadata::<ServiceAccount>(client, all(), 2, &listed);
+    let mut network_policies = metadata::<NetworkPolicy>(client, managed(), 1, &listed);
+    let mut namespaces = metadata::<Namespace>(client, all(), 1, &listed);
+    let mut secrets = metadata::<Secret>(client, all(), 1, &listed);
+    let mut services = typed::<Service>(client, all(), 1, &listed);
+    let mut endpoint_slices = typed::<EndpointSlice>(client, all(), 1, &listed);
 
     let handles = Handles {
         controllers: ControllerHandles {
@@ -248,25 +321,11 @@ pub fn build(client: &Client) -> Index {
         stores,
         handles,
         watches,
+        listed,
     }
 }
 
 impl Stores {
-    /// Waits until every watch has listed once. Until then nothing may be decided from the
-    /// stores: an empty store means "not loaded", not "nothing exists".
-    pub async fn wait_until_ready(&self) -> Result<(), reflector::store::WriterDropped> {
-        self.identities.wait_until_ready().await?;
-        self.bindings.wait_until_ready().await?;
-        self.policies.wait_until_ready().await?;
-        self.service_accounts.wait_until_ready().await?;
-        self.network_policies.wait_until_ready().await?;
-        self.namespaces.wait_until_ready().await?;
-        self.secrets.wait_until_ready().await?;
-        self.services.wait_until_ready().await?;
-        self.endpoint_slices.wait_until_ready().await?;
-        Ok(())
-    }
-
     /// An authority snapshot of one namespace, fresh from the stores. The reconciler builds one
     /// per reconcile so a decision never rests on a snapshot older than its trigger.
     pub fn authority_of(&self, namespace: &str, config: authority::Config) -> Authority {

@@ -145,12 +145,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
 
     {
-        let (stores, readiness) = (stores.clone(), readiness.clone());
+        let (listed, readiness) = (index.listed.clone(), readiness.clone());
         tokio::spawn(async move {
-            if stores.wait_until_ready().await.is_ok() {
-                tracing::info!("watches listed: ready");
-                readiness.set_ready();
-            }
+            listed.wait_all().await;
+            tracing::info!("watches listed: ready");
+            readiness.set_ready();
         });
     }
 
