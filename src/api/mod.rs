@@ -10,11 +10,18 @@ mod delegation_policy;
 mod schema;
 mod tool_binding;
 
+#[cfg(test)]
+mod tests;
+
 pub use agent_identity::*;
 pub use delegation_policy::*;
 pub use tool_binding::*;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use std::collections::BTreeMap;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps,
+};
 use kube::CustomResourceExt;
 
 /// API group of every mandate resource.
@@ -33,11 +40,46 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`] and the server-side apply field manager.
 pub const MANAGER: &str = "mandate";
 
-/// The CustomResourceDefinitions of all three kinds, in a stable order.
+/// The CustomResourceDefinitions of all three kinds, in a stable order. Use this rather than
+/// `AgentIdentity::crd()`: only this one is accepted by a real API server, since it declares
+/// `metadata.name` for the name-length rule.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![
-        AgentIdentity::crd(),
+        declare_metadata_name(
+            AgentIdentity::crd(),
+            "The agent's name: at most 63 characters, since pods carry it as the mandate.dev/agent label value.",
+        ),
         ToolBinding::crd(),
         DelegationPolicy::crd(),
     ]
+}
+
+/// Declares `metadata.name` in the root schema. A real kube-apiserver refuses a root CEL rule
+/// with `fieldPath: .metadata.name` ("must be a valid path") unless the schema declares that
+/// field; `name` and `generateName` are the only metadata fields a CRD may declare, and
+/// `metadata` itself may carry nothing but its type (not even a description).
+fn declare_metadata_name(mut crd: CustomResourceDefinition, doc: &str) -> CustomResourceDefinition {
+    let metadata = JSONSchemaProps {
+        type_: Some("object".into()),
+        properties: Some(BTreeMap::from([(
+            "name".to_owned(),
+            JSONSchemaProps {
+                type_: Some("string".into()),
+                description: Some(doc.into()),
+                ..Default::default()
+            },
+        )])),
+        ..Default::default()
+    };
+    for version in &mut crd.spec.versions {
+        if let Some(properties) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+        {
+            properties.insert("metadata".to_owned(), metadata.clone());
+        }
+    }
+    crd
 }
