@@ -2,8 +2,19 @@
 //! behind the [`Reviewer`] trait; [`server`] is the HTTPS webhook around them and [`tls`] its
 //! reloadable certificate. Decisions never do I/O and never wait on the API server.
 
+pub mod mandate_resources;
+pub mod pod;
+pub mod reviewer;
+pub mod secret;
 pub mod server;
+pub mod snapshot;
 pub mod tls;
+pub mod verdict;
+pub mod workload;
+
+pub use reviewer::{Clock, FixedClock, MandateReviewer, SnapshotSource, SystemClock, decide};
+pub use snapshot::{AdmissionConfig, Snapshot, SnapshotBuilder};
+pub use verdict::{Decision, Finding, Mode, Reason, Verdict};
 
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse};

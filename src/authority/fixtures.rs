@@ -3,16 +3,22 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{
+    Container, EnvFromSource, EnvVar, EnvVarSource, Pod, PodSpec, ProjectedVolumeSource,
+    SecretEnvSource, SecretKeySelector, SecretVolumeSource, ServiceAccount,
+    ServiceAccountTokenProjection, Volume, VolumeProjection,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
+use crate::api::conditions;
 use crate::api::{
-    AGENT_LABEL, Action, AgentClass, AgentIdentity, AgentIdentitySpec, ApiResourceRef, Approval,
-    Delegate, DelegationPolicy, DelegationPolicySpec, Destination, Endpoint, EndpointPort,
-    ExternalDestination, KubernetesApiDestination, MANAGED_BY_LABEL, MANAGER, Owner, OwnerKind,
-    PodsDestination, Protocol, Risk, ServiceDestination, Tool, ToolBinding, ToolBindingSpec,
+    AGENT_LABEL, Action, AgentClass, AgentIdentity, AgentIdentitySpec, AgentIdentityStatus,
+    ApiResourceRef, Approval, Credentials, Delegate, DelegationPolicy, DelegationPolicySpec,
+    Destination, Endpoint, EndpointPort, ExternalDestination, KubernetesApiDestination,
+    MANAGED_BY_LABEL, MANAGER, Owner, OwnerKind, PodsDestination, Protocol, Risk,
+    ServiceDestination, Tool, ToolBinding, ToolBindingSpec,
 };
 
 /// The namespace fixtures live in unless told otherwise.
@@ -79,6 +85,39 @@ impl IdentityBuilder {
                 .into_iter()
                 .map(|(port, protocol)| EndpointPort { port, protocol })
                 .collect(),
+        });
+        self
+    }
+
+    /// Owned by `name`, a person (`User`) or a team (`Group`).
+    pub fn owner(mut self, kind: OwnerKind, name: &str) -> Self {
+        self.identity.spec.owner = Owner {
+            kind,
+            name: name.to_owned(),
+            contact: None,
+        };
+        self
+    }
+
+    /// Limits projected tokens to `seconds` and the extra `audiences`.
+    pub fn credentials<'a>(
+        mut self,
+        seconds: Option<i64>,
+        audiences: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        self.identity.spec.credentials = Some(Credentials {
+            token_ttl_seconds: seconds,
+            audiences: audiences.into_iter().map(str::to_owned).collect(),
+        });
+        self
+    }
+
+    /// Status with `Ready=True`, as the reconciler reports once every projection is applied.
+    pub fn ready(mut self) -> Self {
+        let ready = conditions::new(conditions::READY, true, "Applied", "", Some(1), Time(NOW));
+        self.identity.status = Some(AgentIdentityStatus {
+            conditions: vec![ready],
+            ..AgentIdentityStatus::default()
         });
         self
     }
@@ -250,6 +289,15 @@ impl BindingBuilder {
         self
     }
 
+    /// Approved by `user`.
+    pub fn approved_by(mut self, user: &str) -> Self {
+        self.binding.spec.approval = Some(Approval {
+            approved_by: user.to_owned(),
+            reason: "TICKET-2".into(),
+        });
+        self
+    }
+
     pub fn build(self) -> ToolBinding {
         self.binding
     }
@@ -336,5 +384,169 @@ pub fn labels(key: &str, value: &str) -> LabelSelector {
     LabelSelector {
         match_labels: Some(BTreeMap::from([(key.to_owned(), value.to_owned())])),
         ..LabelSelector::default()
+    }
+}
+
+pub struct PodBuilder {
+    pod: Pod,
+}
+
+/// A pod in [`NS`] with one container, no labels, running as the `default` ServiceAccount
+/// (what the API server's ServiceAccount admission plugin fills in) and without token volumes.
+pub fn pod(name: &str) -> PodBuilder {
+    PodBuilder {
+        pod: Pod {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some(NS.to_owned()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "main".into(),
+                    image: Some("registry.example.com/agent:1".into()),
+                    ..Container::default()
+                }],
+                service_account_name: Some("default".into()),
+                ..PodSpec::default()
+            }),
+            status: None,
+        },
+    }
+}
+
+impl PodBuilder {
+    fn spec(&mut self) -> &mut PodSpec {
+        self.pod.spec.get_or_insert_with(PodSpec::default)
+    }
+
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        self.pod.metadata.namespace = Some(namespace.to_owned());
+        self
+    }
+
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.pod
+            .metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Labels it `mandate.dev/agent: <agent>`.
+    pub fn agent(self, agent: &str) -> Self {
+        self.label(AGENT_LABEL, agent)
+    }
+
+    pub fn service_account(mut self, name: &str) -> Self {
+        self.spec().service_account_name = Some(name.to_owned());
+        self
+    }
+
+    /// Labelled as `agent` and running as the ServiceAccount of the same name.
+    pub fn runs_as(self, agent: &str) -> Self {
+        self.agent(agent).service_account(agent)
+    }
+
+    pub fn host_network(mut self) -> Self {
+        self.spec().host_network = Some(true);
+        self
+    }
+
+    pub fn automount(mut self, automount: bool) -> Self {
+        self.spec().automount_service_account_token = Some(automount);
+        self
+    }
+
+    /// A projected volume `name` with a ServiceAccount token for `audience` (None: the API
+    /// server's) valid `seconds` (None: the API server's default, 3600).
+    pub fn token_volume(
+        mut self,
+        name: &str,
+        audience: Option<&str>,
+        seconds: Option<i64>,
+    ) -> Self {
+        let volume = Volume {
+            name: name.to_owned(),
+            projected: Some(ProjectedVolumeSource {
+                sources: Some(vec![VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        audience: audience.map(str::to_owned),
+                        expiration_seconds: seconds,
+                        path: "token".into(),
+                        user: None,
+                    }),
+                    ..VolumeProjection::default()
+                }]),
+                ..ProjectedVolumeSource::default()
+            }),
+            ..Volume::default()
+        };
+        self.spec()
+            .volumes
+            .get_or_insert_with(Vec::new)
+            .push(volume);
+        self
+    }
+
+    /// The volume the ServiceAccount admission plugin injects when tokens are automounted.
+    pub fn kube_api_access(self) -> Self {
+        self.token_volume("kube-api-access-x7k2p", None, Some(3607))
+    }
+
+    /// Mounts Secret `secret` as volume `volume`.
+    pub fn secret_volume(mut self, volume: &str, secret: &str) -> Self {
+        let volume = Volume {
+            name: volume.to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.to_owned()),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        };
+        self.spec()
+            .volumes
+            .get_or_insert_with(Vec::new)
+            .push(volume);
+        self
+    }
+
+    /// Reads key `token` of Secret `secret` into an environment variable of the container.
+    pub fn secret_env(mut self, secret: &str) -> Self {
+        let container = &mut self.spec().containers[0];
+        container.env.get_or_insert_with(Vec::new).push(EnvVar {
+            name: "TOKEN".into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    key: "token".into(),
+                    name: secret.to_owned(),
+                    optional: None,
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
+        self
+    }
+
+    /// Imports every key of Secret `secret` into the container's environment.
+    pub fn secret_env_from(mut self, secret: &str) -> Self {
+        let container = &mut self.spec().containers[0];
+        container
+            .env_from
+            .get_or_insert_with(Vec::new)
+            .push(EnvFromSource {
+                secret_ref: Some(SecretEnvSource {
+                    name: secret.to_owned(),
+                    optional: None,
+                }),
+                ..EnvFromSource::default()
+            });
+        self
+    }
+
+    pub fn build(self) -> Pod {
+        self.pod
     }
 }

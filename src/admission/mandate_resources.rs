@@ -1,0 +1,445 @@
+//! Admission of mandate's own resources: a proposed AgentIdentity, ToolBinding or
+//! DelegationPolicy (and the object it replaces, on update), the requesting user, a
+//! [`Snapshot`] and the time in; an always-enforced [`Verdict`] out. The shared validator
+//! (`Authority::validate_*`, the reconciler's rulebook) decides what the object may say; this
+//! module adds the rules that need the requester: no self-escalation and four eyes on High-risk
+//! grants. Pure: never does I/O.
+
+use k8s_openapi::api::authentication::v1::UserInfo;
+use k8s_openapi::jiff::Timestamp;
+
+use super::snapshot::{AdmissionConfig, Snapshot};
+use super::verdict::{Finding, Mode, Reason, Verdict};
+use crate::api::{AgentIdentity, DelegationPolicy, OwnerKind, Risk, ToolBinding};
+
+/// Who sends a request, as the API server's authentication saw them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Requester<'a> {
+    pub username: &'a str,
+    pub groups: &'a [String],
+}
+
+/// The prefix of a ServiceAccount's username: `system:serviceaccount:<namespace>:<name>`.
+pub const SERVICE_ACCOUNT_USER_PREFIX: &str = "system:serviceaccount:";
+
+impl<'a> Requester<'a> {
+    pub fn new(username: &'a str, groups: &'a [String]) -> Self {
+        Requester { username, groups }
+    }
+
+    pub fn from_user_info(user: &'a UserInfo) -> Self {
+        Requester {
+            username: user.username.as_deref().unwrap_or_default(),
+            groups: user.groups.as_deref().unwrap_or_default(),
+        }
+    }
+
+    /// The (namespace, name) of the ServiceAccount the requester authenticated as.
+    pub fn service_account(&self) -> Option<(&'a str, &'a str)> {
+        self.username
+            .strip_prefix(SERVICE_ACCOUNT_USER_PREFIX)?
+            .split_once(':')
+    }
+
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group)
+    }
+}
+
+/// Reviews an AgentIdentity being created (`old` is `None`) or changed.
+pub fn review_identity(
+    identity: &AgentIdentity,
+    old: Option<&AgentIdentity>,
+    requester: Requester<'_>,
+    snapshot: &Snapshot,
+) -> Verdict {
+    let (namespace, name) = names(&identity.metadata);
+    let mut verdict = Verdict::judged(format!("AgentIdentity {namespace}/{name}"), Mode::Enforce)
+        .agent(name)
+        .owner(&identity.spec.owner);
+    verdict = verdict.findings(self_escalation(requester, snapshot));
+    if old.is_some_and(|old| old.spec == identity.spec) {
+        return verdict;
+    }
+    verdict.findings(
+        snapshot
+            .authority()
+            .validate_identity(identity)
+            .into_iter()
+            .map(Finding::from),
+    )
+}
+
+/// Reviews a ToolBinding being created (`old` is `None`) or changed: the validator's rules, no
+/// self-escalation, and four eyes when it grants a High-risk tool.
+pub fn review_binding(
+    binding: &ToolBinding,
+    old: Option<&ToolBinding>,
+    requester: Requester<'_>,
+    snapshot: &Snapshot,
+    config: &AdmissionConfig,
+    now: Timestamp,
+) -> Verdict {
+    let (namespace, name) = names(&binding.metadata);
+    let agent = binding.spec.agent.as_str();
+    let mut verdict =
+        Verdict::judged(format!("ToolBinding {namespace}/{name}"), Mode::Enforce).agent(agent);
+    if let Some(owner) = snapshot.authority().owner(namespace, agent) {
+        verdict = verdict.owner(owner);
+    }
+    verdict = verdict.findings(self_escalation(requester, snapshot));
+    if old.is_some_and(|old| old.spec == binding.spec) {
+        return verdict;
+    }
+    verdict
+        .findings(four_eyes(binding, requester, snapshot, config))
+        .findings(
+            snapshot
+                .authority()
+                .validate_binding(binding, now)
+                .into_iter()
+                .map(Finding::from),
+        )
+}
+
+/// Reviews a DelegationPolicy being created (`old` is `None`) or changed: the validator judges
+/// the namespace's delegation graph as if the policy were applied.
+pub fn review_policy(
+    policy: &DelegationPolicy,
+    old: Option<&DelegationPolicy>,
+    requester: Requester<'_>,
+    snapshot: &Snapshot,
+    now: Timestamp,
+) -> Verdict {
+    let (namespace, name) = names(&policy.metadata);
+    let delegator = policy.spec.delegator.as_str();
+    let mut verdict = Verdict::judged(
+        format!("DelegationPolicy {namespace}/{name}"),
+        Mode::Enforce,
+    )
+    .agent(delegator);
+    if let Some(owner) = snapshot.authority().owner(namespace, delegator) {
+        verdict = verdict.owner(owner);
+    }
+    verdict = verdict.findings(self_escalation(requester, snapshot));
+    if old.is_some_and(|old| old.spec == policy.spec) {
+        return verdict;
+    }
+    verdict.findings(
+        snapshot
+            .authority()
+            .validate_policy(policy, now)
+            .into_iter()
+            .map(Finding::from),
+    )
+}
+
+fn names(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (&str, &str) {
+    (
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name
+            .as_deref()
+            .or(meta.generate_name.as_deref())
+            .unwrap_or_default(),
+    )
+}
+
+/// An agent's ServiceAccount may never create or change mandate resources.
+fn self_escalation(requester: Requester<'_>, snapshot: &Snapshot) -> Option<Finding> {
+    let (namespace, service_account) = requester.service_account()?;
+    let agent = snapshot.agent_of_service_account(namespace, service_account)?;
+    Some(Finding::new(
+        Reason::SelfEscalation,
+        format!(
+            "the request comes from ServiceAccount {namespace}/{service_account} of agent \
+             {agent}, and agents may not create or change mandate resources: have the agent's \
+             owner or a platform administrator apply it"
+        ),
+    ))
+}
+
+/// A grant with a High-risk tool is applied by a member of the approver group who is not the
+/// agent's owner, and names that requester in `approval.approvedBy`.
+fn four_eyes(
+    binding: &ToolBinding,
+    requester: Requester<'_>,
+    snapshot: &Snapshot,
+    config: &AdmissionConfig,
+) -> Vec<Finding> {
+    let high: Vec<&str> = binding
+        .spec
+        .tools
+        .iter()
+        .filter(|t| t.risk == Risk::High)
+        .map(|t| t.name.as_str())
+        .collect();
+    if high.is_empty() {
+        return Vec::new();
+    }
+    let tools = high.join(", ");
+    let user = requester.username;
+    let group = config.approver_group.as_str();
+    let agent = binding.spec.agent.as_str();
+    let namespace = binding.metadata.namespace.as_deref().unwrap_or_default();
+    let mut findings = Vec::new();
+    if !requester.in_group(group) {
+        findings.push(Finding::new(
+            Reason::FourEyes,
+            format!(
+                "High-risk tools ({tools}) must be granted by a member of group {group}, and \
+                 {user} is not one: ask an approver to review and apply the ToolBinding"
+            ),
+        ));
+    }
+    if let Some(owner) = snapshot.authority().owner(namespace, agent) {
+        let owns = match owner.kind {
+            OwnerKind::User => owner.name == user,
+            OwnerKind::Group => requester.in_group(&owner.name),
+        };
+        if owns {
+            let how = match owner.kind {
+                OwnerKind::User => format!("{user} owns AgentIdentity {agent}"),
+                OwnerKind::Group => format!(
+                    "{user} is in group {}, which owns AgentIdentity {agent}",
+                    owner.name
+                ),
+            };
+            findings.push(Finding::new(
+                Reason::FourEyes,
+                format!(
+                    "{how}, and High-risk tools ({tools}) need an approver who is not the \
+                     agent's owner: ask another member of group {group} to apply it"
+                ),
+            ));
+        }
+    }
+    let approved_by = binding
+        .spec
+        .approval
+        .as_ref()
+        .map(|a| a.approved_by.as_str());
+    if let Some(approved_by) = approved_by.filter(|approver| *approver != user) {
+        findings.push(Finding::new(
+            Reason::FourEyes,
+            format!(
+                "approval.approvedBy is {approved_by}, but {user} applies the ToolBinding: the approver \
+                 applies it themself, naming themself in approval.approvedBy",
+            ),
+        ));
+    }
+    findings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::verdict::Decision;
+    use crate::api::{Action, AgentClass};
+    use crate::authority::Authority;
+    use crate::authority::fixtures::*;
+
+    const APPROVER: &str = "carol";
+
+    fn approvers() -> Vec<String> {
+        vec!["mandate:approvers".into(), "system:authenticated".into()]
+    }
+
+    fn snapshot() -> Snapshot {
+        let authority = Authority::builder()
+            .identity(identity("researcher").ready().build())
+            .identity(
+                identity("payer")
+                    .class(AgentClass::TransactionExecutor)
+                    .owner(OwnerKind::User, "alice")
+                    .build(),
+            )
+            .identity(
+                identity("trader")
+                    .class(AgentClass::TransactionExecutor)
+                    .owner(OwnerKind::Group, "finance")
+                    .build(),
+            )
+            .binding(
+                binding("search")
+                    .agent("researcher")
+                    .tool(tool("web-search"))
+                    .build(),
+            )
+            .build();
+        Snapshot::builder(authority).build()
+    }
+
+    fn high_risk_grant(agent: &str, approver: &str) -> ToolBinding {
+        binding("pay")
+            .agent(agent)
+            .tool(tool("payments").actions([Action::Execute]).high())
+            .valid_until(hours(4))
+            .approved_by(approver)
+            .build()
+    }
+
+    fn review(binding: &ToolBinding, user: &str, groups: &[String]) -> Verdict {
+        review_binding(
+            binding,
+            None,
+            Requester::new(user, groups),
+            &snapshot(),
+            &AdmissionConfig::default(),
+            NOW,
+        )
+    }
+
+    #[test]
+    fn an_approver_who_is_not_the_owner_may_grant_a_high_risk_tool() {
+        let verdict = review(&high_risk_grant("payer", APPROVER), APPROVER, &approvers());
+        assert_eq!(verdict.decision(), Some(Decision::Allowed), "{verdict:?}");
+        assert_eq!(verdict.owner_name(), Some("User:alice"));
+    }
+
+    #[test]
+    fn a_high_risk_grant_by_someone_outside_the_approver_group_breaks_four_eyes() {
+        let verdict = review(&high_risk_grant("payer", "bob"), "bob", &[]);
+        assert_eq!(verdict.codes(), ["FourEyes"]);
+        assert!(
+            verdict.all_findings()[0]
+                .detail
+                .contains("group mandate:approvers")
+        );
+    }
+
+    #[test]
+    fn the_agents_owner_may_not_approve_its_own_high_risk_grant() {
+        let verdict = review(&high_risk_grant("payer", "alice"), "alice", &approvers());
+        assert_eq!(verdict.codes(), ["FourEyes"]);
+        assert!(
+            verdict.all_findings()[0]
+                .detail
+                .contains("alice owns AgentIdentity payer")
+        );
+        let mut finance = approvers();
+        finance.push("finance".into());
+        let verdict = review(&high_risk_grant("trader", APPROVER), APPROVER, &finance);
+        assert_eq!(verdict.codes(), ["FourEyes"]);
+        assert!(
+            verdict.all_findings()[0]
+                .detail
+                .contains("in group finance")
+        );
+    }
+
+    #[test]
+    fn approved_by_must_name_the_requester() {
+        let verdict = review(&high_risk_grant("payer", "dave"), APPROVER, &approvers());
+        assert_eq!(verdict.codes(), ["FourEyes"]);
+        assert!(
+            verdict.all_findings()[0]
+                .detail
+                .contains("approval.approvedBy is dave")
+        );
+    }
+
+    #[test]
+    fn low_risk_grants_need_no_approver() {
+        let grant = binding("more")
+            .agent("researcher")
+            .tool(tool("wiki"))
+            .build();
+        assert_eq!(
+            review(&grant, "bob", &[]).decision(),
+            Some(Decision::Allowed)
+        );
+    }
+
+    #[test]
+    fn the_shared_validator_refuses_a_write_tool_for_a_read_only_agent() {
+        let grant = binding("w")
+            .agent("researcher")
+            .tool(tool("crm").actions([Action::Write]))
+            .build();
+        let verdict = review(&grant, "bob", &[]);
+        assert_eq!(verdict.codes(), ["ClassViolation"]);
+        assert_eq!(verdict.decision(), Some(Decision::Denied));
+    }
+
+    #[test]
+    fn an_agents_service_account_may_not_change_mandate_resources() {
+        let groups = vec!["system:serviceaccounts".to_owned()];
+        let agent = Requester::new("system:serviceaccount:agents:researcher", &groups);
+        let grant = binding("more")
+            .agent("researcher")
+            .tool(tool("wiki"))
+            .build();
+        let verdict = review_binding(
+            &grant,
+            None,
+            agent,
+            &snapshot(),
+            &AdmissionConfig::default(),
+            NOW,
+        );
+        assert_eq!(verdict.codes(), ["SelfEscalation"]);
+        let verdict = review_identity(&identity("new").build(), None, agent, &snapshot());
+        assert_eq!(verdict.codes(), ["SelfEscalation"]);
+        let proposed = policy("p")
+            .delegator("researcher")
+            .delegate("payer", ["web-search"])
+            .build();
+        let verdict = review_policy(&proposed, None, agent, &snapshot(), NOW);
+        assert_eq!(verdict.codes()[0], "SelfEscalation");
+        // Another ServiceAccount (a CI pipeline, mandate itself) is judged on the object alone.
+        let ci = Requester::new("system:serviceaccount:ci:deployer", &groups);
+        let verdict = review_identity(&identity("new").build(), None, ci, &snapshot());
+        assert_eq!(verdict.decision(), Some(Decision::Allowed));
+    }
+
+    #[test]
+    fn an_identity_claiming_another_agents_service_account_is_refused_by_the_validator() {
+        let proposed = identity("copycat").service_account("researcher").build();
+        let verdict = review_identity(&proposed, None, Requester::new("bob", &[]), &snapshot());
+        assert_eq!(verdict.codes(), ["ServiceAccountClaimed"]);
+        assert_eq!(verdict.decision(), Some(Decision::Denied));
+    }
+
+    #[test]
+    fn a_policy_handing_on_a_tool_the_delegator_lacks_is_refused_as_an_escalation() {
+        let proposed = policy("p")
+            .delegator("payer")
+            .delegate("researcher", ["web-search"])
+            .build();
+        let verdict = review_policy(
+            &proposed,
+            None,
+            Requester::new("bob", &[]),
+            &snapshot(),
+            NOW,
+        );
+        assert_eq!(verdict.codes(), ["DelegationEscalation"]);
+        assert_eq!(verdict.agent_name(), Some("payer"));
+    }
+
+    #[test]
+    fn an_update_that_leaves_the_spec_alone_is_only_checked_for_self_escalation() {
+        let existing = high_risk_grant("payer", "alice");
+        let mut relabelled = existing.clone();
+        relabelled.metadata.labels = Some([("team".to_owned(), "pay".to_owned())].into());
+        let verdict = review_binding(
+            &relabelled,
+            Some(&existing),
+            Requester::new("bob", &[]),
+            &snapshot(),
+            &AdmissionConfig::default(),
+            NOW,
+        );
+        assert_eq!(verdict.decision(), Some(Decision::Allowed));
+    }
+
+    #[test]
+    fn requesters_know_their_service_account() {
+        let none: Vec<String> = Vec::new();
+        assert_eq!(
+            Requester::new("system:serviceaccount:agents:researcher", &none).service_account(),
+            Some(("agents", "researcher"))
+        );
+        assert_eq!(Requester::new("alice", &none).service_account(), None);
+    }
+}

@@ -1,0 +1,514 @@
+//! Admission rules end to end in-process: real `admission.k8s.io/v1` AdmissionReview JSON (files
+//! under `tests/fixtures/admission/`, one per rule) in through `server::parse_review`, decided by
+//! `MandateReviewer` over a snapshot built from manifests, and out through `server::respond` as
+//! the JSON the API server would read: allowed, the message with its codes, warnings and audit
+//! annotations. No network.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, ensure};
+use arc_swap::ArcSwapOption;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
+use mandate::admission::server::{parse_review, respond};
+use mandate::admission::{
+    AdmissionConfig, FixedClock, MandateReviewer, Reviewer, Snapshot, SnapshotSource,
+};
+use mandate::api::{AgentIdentity, DelegationPolicy, ToolBinding};
+use mandate::authority::{Authority, Config};
+use serde_json::{Value, json};
+
+/// The instant the fixtures were written for.
+const NOW: &str = "2026-03-02T10:00:00Z";
+
+// ---------------------------------------------------------------------------------------------
+// The cluster the fixtures meet
+
+fn ready() -> Value {
+    json!({"conditions": [{"type": "Ready", "status": "True", "reason": "Applied", "message": "",
+        "lastTransitionTime": "2026-03-01T08:00:00Z"}]})
+}
+
+fn identity(
+    namespace: &str,
+    name: &str,
+    spec: Value,
+    status: Option<Value>,
+) -> Result<AgentIdentity> {
+    let mut object = json!({
+        "apiVersion": "mandate.dev/v1alpha1", "kind": "AgentIdentity",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    });
+    if let Some(status) = status {
+        object["status"] = status;
+    }
+    serde_json::from_value(object).with_context(|| format!("identity {name}"))
+}
+
+fn binding(namespace: &str, name: &str, agent: &str, tool: &str) -> Result<ToolBinding> {
+    serde_json::from_value(json!({
+        "apiVersion": "mandate.dev/v1alpha1", "kind": "ToolBinding",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"agent": agent, "tools": [{"name": tool, "actions": ["read"],
+            "destination": {"service": {"name": tool}}}]},
+    }))
+    .with_context(|| format!("binding {name}"))
+}
+
+fn meta(
+    namespace: Option<&str>,
+    name: &str,
+    labels: Value,
+    annotations: Value,
+) -> Result<ObjectMeta> {
+    Ok(serde_json::from_value(json!({
+        "name": name, "namespace": namespace, "labels": labels, "annotations": annotations,
+    }))?)
+}
+
+/// `agents` (enforce): `researcher` (Ready, bound), `drafter` (bound, not Ready), `idle` (Ready,
+/// no tools), all three allowing token audience `mandate.dev/tools`; `payer` (owned by user
+/// alice); a legacy token Secret of `researcher`. `agents-warn` and `agents-audit` are empty;
+/// `team-b` is unlabelled and has `scraper`.
+fn snapshot() -> Result<Snapshot> {
+    let group = |name: &str| json!({"kind": "Group", "name": name});
+    let tools = json!({"audiences": ["mandate.dev/tools"]});
+    let identities = vec![
+        identity(
+            "agents",
+            "researcher",
+            json!({"owner": group("team-research"), "purpose": "answers questions",
+                "credentials": tools}),
+            Some(ready()),
+        )?,
+        identity(
+            "agents",
+            "drafter",
+            json!({"owner": group("team-research"), "purpose": "drafts", "credentials": tools}),
+            None,
+        )?,
+        identity(
+            "agents",
+            "idle",
+            json!({"owner": group("team-research"), "purpose": "waits", "credentials": tools}),
+            Some(ready()),
+        )?,
+        identity(
+            "agents",
+            "payer",
+            json!({"owner": {"kind": "User", "name": "alice"}, "class": "TransactionExecutor",
+                "purpose": "pays invoices"}),
+            Some(ready()),
+        )?,
+        identity(
+            "team-b",
+            "scraper",
+            json!({"owner": group("team-b"), "purpose": "scrapes"}),
+            Some(ready()),
+        )?,
+    ];
+    let bindings = vec![
+        binding("agents", "research-tools", "researcher", "web-search")?,
+        binding("agents", "drafter-tools", "drafter", "wiki")?,
+        binding("team-b", "scraper-tools", "scraper", "web")?,
+    ];
+    let authority = Authority::from_objects(
+        Config::default(),
+        identities,
+        bindings,
+        Vec::<DelegationPolicy>::new(),
+        Vec::<ServiceAccount>::new(),
+    );
+    let mode = |m: &str| json!({"mandate.dev/mode": m});
+    let namespaces = vec![
+        meta(None, "agents", mode("enforce"), json!({}))?,
+        meta(None, "agents-warn", mode("warn"), json!({}))?,
+        meta(None, "agents-audit", mode("audit"), json!({}))?,
+        meta(None, "team-b", json!({}), json!({}))?,
+    ];
+    let secrets = vec![
+        meta(
+            Some("agents"),
+            "researcher-token",
+            json!({}),
+            json!({"kubernetes.io/service-account.name": "researcher"}),
+        )?,
+        meta(Some("agents"), "researcher-prompts", json!({}), json!({}))?,
+    ];
+    Ok(Snapshot::from_objects(authority, namespaces, secrets))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reviewing a fixture
+
+/// The AdmissionReview answer, as JSON.
+struct Answer(Value);
+
+impl Answer {
+    fn response(&self) -> &Value {
+        &self.0["response"]
+    }
+
+    fn allowed(&self) -> bool {
+        self.response()["allowed"] == json!(true)
+    }
+
+    fn message(&self) -> &str {
+        self.response()["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+    }
+
+    fn warnings(&self) -> Vec<&str> {
+        self.response()["warnings"]
+            .as_array()
+            .map(|w| w.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    fn annotation(&self, key: &str) -> Option<&str> {
+        self.response()["auditAnnotations"][key].as_str()
+    }
+
+    fn reasons(&self) -> Vec<&str> {
+        self.annotation("reason")
+            .map(|r| r.split(',').filter(|c| !c.is_empty()).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn reviewer(snapshot: Option<Snapshot>) -> Result<MandateReviewer> {
+    let source: SnapshotSource = Arc::new(ArcSwapOption::new(snapshot.map(Arc::new)));
+    let now: Timestamp = NOW.parse()?;
+    Ok(MandateReviewer::new(source, AdmissionConfig::default()).with_clock(FixedClock(now)))
+}
+
+fn review_with(reviewer: &MandateReviewer, fixture: &str) -> Result<Answer> {
+    let path = format!(
+        "{}/tests/fixtures/admission/{fixture}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let body = std::fs::read(&path).with_context(|| format!("reading {path}"))?;
+    let request = parse_review(&body).with_context(|| format!("parsing {fixture}"))?;
+    let response = reviewer.review(&request);
+    let answer = serde_json::to_value(respond(&request, response))?;
+    ensure!(
+        answer["response"]["uid"] == json!(request.uid),
+        "the answer must echo the request's uid"
+    );
+    Ok(Answer(answer))
+}
+
+fn review(fixture: &str) -> Result<Answer> {
+    review_with(&reviewer(Some(snapshot()?))?, fixture)
+}
+
+/// Asserts a denial in enforce mode carrying exactly `codes`, each named in the message.
+fn assert_denied(answer: &Answer, codes: &[&str]) {
+    assert!(!answer.allowed(), "expected a denial: {:#}", answer.0);
+    assert_eq!(answer.reasons(), codes, "{:#}", answer.0);
+    assert_eq!(answer.annotation("decision"), Some("denied"));
+    assert_eq!(answer.annotation("mode"), Some("enforce"));
+    assert_eq!(answer.response()["status"]["code"], json!(403));
+    for code in codes {
+        assert!(
+            answer.message().contains(&format!("{code}: ")),
+            "message lacks {code}: {}",
+            answer.message()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pods
+
+#[test]
+fn a_pod_running_as_its_ready_bound_identity_is_allowed_and_annotated() -> Result<()> {
+    let answer = review("pod-create.json")?;
+    assert!(answer.allowed(), "{:#}", answer.0);
+    assert_eq!(answer.annotation("decision"), Some("allowed"));
+    assert_eq!(answer.annotation("mode"), Some("enforce"));
+    assert_eq!(answer.annotation("agent"), Some("researcher"));
+    assert_eq!(answer.annotation("owner"), Some("Group:team-research"));
+    assert_eq!(answer.annotation("reason"), Some(""));
+    assert!(answer.warnings().is_empty());
+    Ok(())
+}
+
+#[test]
+fn a_pod_without_agent_label_in_an_enforce_namespace_is_refused_with_no_identity() -> Result<()> {
+    let answer = review("pod-no-identity.json")?;
+    assert_denied(&answer, &["NoIdentity"]);
+    assert!(
+        answer
+            .message()
+            .contains("label the pod mandate.dev/agent=<name> of an AgentIdentity in namespace agents, or create the AgentIdentity"),
+        "{}",
+        answer.message()
+    );
+    Ok(())
+}
+
+#[test]
+fn a_pod_naming_a_missing_identity_is_refused_with_no_identity() -> Result<()> {
+    let answer = review("pod-unknown-agent.json")?;
+    assert_denied(&answer, &["NoIdentity"]);
+    assert!(answer.message().contains("create the AgentIdentity ghost"));
+    assert_eq!(answer.annotation("agent"), Some("ghost"));
+    Ok(())
+}
+
+#[test]
+fn a_pod_whose_identity_is_not_ready_is_refused_with_identity_not_ready() -> Result<()> {
+    assert_denied(
+        &review("pod-identity-not-ready.json")?,
+        &["IdentityNotReady"],
+    );
+    Ok(())
+}
+
+#[test]
+fn a_pod_whose_identity_holds_no_tool_is_refused_with_no_bound_tools() -> Result<()> {
+    assert_denied(&review("pod-no-bound-tools.json")?, &["NoBoundTools"]);
+    Ok(())
+}
+
+#[test]
+fn a_pod_left_on_the_default_service_account_with_its_automounted_token_is_refused_for_both()
+-> Result<()> {
+    let answer = review("pod-service-account-mismatch.json")?;
+    assert_denied(&answer, &["ServiceAccountMismatch", "TokenTTL"]);
+    assert!(
+        answer
+            .message()
+            .contains("set spec.serviceAccountName: researcher")
+    );
+    assert!(
+        answer
+            .message()
+            .contains("volume kube-api-access-x7k2p projects a token valid 3607s")
+    );
+    Ok(())
+}
+
+#[test]
+fn a_non_agent_pod_running_as_an_agents_service_account_is_refused_as_a_hijack() -> Result<()> {
+    let answer = review("pod-service-account-hijack.json")?;
+    assert_denied(&answer, &["ServiceAccountHijack"]);
+    assert_eq!(answer.annotation("agent"), Some("scraper"));
+    assert_eq!(answer.annotation("owner"), Some("Group:team-b"));
+    Ok(())
+}
+
+#[test]
+fn a_pod_on_the_host_network_is_refused_with_host_network() -> Result<()> {
+    assert_denied(&review("pod-host-network.json")?, &["HostNetwork"]);
+    Ok(())
+}
+
+#[test]
+fn a_day_long_token_for_a_foreign_audience_is_refused_with_token_ttl() -> Result<()> {
+    let answer = review("pod-token-ttl.json")?;
+    assert_denied(&answer, &["TokenTTL"]);
+    assert!(
+        answer
+            .message()
+            .contains("valid 86400s, longer than the 3600s")
+    );
+    assert!(answer.message().contains("audience vault.example.com"));
+    assert!(answer.message().contains("(2 rules failed)"));
+    Ok(())
+}
+
+#[test]
+fn a_pod_asking_for_an_automounted_token_is_refused_with_token_ttl() -> Result<()> {
+    let answer = review("pod-automount-token.json")?;
+    assert_denied(&answer, &["TokenTTL"]);
+    assert!(
+        answer
+            .message()
+            .contains("automountServiceAccountToken: true")
+    );
+    Ok(())
+}
+
+#[test]
+fn a_pod_mounting_an_agents_legacy_token_secret_is_refused_with_long_lived_token() -> Result<()> {
+    let answer = review("pod-long-lived-token.json")?;
+    assert_denied(&answer, &["LongLivedToken"]);
+    assert!(answer.message().contains("Secret researcher-token"));
+    Ok(())
+}
+
+#[test]
+fn a_warn_namespace_admits_with_one_warning_per_finding() -> Result<()> {
+    let answer = review("pod-warn-namespace.json")?;
+    assert!(answer.allowed());
+    assert_eq!(answer.annotation("decision"), Some("warned"));
+    assert_eq!(answer.annotation("mode"), Some("warn"));
+    assert_eq!(answer.reasons(), ["NoIdentity"]);
+    let warnings = answer.warnings();
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].starts_with("NoIdentity: "), "{warnings:?}");
+    Ok(())
+}
+
+#[test]
+fn an_audit_namespace_admits_silently_and_records_the_reasons() -> Result<()> {
+    let answer = review("pod-audit-namespace.json")?;
+    assert!(answer.allowed());
+    assert!(answer.warnings().is_empty());
+    assert_eq!(answer.annotation("decision"), Some("audited"));
+    assert_eq!(answer.annotation("mode"), Some("audit"));
+    assert_eq!(answer.reasons(), ["NoIdentity"]);
+    Ok(())
+}
+
+#[test]
+fn a_plain_pod_in_an_unlabelled_namespace_is_skipped() -> Result<()> {
+    let answer = review("pod-unlabelled-namespace.json")?;
+    assert!(answer.allowed());
+    assert_eq!(answer.annotation("decision"), Some("skipped"));
+    assert_eq!(answer.annotation("mode"), None);
+    assert!(answer.reasons().is_empty());
+    Ok(())
+}
+
+#[test]
+fn a_pod_whose_object_cannot_be_read_is_refused_not_panicked_on() -> Result<()> {
+    let answer = review("pod-unparseable.json")?;
+    assert_denied(&answer, &["InvalidObject"]);
+    assert!(answer.message().contains("the object is not a valid Pod"));
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Before the caches synced
+
+#[test]
+fn an_agent_pod_is_refused_while_the_caches_have_not_synced() -> Result<()> {
+    let answer = review_with(&reviewer(None)?, "pod-create.json")?;
+    assert_denied(&answer, &["NotReady"]);
+    assert!(
+        answer
+            .message()
+            .contains("mandate is starting: its caches have not synced")
+    );
+    Ok(())
+}
+
+#[test]
+fn mandate_resources_are_refused_while_the_caches_have_not_synced() -> Result<()> {
+    let answer = review_with(&reviewer(None)?, "toolbinding-high-risk-approved.json")?;
+    assert_denied(&answer, &["NotReady"]);
+    Ok(())
+}
+
+#[test]
+fn a_plain_pod_is_let_through_while_the_caches_have_not_synced() -> Result<()> {
+    let answer = review_with(&reviewer(None)?, "pod-unlabelled-namespace.json")?;
+    assert!(answer.allowed());
+    assert_eq!(answer.annotation("decision"), Some("skipped"));
+    assert_eq!(answer.reasons(), ["NotReady"]);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workloads, Secrets, other kinds
+
+#[test]
+fn a_deployment_whose_template_lacks_an_identity_is_admitted_with_warnings() -> Result<()> {
+    let answer = review("deployment-create.json")?;
+    assert!(answer.allowed(), "{:#}", answer.0);
+    assert_eq!(answer.annotation("decision"), Some("warned"));
+    assert_eq!(answer.reasons(), ["NoIdentity"]);
+    assert!(answer.warnings()[0].starts_with("NoIdentity: "));
+    Ok(())
+}
+
+#[test]
+fn a_cron_jobs_template_on_the_default_service_account_is_admitted_with_warnings() -> Result<()> {
+    let answer = review("cronjob-create.json")?;
+    assert!(answer.allowed(), "{:#}", answer.0);
+    assert_eq!(answer.reasons(), ["ServiceAccountMismatch"]);
+    assert_eq!(answer.annotation("agent"), Some("researcher"));
+    assert_eq!(answer.warnings().len(), 1);
+    Ok(())
+}
+
+#[test]
+fn creating_a_legacy_token_secret_for_an_agent_is_refused_with_long_lived_token() -> Result<()> {
+    let answer = review("secret-token-create.json")?;
+    assert_denied(&answer, &["LongLivedToken"]);
+    assert_eq!(answer.annotation("agent"), Some("researcher"));
+    Ok(())
+}
+
+#[test]
+fn kinds_mandate_does_not_review_are_allowed_without_annotations() -> Result<()> {
+    let answer = review("configmap-create.json")?;
+    assert!(answer.allowed());
+    assert!(
+        answer.response().get("auditAnnotations").is_none(),
+        "{:#}",
+        answer.0
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// mandate's own resources
+
+#[test]
+fn the_agents_owner_may_not_approve_a_high_risk_grant_for_it() -> Result<()> {
+    let answer = review("toolbinding-high-risk-by-owner.json")?;
+    assert_denied(&answer, &["FourEyes"]);
+    assert!(answer.message().contains("alice owns AgentIdentity payer"));
+    assert_eq!(answer.annotation("owner"), Some("User:alice"));
+    Ok(())
+}
+
+#[test]
+fn an_approver_who_is_not_the_owner_may_grant_a_high_risk_tool() -> Result<()> {
+    let answer = review("toolbinding-high-risk-approved.json")?;
+    assert!(answer.allowed(), "{:#}", answer.0);
+    assert_eq!(answer.annotation("decision"), Some("allowed"));
+    assert_eq!(answer.annotation("agent"), Some("payer"));
+    Ok(())
+}
+
+#[test]
+fn a_write_tool_for_a_read_only_agent_is_refused_with_class_violation() -> Result<()> {
+    assert_denied(
+        &review("toolbinding-class-violation.json")?,
+        &["ClassViolation"],
+    );
+    Ok(())
+}
+
+#[test]
+fn an_agents_service_account_may_not_create_an_identity() -> Result<()> {
+    let answer = review("agentidentity-self-escalation.json")?;
+    assert_denied(&answer, &["SelfEscalation"]);
+    assert!(
+        answer
+            .message()
+            .contains("ServiceAccount agents/researcher of agent researcher")
+    );
+    Ok(())
+}
+
+#[test]
+fn a_policy_handing_on_a_tool_the_delegator_lacks_is_refused_with_delegation_escalation()
+-> Result<()> {
+    let answer = review("delegationpolicy-escalation.json")?;
+    assert_denied(&answer, &["DelegationEscalation"]);
+    assert!(
+        answer.message().contains("idle does not hold web-search"),
+        "{}",
+        answer.message()
+    );
+    Ok(())
+}
