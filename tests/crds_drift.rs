@@ -10,7 +10,10 @@ fn committed(dir: &Path) -> BTreeMap<String, String> {
         .map(|entry| {
             let path = entry.expect("directory entry").path();
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read_to_string(&path).expect("readable CRD file"))
+            (
+                name,
+                std::fs::read_to_string(&path).expect("readable CRD file"),
+            )
         })
         .collect()
 }
