@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use std::collections::BTreeSet;
 
+use futures::channel::mpsc;
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -75,6 +76,33 @@ pub const WATCHED_KINDS: [&str; 9] = [
     "EndpointSlice",
 ];
 
+/// How many consumers a watch serves: subscribers to its applied objects, and receivers of
+/// its deletions (shared subscriptions never see deletions).
+#[derive(Clone, Copy)]
+struct Fan {
+    subscribers: usize,
+    deletions: usize,
+}
+
+impl Fan {
+    fn new(subscribers: usize, deletions: usize) -> Self {
+        Fan {
+            subscribers,
+            deletions,
+        }
+    }
+}
+
+const DELETIONS_AGENTIDENTITY: usize = 3;
+const DELETIONS_TOOLBINDING: usize = 2;
+const DELETIONS_DELEGATIONPOLICY: usize = 1;
+const DELETIONS_SERVICEACCOUNT: usize = 0;
+const DELETIONS_NETWORKPOLICY: usize = 0;
+const DELETIONS_NAMESPACE: usize = 0;
+const DELETIONS_SECRET: usize = 0;
+const DELETIONS_SERVICE: usize = 1;
+const DELETIONS_ENDPOINTSLICE: usize = 1;
+
 /// Buffer of each shared stream: how many events a slow subscriber may lag behind.
 const SUBSCRIBER_BUFFER: usize = 65536;
 
@@ -121,6 +149,15 @@ pub struct ControllerHandles {
     pub network_policies_for_identities: ReflectHandle<PartialObjectMeta<NetworkPolicy>>,
     pub services_for_identities: ReflectHandle<Service>,
     pub endpoint_slices_for_identities: ReflectHandle<EndpointSlice>,
+    /// Deletions, which the subscriptions above do not carry.
+    pub deleted_identities_for_identities: mpsc::UnboundedReceiver<Arc<AgentIdentity>>,
+    pub deleted_identities_for_bindings: mpsc::UnboundedReceiver<Arc<AgentIdentity>>,
+    pub deleted_identities_for_policies: mpsc::UnboundedReceiver<Arc<AgentIdentity>>,
+    pub deleted_bindings_for_identities: mpsc::UnboundedReceiver<Arc<ToolBinding>>,
+    pub deleted_bindings_for_policies: mpsc::UnboundedReceiver<Arc<ToolBinding>>,
+    pub deleted_policies_for_identities: mpsc::UnboundedReceiver<Arc<DelegationPolicy>>,
+    pub deleted_services_for_identities: mpsc::UnboundedReceiver<Arc<Service>>,
+    pub deleted_endpoint_slices_for_identities: mpsc::UnboundedReceiver<Arc<EndpointSlice>>,
 }
 
 /// What the snapshot publisher consumes: every kind admission decisions read.
@@ -163,10 +200,11 @@ where
 {
     reader: Store<K>,
     handles: Vec<ReflectHandle<K>>,
+    deleted: Vec<mpsc::UnboundedReceiver<Arc<K>>>,
     watch: futures::future::BoxFuture<'static, ()>,
 }
 
-fn shared<K, S>(events: S, copies: usize, listed: &Listed) -> Shared<K>
+fn shared<K, S>(events: S, fan: Fan, listed: &Listed) -> Shared<K>
 where
     K: Resource + Clone + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
@@ -174,7 +212,11 @@ where
 {
     let (reader, writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
     // A writer made by store_shared always hands out subscriptions.
-    let handles = (0..copies).filter_map(|_| writer.subscribe()).collect();
+    let handles = (0..fan.subscribers)
+        .filter_map(|_| writer.subscribe())
+        .collect();
+    let (deletion_senders, deleted): (Vec<_>, Vec<_>) =
+        (0..fan.deletions).map(|_| mpsc::unbounded()).unzip();
     let listed = listed.clone();
     let watch = events
         .default_backoff()
@@ -189,6 +231,12 @@ where
                     tracing::debug!(%kind, "listed");
                     listed.mark(&kind);
                 }
+                Ok(watcher::Event::Delete(object)) => {
+                    let object = Arc::new(object);
+                    for sender in &deletion_senders {
+                        let _ = sender.unbounded_send(object.clone());
+                    }
+                }
                 Ok(_) => {}
             }
             futures::future::ready(())
@@ -197,6 +245,7 @@ where
     Shared {
         reader,
         handles,
+        deleted,
         watch,
     }
 }
@@ -206,6 +255,13 @@ where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
     /// One of the subscriptions made in `shared`; `build` takes exactly as many as it made.
+    /// One of the deletion receivers made in `shared`.
+    fn take_deleted(&mut self) -> mpsc::UnboundedReceiver<Arc<K>> {
+        self.deleted
+            .pop()
+            .expect("build() takes exactly as many deletion receivers as it creates")
+    }
+
     fn take(&mut self) -> ReflectHandle<K> {
         self.handles
             .pop()
@@ -213,7 +269,7 @@ where
     }
 }
 
-fn typed<K>(client: &Client, config: watcher::Config, copies: usize, listed: &Listed) -> Shared<K>
+fn typed<K>(client: &Client, config: watcher::Config, fan: Fan, listed: &Listed) -> Shared<K>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -223,17 +279,13 @@ where
         + Sync
         + 'static,
 {
-    shared(
-        watcher(Api::<K>::all(client.clone()), config),
-        copies,
-        listed,
-    )
+    shared(watcher(Api::<K>::all(client.clone()), config), fan, listed)
 }
 
 fn metadata<K>(
     client: &Client,
     config: watcher::Config,
-    copies: usize,
+    fan: Fan,
     listed: &Listed,
 ) -> Shared<PartialObjectMeta<K>>
 where
@@ -248,7 +300,7 @@ where
     // An Api of PartialObjectMeta makes metadata-only requests.
     shared(
         watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config),
-        copies,
+        fan,
         listed,
     )
 }
@@ -259,15 +311,34 @@ pub fn build(client: &Client) -> Index {
     let all = watcher::Config::default;
     let managed = || watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
 
-    let mut identities = typed::<AgentIdentity>(client, all(), 5, &listed);
-    let mut bindings = typed::<ToolBinding>(client, all(), 4, &listed);
-    let mut policies = typed::<DelegationPolicy>(client, all(), 3, &listed);
-    let mut service_accounts = metadata::<ServiceAccount>(client, all(), 2, &listed);
-    let mut network_policies = metadata::<NetworkPolicy>(client, managed(), 1, &listed);
-    let mut namespaces = metadata::<Namespace>(client, all(), 1, &listed);
-    let mut secrets = metadata::<Secret>(client, all(), 1, &listed);
-    let mut services = typed::<Service>(client, all(), 1, &listed);
-    let mut endpoint_slices = typed::<EndpointSlice>(client, all(), 1, &listed);
+    let mut identities =
+        typed::<AgentIdentity>(client, all(), Fan::new(5, DELETIONS_AGENTIDENTITY), &listed);
+    let mut bindings =
+        typed::<ToolBinding>(client, all(), Fan::new(4, DELETIONS_TOOLBINDING), &listed);
+    let mut policies = typed::<DelegationPolicy>(
+        client,
+        all(),
+        Fan::new(3, DELETIONS_DELEGATIONPOLICY),
+        &listed,
+    );
+    let mut service_accounts = metadata::<ServiceAccount>(
+        client,
+        all(),
+        Fan::new(2, DELETIONS_SERVICEACCOUNT),
+        &listed,
+    );
+    let mut network_policies = metadata::<NetworkPolicy>(
+        client,
+        managed(),
+        Fan::new(1, DELETIONS_NETWORKPOLICY),
+        &listed,
+    );
+    let mut namespaces =
+        metadata::<Namespace>(client, all(), Fan::new(1, DELETIONS_NAMESPACE), &listed);
+    let mut secrets = metadata::<Secret>(client, all(), Fan::new(1, DELETIONS_SECRET), &listed);
+    let mut services = typed::<Service>(client, all(), Fan::new(1, DELETIONS_SERVICE), &listed);
+    let mut endpoint_slices =
+        typed::<EndpointSlice>(client, all(), Fan::new(1, DELETIONS_ENDPOINTSLICE), &listed);
 
     let handles = Handles {
         controllers: ControllerHandles {
@@ -284,6 +355,14 @@ pub fn build(client: &Client) -> Index {
             network_policies_for_identities: network_policies.take(),
             services_for_identities: services.take(),
             endpoint_slices_for_identities: endpoint_slices.take(),
+            deleted_identities_for_identities: identities.take_deleted(),
+            deleted_identities_for_bindings: identities.take_deleted(),
+            deleted_identities_for_policies: identities.take_deleted(),
+            deleted_bindings_for_identities: bindings.take_deleted(),
+            deleted_bindings_for_policies: bindings.take_deleted(),
+            deleted_policies_for_identities: policies.take_deleted(),
+            deleted_services_for_identities: services.take_deleted(),
+            deleted_endpoint_slices_for_identities: endpoint_slices.take_deleted(),
         },
         snapshot: SnapshotHandles {
             identities: identities.take(),

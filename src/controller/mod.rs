@@ -20,6 +20,7 @@ use kube::Client;
 use kube::runtime::Controller;
 use kube::runtime::controller::{Action, Config as ControllerConfig};
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use tokio::sync::watch;
 
 use crate::authority;
@@ -100,6 +101,23 @@ fn on_becoming_leader(leader: watch::Receiver<bool>) -> impl futures::Stream<Ite
     })
 }
 
+/// Objects to reconcile because `deleted` objects are gone: shared subscriptions carry only
+/// applied objects, so deletions arrive on channels of their own and go through the same
+/// mappers as changes.
+fn on_deletion<D, K>(
+    deleted: futures::channel::mpsc::UnboundedReceiver<Arc<D>>,
+    stores: &Stores,
+    affected: fn(&Stores, &D) -> Vec<ObjectRef<K>>,
+) -> impl futures::Stream<Item = ObjectRef<K>> + Send + 'static
+where
+    D: Send + Sync + 'static,
+    K: kube::Resource + Send + 'static,
+    K::DynamicType: Send,
+{
+    let stores = stores.clone();
+    deleted.flat_map(move |object| futures::stream::iter(affected(&stores, &object)))
+}
+
 /// The current instant as the pure modules take it.
 pub(crate) fn now() -> k8s_openapi::jiff::Timestamp {
     k8s_openapi::jiff::Timestamp::now()
@@ -139,6 +157,31 @@ pub async fn run(
             let stores = stores.clone();
             move |slice| identity::affected_by_endpoint_slice(&stores, &slice)
         })
+        .reconcile_on(on_deletion(
+            handles.deleted_bindings_for_identities,
+            &stores,
+            identity::affected_by_binding,
+        ))
+        .reconcile_on(on_deletion(
+            handles.deleted_policies_for_identities,
+            &stores,
+            identity::affected_by_policy,
+        ))
+        .reconcile_on(on_deletion(
+            handles.deleted_identities_for_identities,
+            &stores,
+            identity::affected_by_identity,
+        ))
+        .reconcile_on(on_deletion(
+            handles.deleted_services_for_identities,
+            &stores,
+            identity::affected_by_service,
+        ))
+        .reconcile_on(on_deletion(
+            handles.deleted_endpoint_slices_for_identities,
+            &stores,
+            identity::affected_by_endpoint_slice,
+        ))
         .reconcile_all_on(on_becoming_leader(ctx.leader.clone()))
         .graceful_shutdown_on(shutdown.clone())
         .run(
@@ -154,6 +197,11 @@ pub async fn run(
             let stores = stores.clone();
             move |identity| binding::affected_by_identity(&stores, &identity)
         })
+        .reconcile_on(on_deletion(
+            handles.deleted_identities_for_bindings,
+            &stores,
+            binding::affected_by_identity,
+        ))
         .reconcile_all_on(on_becoming_leader(ctx.leader.clone()))
         .graceful_shutdown_on(shutdown.clone())
         .run(binding::reconcile, error_policy("ToolBinding"), ctx.clone())
@@ -169,6 +217,16 @@ pub async fn run(
             let stores = stores.clone();
             move |identity| policy::affected_by_identity(&stores, &identity)
         })
+        .reconcile_on(on_deletion(
+            handles.deleted_bindings_for_policies,
+            &stores,
+            policy::affected_by_binding,
+        ))
+        .reconcile_on(on_deletion(
+            handles.deleted_identities_for_policies,
+            &stores,
+            policy::affected_by_identity,
+        ))
         .reconcile_all_on(on_becoming_leader(ctx.leader.clone()))
         .graceful_shutdown_on(shutdown)
         .run(policy::reconcile, error_policy("DelegationPolicy"), ctx)

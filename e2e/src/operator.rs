@@ -1,0 +1,205 @@
+//! The operator under test as a local process: `target/debug/mandate run` pointed at the local
+//! control plane, with its own admin port and log file. Killed when dropped; its log is printed
+//! when a test fails (call [`Operator::dump_log_on_panic`] or read [`Operator::log`]).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::{eventually, kubeconfig_path, repo_root, state_dir};
+
+/// Namespace of the operator's leader Lease.
+pub const OPERATOR_NAMESPACE: &str = "mandate-system";
+
+/// How to start the operator.
+#[derive(Debug, Clone)]
+pub struct OperatorOptions {
+    /// Lease name: operators sharing one elect a single leader.
+    pub lease_name: String,
+    /// Extra arguments after `mandate run`.
+    pub args: Vec<String>,
+    /// Environment (for example `KUBECONFIG` of another identity).
+    pub env: Vec<(String, String)>,
+}
+
+impl OperatorOptions {
+    /// A lease of its own, so the operator leads at once.
+    pub fn unique() -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        OperatorOptions {
+            lease_name: format!(
+                "mandate-e2e-{}-{}",
+                std::process::id(),
+                COUNTER.fetch_add(1, Ordering::Relaxed)
+            ),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+}
+
+/// A running operator process.
+pub struct Operator {
+    child: Child,
+    pub admin: SocketAddr,
+    pub log_path: PathBuf,
+    pub options: OperatorOptions,
+}
+
+/// The mandate binary built from this checkout (`cargo build --bin mandate`).
+pub fn mandate_binary() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"))
+        .join("debug/mandate")
+}
+
+/// A free TCP port on 127.0.0.1 (released before use; good enough for tests).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+impl Operator {
+    /// Starts the operator and waits until `/readyz` answers 200.
+    pub async fn start(options: OperatorOptions) -> anyhow::Result<Self> {
+        crate::kubectl_ok(
+            &[
+                "create",
+                "namespace",
+                OPERATOR_NAMESPACE,
+                "--dry-run=client",
+                "-o",
+                "yaml",
+            ],
+            None,
+        )
+        .and_then(|yaml| crate::kubectl_ok(&["apply", "-f", "-"], Some(&yaml)))?;
+        let binary = mandate_binary();
+        if !binary.exists() {
+            bail!(
+                "{} is missing: run `cargo build --bin mandate`",
+                binary.display()
+            );
+        }
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let logs = state_dir().join("operator-logs");
+        std::fs::create_dir_all(&logs)?;
+        let log_path = logs.join(format!("{}.log", options.lease_name));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let mut cmd = Command::new(&binary);
+        cmd.arg("run")
+            .args(["--admin-addr", &admin.to_string()])
+            .args(["--lease-name", &options.lease_name])
+            .args(["--namespace", OPERATOR_NAMESPACE])
+            .args(["--log-format", "json"])
+            .args(&options.args)
+            .env("KUBECONFIG", kubeconfig_path())
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let operator = Operator {
+            child,
+            admin,
+            log_path,
+            options,
+        };
+        operator.wait_ready().await?;
+        Ok(operator)
+    }
+
+    /// Starts a second operator with the same options (for restarts).
+    pub async fn restart_like(&self) -> anyhow::Result<Self> {
+        Operator::start(self.options.clone()).await
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self) -> anyhow::Result<()> {
+        let admin = self.admin;
+        eventually(
+            "the operator to become ready",
+            Duration::from_secs(60),
+            || async move {
+                Ok(http_get(admin, "/readyz")
+                    .ok()
+                    .filter(|(code, _)| *code == 200)
+                    .map(|_| ()))
+            },
+        )
+        .await
+        .with_context(|| format!("operator log:\n{}", self.log()))
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub fn metrics(&self) -> anyhow::Result<String> {
+        let (code, body) = http_get(self.admin, "/metrics")?;
+        if code != 200 {
+            bail!("/metrics answered {code}");
+        }
+        Ok(body)
+    }
+
+    /// Everything the operator logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The operator's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- operator log ({}) ----\n{}",
+                self.log_path.display(),
+                self.log()
+            );
+        }
+        self.kill();
+    }
+}
+
+/// A minimal HTTP/1.0 GET on loopback: status code and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no HTTP status line")?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}
