@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::{eventually, kubeconfig_path, repo_root, state_dir};
+use crate::{ServingCert, eventually, kubeconfig_path, repo_root, state_dir};
 
 /// Namespace of the operator's leader Lease.
 pub const OPERATOR_NAMESPACE: &str = "mandate-system";
@@ -52,6 +52,9 @@ impl OperatorOptions {
 pub struct Operator {
     child: Child,
     pub admin: SocketAddr,
+    /// The HTTPS admission webhook, serving a certificate for 127.0.0.1.
+    pub webhook: SocketAddr,
+    pub cert: ServingCert,
     pub log_path: PathBuf,
     pub options: OperatorOptions,
 }
@@ -92,6 +95,8 @@ impl Operator {
             );
         }
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let webhook: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let cert = ServingCert::generate("mandate-webhook")?;
         let logs = state_dir().join("operator-logs");
         std::fs::create_dir_all(&logs)?;
         let log_path = logs.join(format!("{}.log", options.lease_name));
@@ -102,6 +107,11 @@ impl Operator {
         let mut cmd = Command::new(&binary);
         cmd.arg("run")
             .args(["--admin-addr", &admin.to_string()])
+            .args(["--webhook-addr", &webhook.to_string()])
+            .arg("--tls-cert")
+            .arg(&cert.cert_path)
+            .arg("--tls-key")
+            .arg(&cert.key_path)
             .args(["--lease-name", &options.lease_name])
             .args(["--namespace", OPERATOR_NAMESPACE])
             .args(["--log-format", "json"])
@@ -117,11 +127,18 @@ impl Operator {
         let operator = Operator {
             child,
             admin,
+            webhook,
+            cert,
             log_path,
             options,
         };
         operator.wait_ready().await?;
         Ok(operator)
+    }
+
+    /// The webhook URL of `path` for `clientConfig.url`.
+    pub fn webhook_url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.webhook)
     }
 
     /// Starts a second operator with the same options (for restarts).

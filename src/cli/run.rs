@@ -3,6 +3,7 @@
 //! holds the leader Lease. Returns when a signal asks it to stop.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,10 @@ use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 
+use crate::admission::server::{WebhookConfig, serve as serve_webhook};
+use crate::admission::tls::TlsFiles;
+use crate::admission::{AdmissionConfig, MandateReviewer, Mode, Snapshot, SnapshotSource};
+use crate::api::conditions;
 use crate::authority;
 use crate::controller::{self, Settings};
 use crate::index::{self, Stores};
@@ -50,6 +55,25 @@ pub struct RunArgs {
     /// Name of the leader Lease.
     #[arg(long, env = "MANDATE_LEASE_NAME", default_value = "mandate-controller")]
     pub lease_name: String,
+    /// Address of the HTTPS admission webhook.
+    #[arg(long, env = "MANDATE_WEBHOOK_ADDR", default_value = "0.0.0.0:9443")]
+    pub webhook_addr: SocketAddr,
+    /// PEM certificate of the webhook (reloaded when the file changes).
+    #[arg(long, env = "MANDATE_TLS_CERT", default_value = "/tls/tls.crt")]
+    pub tls_cert: PathBuf,
+    /// PEM private key of the webhook (reloaded when the file changes).
+    #[arg(long, env = "MANDATE_TLS_KEY", default_value = "/tls/tls.key")]
+    pub tls_key: PathBuf,
+    /// Mode for agent pods in namespaces without a mandate.dev/mode label: enforce, warn or audit.
+    #[arg(long, env = "MANDATE_DEFAULT_MODE", default_value = "enforce", value_parser = parse_mode)]
+    pub default_mode: Mode,
+    /// Group whose members may approve High-risk ToolBindings (and are not the agent's owner).
+    #[arg(
+        long,
+        env = "MANDATE_APPROVER_GROUP",
+        default_value = "mandate:approvers"
+    )]
+    pub approver_group: String,
     /// Log format.
     #[arg(long, env = "MANDATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -58,7 +82,19 @@ pub struct RunArgs {
     pub log_level: String,
 }
 
+fn parse_mode(value: &str) -> Result<Mode, String> {
+    Mode::parse(value).ok_or_else(|| format!("{value:?} is not one of enforce, warn, audit"))
+}
+
 impl RunArgs {
+    fn admission(&self) -> AdmissionConfig {
+        AdmissionConfig {
+            default_mode: self.default_mode,
+            approver_group: self.approver_group.clone(),
+            own_namespace: self.namespace.clone(),
+        }
+    }
+
     fn settings(&self) -> anyhow::Result<Settings> {
         let trust_domain = TrustDomain::parse(&self.trust_domain)
             .with_context(|| format!("--trust-domain {:?}", self.trust_domain))?;
@@ -109,11 +145,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::spawn(watch);
     }
     let handles = index.handles;
-    tokio::spawn(summarize_on_change(
+    let snapshots = SnapshotSource::default();
+    tokio::spawn(publish_snapshots(
         handles.snapshot.changes(),
+        index.listed.clone(),
         stores.clone(),
         settings.authority,
+        snapshots.clone(),
         metrics.clone(),
+        readiness.clone(),
     ));
 
     let admin = serve_admin(
@@ -144,14 +184,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         watch::channel(true).1
     };
 
-    {
-        let (listed, readiness) = (index.listed.clone(), readiness.clone());
-        tokio::spawn(async move {
-            listed.wait_all().await;
-            tracing::info!("watches listed: ready");
-            readiness.set_ready();
-        });
-    }
+    let reviewer = Arc::new(MandateReviewer::new(snapshots, args.admission()));
+    let webhook = serve_webhook(
+        WebhookConfig::new(
+            args.webhook_addr,
+            TlsFiles::new(args.tls_cert.clone(), args.tls_key.clone()),
+        ),
+        reviewer,
+        metrics.clone(),
+        stopped(),
+    )
+    .await
+    .context("starting the admission webhook")?;
 
     let ctx = Arc::new(controller::Context::new(
         client,
@@ -168,6 +212,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = controllers.await;
     let _ = admin.stopped().await;
+    let _ = webhook.stopped().await;
     Ok(())
 }
 
@@ -183,33 +228,63 @@ fn log_leadership(mut leader: watch::Receiver<bool>) {
     });
 }
 
-/// Keeps the cluster-wide gauges (agents by readiness, escalation paths) current, rebuilding a
-/// summary at most every 500 ms while things change.
-async fn summarize_on_change(
+/// Publishes the admission snapshot: first once every watch has listed (until then the
+/// webhook is not ready and refuses agent pods), then after every batch of changes, at most
+/// every 100 ms. Also keeps the cluster-wide gauges current.
+async fn publish_snapshots(
     changes: impl futures::Stream<Item = ()> + Send + Unpin,
+    listed: index::Listed,
     stores: Stores,
     config: authority::Config,
+    snapshots: SnapshotSource,
     metrics: Metrics,
+    readiness: Readiness,
 ) {
     let mut changes = changes.ready_chunks(4096);
-    while changes.next().await.is_some() {
-        let now = controller::now();
-        let authority = stores.authority(config);
-        let (mut ready, mut not_ready, mut paths) = (0u64, 0u64, 0u64);
-        for namespace in authority.namespaces() {
-            let graph = authority.delegation_graph(namespace, now);
-            paths += graph.violations().len() as u64;
-            for identity in authority.identities_in(namespace) {
-                let is_ready = identity.status.as_ref().is_some_and(|s| {
-                    crate::api::conditions::is_true(&s.conditions, crate::api::conditions::READY)
-                });
-                if is_ready { ready += 1 } else { not_ready += 1 }
-            }
+    listed.wait_all().await;
+    loop {
+        let started = std::time::Instant::now();
+        let authority = Arc::new(stores.authority(config));
+        let snapshot = Snapshot::from_objects(
+            authority.clone(),
+            stores.namespaces.state().iter().map(|n| n.metadata.clone()),
+            stores.secrets.state().iter().map(|s| s.metadata.clone()),
+        );
+        snapshots.store(Some(Arc::new(snapshot)));
+        if !readiness.is_ready() {
+            tracing::info!("watches listed and first snapshot published: ready");
+            readiness.set_ready();
         }
-        metrics.set_agents(ready, not_ready);
-        metrics.set_escalation_paths(paths);
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        update_gauges(&authority, &metrics);
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "snapshot published"
+        );
+        if changes.next().await.is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+fn update_gauges(authority: &authority::Authority, metrics: &Metrics) {
+    let now = controller::now();
+    let (mut ready, mut not_ready, mut paths) = (0u64, 0u64, 0u64);
+    for namespace in authority.namespaces() {
+        paths += authority
+            .delegation_graph(namespace, now)
+            .violations()
+            .len() as u64;
+        for identity in authority.identities_in(namespace) {
+            let is_ready = identity
+                .status
+                .as_ref()
+                .is_some_and(|s| conditions::is_true(&s.conditions, conditions::READY));
+            if is_ready { ready += 1 } else { not_ready += 1 }
+        }
+    }
+    metrics.set_agents(ready, not_ready);
+    metrics.set_escalation_paths(paths);
 }
 
 async fn shutdown_signal() {
