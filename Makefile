@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test fmt-check clippy unit crds e2e e2e-build cluster-up cluster-down help
+.PHONY: test fmt-check clippy unit crds e2e e2e-build cluster-up cluster-down help bench-admission bench-reconcile
 
 help:
 	@echo "make test         fmt check, clippy -D warnings, unit tests (incl. CRD drift), e2e on a local control plane"
@@ -49,3 +49,12 @@ cluster-up:
 
 cluster-down:
 	bash e2e/cluster.sh down
+
+# Benchmarks (not tests): figures for the admission path and the reconciler.
+bench-admission:
+	bash e2e/bench-admission.sh
+
+bench-reconcile:
+	bash e2e/cluster.sh up
+	cargo build --release --bin mandate
+	MANDATE_E2E_BINARY=$(CURDIR)/target/release/mandate cargo run --release -p mandate-e2e --bin bench_reconcile

@@ -25,6 +25,10 @@ pub struct OperatorOptions {
     pub args: Vec<String>,
     /// Environment (for example `KUBECONFIG` of another identity).
     pub env: Vec<(String, String)>,
+    /// Kubeconfig to run as instead of the admin one (for example a ServiceAccount token's).
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of the leader Lease instead of [`OPERATOR_NAMESPACE`].
+    pub namespace: Option<String>,
 }
 
 impl OperatorOptions {
@@ -39,6 +43,8 @@ impl OperatorOptions {
             ),
             args: Vec::new(),
             env: Vec::new(),
+            kubeconfig: None,
+            namespace: None,
         }
     }
 
@@ -60,7 +66,11 @@ pub struct Operator {
 }
 
 /// The mandate binary built from this checkout (`cargo build --bin mandate`).
+/// `MANDATE_E2E_BINARY` overrides it (benchmarks use the release build).
 pub fn mandate_binary() -> PathBuf {
+    if let Some(binary) = std::env::var_os("MANDATE_E2E_BINARY") {
+        return PathBuf::from(binary);
+    }
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target"))
@@ -113,10 +123,16 @@ impl Operator {
             .arg("--tls-key")
             .arg(&cert.key_path)
             .args(["--lease-name", &options.lease_name])
-            .args(["--namespace", OPERATOR_NAMESPACE])
+            .args([
+                "--namespace",
+                options.namespace.as_deref().unwrap_or(OPERATOR_NAMESPACE),
+            ])
             .args(["--log-format", "json"])
             .args(&options.args)
-            .env("KUBECONFIG", kubeconfig_path())
+            .env(
+                "KUBECONFIG",
+                options.kubeconfig.clone().unwrap_or_else(kubeconfig_path),
+            )
             .envs(options.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -7,6 +7,8 @@ pub mod pod;
 pub mod reviewer;
 pub mod secret;
 pub mod server;
+#[doc(hidden)]
+pub mod synthetic;
 pub mod snapshot;
 pub mod tls;
 pub mod verdict;
