@@ -11,6 +11,8 @@ help:
 	@echo "make crds         regenerate crds/ and charts/mandate/crds/ from the Rust types"
 	@echo "make cluster-up   start the local control plane and leave it running (see e2e/cluster.sh env)"
 	@echo "make cluster-down stop it"
+	@echo "make demo         a first look: local control plane, mandate, samples, admitted and refused pods"
+	@echo "make bench-admission / bench-reconcile   performance figures (benchmarks, not tests)"
 
 test: fmt-check clippy unit e2e
 
@@ -37,6 +39,7 @@ unit:
 crds:
 	$(CARGO) run --quiet -- crds --out crds
 	$(CARGO) run --quiet -- crds --out charts/mandate/crds
+	$(CARGO) run --quiet -- crds --out config/crd/bases
 
 e2e:
 	bash e2e/run.sh
@@ -49,6 +52,16 @@ cluster-up:
 
 cluster-down:
 	bash e2e/cluster.sh down
+
+.PHONY: demo static-build
+
+# A first look at mandate on the local control plane (left running; stop it with make cluster-down).
+demo:
+	bash e2e/demo.sh
+
+# The Dockerfile's static build step, without a container engine.
+static-build:
+	bash e2e/static-build.sh
 
 # Benchmarks (not tests): figures for the admission path and the reconciler.
 bench-admission:
