@@ -22,6 +22,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
+bash e2e/deps.sh
 bash e2e/cluster.sh up
 # The operator under test runs as a local process built from this checkout.
 cargo build --bin mandate

@@ -2,11 +2,11 @@
 #![forbid(unsafe_code)]
 
 use anyhow::Context;
-use clap::Parser;
-use mandate::cli::{self, Cli, Command};
+use mandate::cli::{self, Command};
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    // `kubectl-mandate` (the kubectl plugin) parses the same commands.
+    let cli = cli::plugin::parse();
     match cli.command {
         Command::Run(args) => {
             mandate::telemetry::init_logging(args.log_format, &args.log_level)?;
@@ -24,6 +24,28 @@ fn main() -> anyhow::Result<()> {
                 eprintln!("wrote {}", path.display());
             }
         }
+        Command::Inventory(args) => {
+            client_runtime()?.block_on(cli::inventory::run(args))?;
+        }
+        Command::Check(args) => {
+            // Exit 1: something would be refused; exit 2: the check itself failed.
+            match client_runtime()?.block_on(cli::check::run(args)) {
+                Ok(false) => {}
+                Ok(true) => std::process::exit(1),
+                Err(error) => {
+                    eprintln!("Error: {error}");
+                    std::process::exit(2);
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// A small runtime for the CLI commands that talk to the API server.
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }

@@ -1,7 +1,14 @@
-//! The command line: argument types (clap) and the subcommands that need no cluster.
-//! `main.rs` parses, sets up telemetry and dispatches here.
+//! The command line: argument types (clap) and the subcommands (`crds`, `inventory`, `check`;
+//! `run` is the operator). `main.rs` parses, sets up telemetry and dispatches here.
 
+pub mod check;
+pub mod cluster;
 pub mod crds;
+pub mod inventory;
+pub mod manifests;
+pub mod plugin;
+pub mod render;
+pub mod report;
 pub mod run;
 
 use std::path::PathBuf;
@@ -29,4 +36,10 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// List every agent with its owner, class, SPIFFE ID, live tools and delegation, the
+    /// escalation paths, and what is unmanaged, from the cluster in the kubeconfig.
+    Inventory(inventory::InventoryArgs),
+    /// Predict the admission decisions for manifests (offline, or with --cluster) with the
+    /// webhook's own rules; exits 1 when anything would be refused.
+    Check(check::CheckArgs),
 }

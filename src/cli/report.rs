@@ -1,0 +1,813 @@
+//! The inventory report: the objects fetched from a cluster (or any other source) and an
+//! instant in; every agent with its owner, class, SPIFFE ID, live tools and delegation, the
+//! delegation edges and unsafe chains, the unmanaged pods, ServiceAccounts and legacy token
+//! Secrets, and the tools about to expire out. Pure: never does I/O, never reads a clock. The
+//! rules come from `authority` (live tools, the delegation graph): nothing here re-implements
+//! them. Rendering (table, dot, mermaid) lives in `render`.
+//!
+//! What counts as unmanaged:
+//! - a pod in a mandate namespace (labelled `mandate.dev/mode`) without a `mandate.dev/agent`
+//!   label, or anywhere with a `mandate.dev/agent` label naming no AgentIdentity;
+//! - a ServiceAccount in a mandate namespace that no AgentIdentity claims. The `default`
+//!   ServiceAccount exists in every namespace, so it is listed only when a pod runs as it;
+//! - a legacy service-account-token Secret (annotation `kubernetes.io/service-account.name`) for
+//!   any ServiceAccount of a mandate namespace, or for an agent's ServiceAccount anywhere.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use serde::Serialize;
+
+use crate::admission::Snapshot;
+use crate::admission::snapshot::SERVICE_ACCOUNT_NAME_ANNOTATION;
+use crate::admission::verdict::owner_label;
+use crate::api::conditions::{self, READY};
+use crate::api::{
+    AGENT_LABEL, AgentClass, AgentIdentity, DelegationPolicy, MODE_LABEL, Risk, ToolBinding,
+};
+use crate::authority::{self, Authority, DelegationGraph, ServiceAccountOwnership, ViolationKind};
+
+/// The objects a report is built from: what `mandate inventory` lists from the cluster.
+/// Secrets and Namespaces are metadata only.
+#[derive(Debug, Clone, Default)]
+pub struct Objects {
+    pub identities: Vec<AgentIdentity>,
+    pub bindings: Vec<ToolBinding>,
+    pub policies: Vec<DelegationPolicy>,
+    pub service_accounts: Vec<ServiceAccount>,
+    pub pods: Vec<Pod>,
+    pub secrets: Vec<ObjectMeta>,
+    pub namespaces: Vec<ObjectMeta>,
+}
+
+/// The inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// The instant the report describes (RFC 3339).
+    pub generated_at: String,
+    /// The horizon of `expiring`, in seconds.
+    pub expiring_within_seconds: i64,
+    /// Namespaces labelled `mandate.dev/mode`, with their mode.
+    pub mandate_namespaces: Vec<MandateNamespace>,
+    /// Sorted by (namespace, name).
+    pub agents: Vec<Agent>,
+    /// Sorted by (namespace, delegator, delegate, policy).
+    pub edges: Vec<DelegationEdge>,
+    /// Every unsafe delegation chain (escalation, cycle, depth), sorted by (namespace, message).
+    pub escalation_paths: Vec<EscalationPath>,
+    pub unmanaged: Unmanaged,
+    /// Live tools whose grant ends within the horizon, soonest first.
+    pub expiring: Vec<ExpiringTool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MandateNamespace {
+    pub name: String,
+    /// The label's value (`enforce`, `warn`, `audit`; anything else enforces).
+    pub mode: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Agent {
+    pub namespace: String,
+    pub name: String,
+    /// `User:alice`, `Group:research-team`.
+    pub owner: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
+    pub class: String,
+    pub purpose: String,
+    pub service_account: String,
+    /// From the identity's status (set by the reconciler); absent until reconciled.
+    #[serde(rename = "spiffeID", skip_serializing_if = "Option::is_none")]
+    pub spiffe_id: Option<String>,
+    /// The Ready condition of the identity's status.
+    pub ready: bool,
+    /// The tools the agent holds at the report's instant, sorted by (name, binding).
+    pub tools: Vec<Tool>,
+    pub delegates_to: Vec<String>,
+    pub delegated_from: Vec<String>,
+    /// Unsafe chains through this agent, as readable strings.
+    pub escalation_paths: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tool {
+    pub name: String,
+    pub binding: String,
+    pub risk: String,
+    pub actions: Vec<String>,
+    /// RFC 3339; absent when the grant does not expire.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Seconds from the report's instant to `expiresAt`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in_seconds: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DelegationEdge {
+    pub namespace: String,
+    pub policy: String,
+    pub delegator: String,
+    pub delegate: String,
+    pub tools: Vec<String>,
+    pub max_depth: u32,
+    /// Part of an unsafe chain: the reconciler withdraws its network path.
+    pub withdrawn: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EscalationPath {
+    pub namespace: String,
+    /// `escalation`, `cycle` or `depth`.
+    pub kind: String,
+    /// The agents along the chain, in order.
+    pub chain: Vec<String>,
+    /// The tool handed on without being held (escalations only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
+    pub policies: Vec<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Unmanaged {
+    pub pods: Vec<UnmanagedPod>,
+    pub service_accounts: Vec<UnmanagedServiceAccount>,
+    pub token_secrets: Vec<TokenSecret>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnmanagedPod {
+    pub namespace: String,
+    pub name: String,
+    pub service_account: String,
+    /// What is missing, and what to do.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnmanagedServiceAccount {
+    pub namespace: String,
+    pub name: String,
+    /// Pods running as it, sorted.
+    pub used_by: Vec<String>,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenSecret {
+    pub namespace: String,
+    pub name: String,
+    pub service_account: String,
+    /// The agent the ServiceAccount belongs to, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExpiringTool {
+    pub namespace: String,
+    pub agent: String,
+    pub tool: String,
+    pub binding: String,
+    pub risk: String,
+    pub expires_at: String,
+    pub expires_in_seconds: i64,
+}
+
+/// Builds the report of `objects` at `now`; tools ending within `horizon` are listed as
+/// expiring.
+pub fn build(
+    objects: &Objects,
+    config: authority::Config,
+    now: Timestamp,
+    horizon: SignedDuration,
+) -> Report {
+    let authority = Authority::from_objects(
+        config,
+        objects.identities.iter().cloned(),
+        objects.bindings.iter().cloned(),
+        objects.policies.iter().cloned(),
+        objects.service_accounts.iter().cloned(),
+    );
+    let snapshot = Snapshot::from_objects(authority, &objects.namespaces, &objects.secrets);
+    let authority = snapshot.authority();
+
+    let mandate_namespaces: Vec<MandateNamespace> = objects
+        .namespaces
+        .iter()
+        .filter_map(|ns| {
+            let mode = ns.labels.as_ref()?.get(MODE_LABEL)?;
+            Some((ns.name.clone()?, mode.clone()))
+        })
+        .collect::<BTreeMap<String, String>>()
+        .into_iter()
+        .map(|(name, mode)| MandateNamespace { name, mode })
+        .collect();
+    let is_mandate_ns = |ns: &str| mandate_namespaces.iter().any(|m| m.name == ns);
+
+    // One analysed graph per namespace that has identities or policies.
+    let graphs: BTreeMap<&str, DelegationGraph> = authority
+        .namespaces()
+        .into_iter()
+        .map(|ns| (ns, authority.delegation_graph(ns, now)))
+        .collect();
+
+    let mut agents = Vec::new();
+    let mut expiring = Vec::new();
+    for ns in authority.namespaces() {
+        let graph = &graphs[ns];
+        for identity in authority.identities_in(ns) {
+            let name = identity.metadata.name.clone().unwrap_or_default();
+            let tools: Vec<Tool> = authority
+                .held_tools(ns, &name, now)
+                .iter()
+                .map(|held| {
+                    let expires_in = held.expires_at.map(|at| seconds_between(now, at));
+                    Tool {
+                        name: held.tool.name.clone(),
+                        binding: held.binding_name().to_owned(),
+                        risk: risk(held.tool.risk).to_owned(),
+                        actions: held
+                            .tool
+                            .actions
+                            .iter()
+                            .map(|a| a.as_str().to_owned())
+                            .collect(),
+                        expires_at: held.expires_at.map(|at| at.to_string()),
+                        expires_in_seconds: expires_in,
+                    }
+                })
+                .collect();
+            for tool in &tools {
+                if let (Some(at), Some(seconds)) = (&tool.expires_at, tool.expires_in_seconds) {
+                    if seconds <= horizon.as_secs() {
+                        expiring.push(ExpiringTool {
+                            namespace: ns.to_owned(),
+                            agent: name.clone(),
+                            tool: tool.name.clone(),
+                            binding: tool.binding.clone(),
+                            risk: tool.risk.clone(),
+                            expires_at: at.clone(),
+                            expires_in_seconds: seconds,
+                        });
+                    }
+                }
+            }
+            let status = identity.status.as_ref();
+            agents.push(Agent {
+                namespace: ns.to_owned(),
+                owner: owner_label(&identity.spec.owner),
+                contact: identity.spec.owner.contact.clone(),
+                class: class(identity.spec.class).to_owned(),
+                purpose: identity.spec.purpose.clone(),
+                service_account: identity.service_account_name().to_owned(),
+                spiffe_id: status.and_then(|s| s.spiffe_id.clone()),
+                ready: status.is_some_and(|s| conditions::is_true(&s.conditions, READY)),
+                tools,
+                delegates_to: strings(graph.delegates_to(&name)),
+                delegated_from: strings(graph.delegated_from(&name)),
+                escalation_paths: graph.escalation_paths(&name),
+                name,
+            });
+        }
+    }
+    expiring.sort_by(|a, b| {
+        (a.expires_in_seconds, &a.namespace, &a.agent, &a.tool).cmp(&(
+            b.expires_in_seconds,
+            &b.namespace,
+            &b.agent,
+            &b.tool,
+        ))
+    });
+
+    let mut edges = Vec::new();
+    let mut escalation_paths = Vec::new();
+    for (ns, graph) in &graphs {
+        for edge in graph.edges() {
+            edges.push(DelegationEdge {
+                namespace: (*ns).to_owned(),
+                policy: edge.policy.clone(),
+                delegator: edge.delegator.clone(),
+                delegate: edge.delegate.clone(),
+                tools: edge.tools.iter().cloned().collect(),
+                max_depth: edge.max_depth,
+                withdrawn: graph.is_withdrawn(edge),
+            });
+        }
+        for violation in graph.violations() {
+            escalation_paths.push(EscalationPath {
+                namespace: (*ns).to_owned(),
+                kind: match violation.kind {
+                    ViolationKind::Escalation => "escalation",
+                    ViolationKind::Cycle => "cycle",
+                    ViolationKind::Depth => "depth",
+                }
+                .to_owned(),
+                chain: violation.chain.clone(),
+                tool: violation.tool.clone(),
+                policies: violation.policies.iter().cloned().collect(),
+                message: violation.message.clone(),
+            });
+        }
+    }
+
+    let unmanaged = Unmanaged {
+        pods: unmanaged_pods(objects, authority, &is_mandate_ns),
+        service_accounts: unmanaged_service_accounts(objects, authority, &is_mandate_ns),
+        token_secrets: token_secrets(objects, &snapshot, &is_mandate_ns),
+    };
+
+    Report {
+        generated_at: now.to_string(),
+        expiring_within_seconds: horizon.as_secs(),
+        mandate_namespaces,
+        agents,
+        edges,
+        escalation_paths,
+        unmanaged,
+        expiring,
+    }
+}
+
+fn unmanaged_pods(
+    objects: &Objects,
+    authority: &Authority,
+    is_mandate_ns: &dyn Fn(&str) -> bool,
+) -> Vec<UnmanagedPod> {
+    let mut pods: Vec<UnmanagedPod> = objects
+        .pods
+        .iter()
+        .filter_map(|pod| {
+            let namespace = pod.metadata.namespace.as_deref()?;
+            let name = pod.metadata.name.as_deref()?;
+            let label = pod
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(AGENT_LABEL));
+            let reason = match label {
+                Some(agent) if authority.identity(namespace, agent).is_some() => return None,
+                Some(agent) => format!(
+                    "labelled {AGENT_LABEL}={agent}, but no AgentIdentity {agent} exists: create \
+                     it or fix the label"
+                ),
+                None if is_mandate_ns(namespace) => format!(
+                    "no {AGENT_LABEL} label in a mandate namespace: give it an AgentIdentity"
+                ),
+                None => return None,
+            };
+            Some(UnmanagedPod {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                service_account: pod_service_account(pod).to_owned(),
+                reason,
+            })
+        })
+        .collect();
+    pods.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    pods
+}
+
+fn unmanaged_service_accounts(
+    objects: &Objects,
+    authority: &Authority,
+    is_mandate_ns: &dyn Fn(&str) -> bool,
+) -> Vec<UnmanagedServiceAccount> {
+    let mut users: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
+    for pod in &objects.pods {
+        if let (Some(ns), Some(name)) = (
+            pod.metadata.namespace.as_deref(),
+            pod.metadata.name.as_deref(),
+        ) {
+            users
+                .entry((ns, pod_service_account(pod)))
+                .or_default()
+                .insert(name);
+        }
+    }
+    let mut accounts: Vec<UnmanagedServiceAccount> = objects
+        .service_accounts
+        .iter()
+        .filter_map(|sa| {
+            let namespace = sa.metadata.namespace.as_deref()?;
+            let name = sa.metadata.name.as_deref()?;
+            if !is_mandate_ns(namespace)
+                || authority
+                    .identities_for_service_account(namespace, name)
+                    .next()
+                    .is_some()
+            {
+                return None;
+            }
+            let used_by: Vec<String> = users
+                .get(&(namespace, name))
+                .into_iter()
+                .flatten()
+                .map(|p| (*p).to_owned())
+                .collect();
+            if name == "default" && used_by.is_empty() {
+                return None;
+            }
+            let reason = match authority.service_account_ownership(namespace, name) {
+                ServiceAccountOwnership::Managed { agent } => format!(
+                    "managed by mandate for agent {agent}, whose AgentIdentity is gone: it is \
+                     garbage-collected with its owner reference, or delete it"
+                ),
+                _ => "no AgentIdentity owns it: give its workloads an AgentIdentity, or move \
+                      them out of the mandate namespace"
+                    .to_owned(),
+            };
+            Some(UnmanagedServiceAccount {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                used_by,
+                reason,
+            })
+        })
+        .collect();
+    accounts.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    accounts
+}
+
+fn token_secrets(
+    objects: &Objects,
+    snapshot: &Snapshot,
+    is_mandate_ns: &dyn Fn(&str) -> bool,
+) -> Vec<TokenSecret> {
+    let mut secrets: Vec<TokenSecret> = objects
+        .secrets
+        .iter()
+        .filter_map(|secret| {
+            let namespace = secret.namespace.as_deref()?;
+            let name = secret.name.as_deref()?;
+            let service_account = secret
+                .annotations
+                .as_ref()?
+                .get(SERVICE_ACCOUNT_NAME_ANNOTATION)?;
+            let agent = snapshot
+                .agent_of_service_account(namespace, service_account)
+                .map(str::to_owned);
+            if agent.is_none() && !is_mandate_ns(namespace) {
+                return None;
+            }
+            Some(TokenSecret {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                service_account: service_account.clone(),
+                agent,
+            })
+        })
+        .collect();
+    secrets.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    secrets
+}
+
+/// The ServiceAccount a pod runs as (`default` when unset, as the API server fills it in).
+fn pod_service_account(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| {
+            s.service_account_name
+                .as_deref()
+                .or(s.service_account.as_deref())
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or("default")
+}
+
+fn strings(items: Vec<&str>) -> Vec<String> {
+    items.into_iter().map(str::to_owned).collect()
+}
+
+fn seconds_between(from: Timestamp, to: Timestamp) -> i64 {
+    to.as_second() - from.as_second()
+}
+
+pub(crate) fn risk(risk: Risk) -> &'static str {
+    match risk {
+        Risk::Low => "Low",
+        Risk::High => "High",
+    }
+}
+
+pub(crate) fn class(class: AgentClass) -> &'static str {
+    match class {
+        AgentClass::ReadOnly => "ReadOnly",
+        AgentClass::WriteCapable => "WriteCapable",
+        AgentClass::TransactionExecutor => "TransactionExecutor",
+    }
+}
+
+/// A duration for people: `3d4h`, `2h05m`, `45m`, `30s`; `expired` when not positive.
+pub fn human_duration(seconds: i64) -> String {
+    if seconds <= 0 {
+        return "expired".to_owned();
+    }
+    let (d, h, m, s) = (
+        seconds / 86_400,
+        seconds % 86_400 / 3600,
+        seconds % 3600 / 60,
+        seconds % 60,
+    );
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m"),
+        (0, _, _) => format!("{h}h{m:02}m"),
+        _ => format!("{d}d{h}h"),
+    }
+}
+
+/// Why a duration like `24h` cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0:?} is not a duration: write a number and a unit (s, m, h, d, w), for example 24h, 90m \
+     or 1h30m"
+)]
+pub struct DurationError(pub String);
+
+/// Reads `24h`, `90m`, `1h30m`, `7d`, `45s`, `2w`.
+pub fn parse_duration(text: &str) -> Result<SignedDuration, DurationError> {
+    let error = || DurationError(text.to_owned());
+    let mut total: i64 = 0;
+    let mut digits = String::new();
+    let mut any = false;
+    for c in text.trim().chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit: i64 = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 604_800,
+            _ => return Err(error()),
+        };
+        let value: i64 = digits.parse().map_err(|_| error())?;
+        total = value
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(error)?;
+        digits.clear();
+        any = true;
+    }
+    if !digits.is_empty() || !any {
+        return Err(error());
+    }
+    Ok(SignedDuration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::api::core::v1::PodSpec;
+    use pretty_assertions::assert_eq;
+
+    use super::*;
+    use crate::authority::fixtures::*;
+
+    fn ns(name: &str, mode: Option<&str>) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            labels: mode.map(|m| BTreeMap::from([(MODE_LABEL.to_owned(), m.to_owned())])),
+            ..ObjectMeta::default()
+        }
+    }
+
+    fn a_pod(namespace: &str, name: &str, agent: Option<&str>, sa: Option<&str>) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(namespace.into()),
+                labels: agent.map(|a| BTreeMap::from([(AGENT_LABEL.to_owned(), a.to_owned())])),
+                ..ObjectMeta::default()
+            },
+            spec: Some(PodSpec {
+                service_account_name: sa.map(str::to_owned),
+                ..PodSpec::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn token(namespace: &str, name: &str, sa: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(namespace.into()),
+            annotations: Some(BTreeMap::from([(
+                SERVICE_ACCOUNT_NAME_ANNOTATION.to_owned(),
+                sa.to_owned(),
+            )])),
+            ..ObjectMeta::default()
+        }
+    }
+
+    /// A planner and an executor (both holding `ledger`), a researcher holding `search` until
+    /// two hours from now, and a policy in which the planner hands `search` (which it does not
+    /// hold) to the researcher.
+    fn world() -> Objects {
+        Objects {
+            identities: vec![
+                identity("planner").ready().build(),
+                identity("executor").build(),
+                identity("researcher").ready().build(),
+            ],
+            bindings: vec![
+                binding("p").agent("planner").tool(tool("ledger")).build(),
+                binding("e").agent("executor").tool(tool("ledger")).build(),
+                binding("r")
+                    .agent("researcher")
+                    .tool(tool("search"))
+                    .valid_until(hours(2))
+                    .build(),
+            ],
+            policies: vec![
+                policy("to-executor")
+                    .delegator("planner")
+                    .delegate("executor", ["ledger"])
+                    .build(),
+                policy("to-researcher")
+                    .delegator("planner")
+                    .delegate("researcher", ["search"])
+                    .build(),
+            ],
+            service_accounts: vec![
+                service_account("planner").managed_for("planner").build(),
+                service_account("legacy").build(),
+                service_account("default").build(),
+                service_account("ghost").managed_for("ghost").build(),
+            ],
+            pods: vec![
+                a_pod(NS, "planner-0", Some("planner"), Some("planner")),
+                a_pod(NS, "stray", None, Some("legacy")),
+                a_pod(NS, "typo", Some("plannr"), None),
+                a_pod("elsewhere", "web", None, None),
+                a_pod("elsewhere", "lost", Some("nobody"), None),
+            ],
+            secrets: vec![
+                token(NS, "legacy-token", "legacy"),
+                token("elsewhere", "app-token", "app"),
+                token("elsewhere", "planner-token", "planner"),
+            ],
+            namespaces: vec![ns(NS, Some("enforce")), ns("elsewhere", None)],
+        }
+    }
+
+    fn report() -> Report {
+        build(
+            &world(),
+            authority::Config::default(),
+            NOW,
+            SignedDuration::from_hours(3),
+        )
+    }
+
+    #[test]
+    fn every_agent_is_listed_with_owner_class_readiness_and_the_tools_it_holds_now() {
+        let report = report();
+        let agents: Vec<(&str, bool, Vec<&str>)> = report
+            .agents
+            .iter()
+            .map(|a| {
+                (
+                    a.name.as_str(),
+                    a.ready,
+                    a.tools.iter().map(|t| t.name.as_str()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            agents,
+            [
+                ("executor", false, vec!["ledger"]),
+                ("planner", true, vec!["ledger"]),
+                ("researcher", true, vec!["search"]),
+            ]
+        );
+        let researcher = &report.agents[2];
+        assert_eq!(researcher.owner, "Group:team-a");
+        assert_eq!(researcher.class, "ReadOnly");
+        assert_eq!(researcher.tools[0].expires_in_seconds, Some(7200));
+        assert_eq!(researcher.delegated_from, ["planner"]);
+    }
+
+    #[test]
+    fn edges_and_escalation_paths_come_from_the_delegation_graph() {
+        let report = report();
+        let edges: Vec<(&str, &str, bool)> = report
+            .edges
+            .iter()
+            .map(|e| (e.delegator.as_str(), e.delegate.as_str(), e.withdrawn))
+            .collect();
+        assert_eq!(
+            edges,
+            [
+                ("planner", "executor", false),
+                ("planner", "researcher", true)
+            ]
+        );
+        assert_eq!(report.escalation_paths.len(), 1);
+        let path = &report.escalation_paths[0];
+        assert_eq!(path.kind, "escalation");
+        assert_eq!(path.chain, ["planner", "researcher"]);
+        assert_eq!(path.tool.as_deref(), Some("search"));
+        assert_eq!(
+            report.agents[1].escalation_paths,
+            std::slice::from_ref(&path.message)
+        );
+    }
+
+    #[test]
+    fn unmanaged_pods_are_unlabelled_ones_in_mandate_namespaces_and_labels_naming_no_identity() {
+        let pods: Vec<(String, String)> = report()
+            .unmanaged
+            .pods
+            .into_iter()
+            .map(|p| (p.namespace, p.name))
+            .collect();
+        assert_eq!(
+            pods,
+            [
+                (NS.to_owned(), "stray".to_owned()),
+                (NS.to_owned(), "typo".to_owned()),
+                ("elsewhere".to_owned(), "lost".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn unclaimed_service_accounts_of_mandate_namespaces_are_unmanaged_and_default_only_when_used() {
+        let accounts: Vec<(String, Vec<String>)> = report()
+            .unmanaged
+            .service_accounts
+            .into_iter()
+            .map(|s| (s.name, s.used_by))
+            .collect();
+        assert_eq!(
+            accounts,
+            [
+                ("default".to_owned(), vec!["typo".to_owned()]),
+                ("ghost".to_owned(), vec![]),
+                ("legacy".to_owned(), vec!["stray".to_owned()]),
+            ]
+        );
+    }
+
+    #[test]
+    fn token_secrets_are_listed_in_mandate_namespaces_and_for_agents_anywhere() {
+        let secrets: Vec<(String, Option<String>)> = report()
+            .unmanaged
+            .token_secrets
+            .into_iter()
+            .map(|s| (s.name, s.agent))
+            .collect();
+        assert_eq!(secrets, [("legacy-token".to_owned(), None)]);
+        // The planner's SA lives in NS, so a token for "planner" elsewhere is another SA.
+    }
+
+    #[test]
+    fn tools_ending_within_the_horizon_are_expiring() {
+        let report = report();
+        assert_eq!(report.expiring.len(), 1);
+        assert_eq!(report.expiring[0].tool, "search");
+        let later = build(
+            &world(),
+            authority::Config::default(),
+            NOW,
+            SignedDuration::from_hours(1),
+        );
+        assert!(later.expiring.is_empty());
+    }
+
+    #[test]
+    fn durations_read_like_kubectl_and_print_for_people() {
+        assert_eq!(parse_duration("24h"), Ok(SignedDuration::from_hours(24)));
+        assert_eq!(parse_duration("1h30m"), Ok(SignedDuration::from_mins(90)));
+        assert_eq!(parse_duration("2d"), Ok(SignedDuration::from_hours(48)));
+        assert!(parse_duration("24").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("1y").is_err());
+        assert_eq!(human_duration(7200), "2h00m");
+        assert_eq!(human_duration(90_000), "1d1h");
+        assert_eq!(human_duration(59), "59s");
+        assert_eq!(human_duration(0), "expired");
+    }
+}
