@@ -2,6 +2,7 @@
 //! binaries), a kube client for it, kubectl, a namespace per test that cleans up after itself,
 //! and polling. The control plane itself is started by `e2e/cluster.sh up` (see `make e2e`).
 
+pub mod admission;
 pub mod operator;
 pub mod resources;
 pub mod webhook;

@@ -42,6 +42,28 @@ fn apply_samples(ns: &str, files: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Ready says the projections are applied; a binding may be seen a moment later, so tests that
+/// look at tools wait for them too.
+async fn wait_ready_with_tools(
+    api: &Api<AgentIdentity>,
+    name: &str,
+    tools: i32,
+) -> anyhow::Result<AgentIdentity> {
+    eventually(
+        &format!("AgentIdentity {name} Ready with {tools} tool(s)"),
+        TIMEOUT,
+        || async {
+            let identity = api.get(name).await?;
+            let done = identity
+                .status
+                .as_ref()
+                .is_some_and(|s| is_true(&s.conditions, READY) && s.tool_count == tools);
+            Ok(done.then_some(identity))
+        },
+    )
+    .await
+}
+
 async fn wait_ready(api: &Api<AgentIdentity>, name: &str) -> anyhow::Result<AgentIdentity> {
     eventually(
         &format!("AgentIdentity {name} to become Ready"),
@@ -121,7 +143,7 @@ async fn samples_become_service_accounts_with_spiffe_ids_and_network_policies() 
     )?;
 
     let identities: Api<AgentIdentity> = Api::namespaced(client.clone(), &ns.name);
-    let researcher = wait_ready(&identities, "researcher").await?;
+    let researcher = wait_ready_with_tools(&identities, "researcher", 2).await?;
     let status = researcher.status.expect("a Ready identity has a status");
     let spiffe = format!("spiffe://cluster.local/ns/{}/sa/researcher", ns.name);
     assert_eq!(status.spiffe_id.as_deref(), Some(spiffe.as_str()));
@@ -250,7 +272,7 @@ async fn an_expired_binding_leaves_the_network_policy_within_five_seconds() -> a
     })
     .await?;
     assert_eq!(
-        wait_ready(&identities, "scout")
+        wait_ready_with_tools(&identities, "scout", 1)
             .await?
             .status
             .map(|s| s.tool_count),

@@ -7,9 +7,9 @@ pub mod pod;
 pub mod reviewer;
 pub mod secret;
 pub mod server;
+pub mod snapshot;
 #[doc(hidden)]
 pub mod synthetic;
-pub mod snapshot;
 pub mod tls;
 pub mod verdict;
 pub mod workload;

@@ -1,0 +1,367 @@
+//! mandate's ValidatingWebhookConfiguration, as DESIGN section 3 scopes it: the operator's
+//! webhook URL, its CA bundle, mandate's own namespace and an isolation label in; the
+//! configuration out, plus a guard that registers it on the control plane and deletes it again.
+//! The Helm chart renders the same webhooks (with a Service instead of a URL): keep the two in
+//! step, webhook by webhook.
+//!
+//! Six webhooks, each with its own name (the API server prefixes the audit annotations with it,
+//! so `pods.namespaces.mandate.dev/decision` says which scope judged a pod) and its own path:
+//!
+//! - `pods.namespaces.mandate.dev`: every pod in a namespace labelled `mandate.dev/mode`
+//!   (`/validate/pods`, Fail);
+//! - `pods.agents.mandate.dev`: pods labelled `mandate.dev/agent` in every other namespace
+//!   (`/validate/pods`, Fail);
+//! - `workloads.mandate.dev`: Deployments, StatefulSets, DaemonSets, ReplicaSets, Jobs and
+//!   CronJobs everywhere (`/validate/workloads`, Ignore: warnings only);
+//! - `secrets.namespaces.mandate.dev`: legacy service-account-token Secrets in labelled
+//!   namespaces (`/validate`, Fail);
+//! - `secrets.mandate.dev`: the same in every other namespace (`/validate`, Ignore);
+//! - `resources.mandate.dev`: AgentIdentities, ToolBindings and DelegationPolicies everywhere
+//!   (`/validate/mandate`, Fail: each of them concerns an agent).
+//!
+//! "Every namespace" always leaves out kube-system, kube-node-lease and mandate's own namespace,
+//! so a broken mandate can neither stop the cluster nor stop its own repair.
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client};
+use mandate::admission::server::{
+    VALIDATE_MANDATE_PATH, VALIDATE_PATH, VALIDATE_PODS_PATH, VALIDATE_WORKLOADS_PATH,
+};
+use mandate::api::{AGENT_LABEL, MODE_LABEL};
+use serde_json::{Value, json};
+
+/// Pods in namespaces that opted in with `mandate.dev/mode`: every pod there is an agent pod.
+pub const PODS_IN_AGENT_NAMESPACES: &str = "pods.namespaces.mandate.dev";
+/// Pods labelled `mandate.dev/agent` in namespaces that did not opt in (judged in the
+/// installation's default mode).
+pub const AGENT_PODS_ELSEWHERE: &str = "pods.agents.mandate.dev";
+/// Workload templates: warnings at apply time, never a denial.
+pub const WORKLOADS: &str = "workloads.mandate.dev";
+/// Legacy service-account-token Secrets in namespaces that opted in.
+pub const SECRETS_IN_AGENT_NAMESPACES: &str = "secrets.namespaces.mandate.dev";
+/// Legacy service-account-token Secrets everywhere else.
+pub const SECRETS_ELSEWHERE: &str = "secrets.mandate.dev";
+/// mandate's own resources.
+pub const MANDATE_RESOURCES: &str = "resources.mandate.dev";
+
+/// Namespaces no webhook ever looks at, besides mandate's own.
+pub const SYSTEM_NAMESPACES: [&str; 2] = ["kube-system", "kube-node-lease"];
+/// How long the API server waits for an answer. Short: the webhook answers from memory in
+/// well under a millisecond, and a slow webhook on the pod path stalls every controller.
+pub const TIMEOUT_SECONDS: i32 = 5;
+
+/// What the configuration is built from.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// Name of the ValidatingWebhookConfiguration (cluster-scoped: make it unique in tests).
+    pub name: String,
+    /// Where the operator serves the webhook, without a path (`https://127.0.0.1:9443`). The
+    /// chart uses `clientConfig.service` with the same paths instead.
+    pub base_url: String,
+    /// PEM of the CA that signed the webhook's serving certificate.
+    pub ca_bundle: Vec<u8>,
+    /// mandate's own namespace (the operator's `--namespace`), never reviewed.
+    pub own_namespace: String,
+    /// Labels every reviewed namespace must also carry. Empty in an installation; tests set a
+    /// label unique to them so their webhooks never see another test's (or engineer's)
+    /// namespaces.
+    pub isolation: BTreeMap<String, String>,
+}
+
+impl WebhookSettings {
+    /// Settings for mandate's default namespace and no isolation.
+    pub fn new(name: impl Into<String>, base_url: impl Into<String>, ca_bundle: &[u8]) -> Self {
+        WebhookSettings {
+            name: name.into(),
+            base_url: base_url.into(),
+            ca_bundle: ca_bundle.to_vec(),
+            own_namespace: mandate::admission::snapshot::DEFAULT_NAMESPACE.to_owned(),
+            isolation: BTreeMap::new(),
+        }
+    }
+
+    /// Also require `key=value` on every reviewed namespace.
+    #[must_use]
+    pub fn isolated_by(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.isolation.insert(key.into(), value.into());
+        self
+    }
+
+    #[must_use]
+    pub fn own_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.own_namespace = namespace.into();
+        self
+    }
+}
+
+/// mandate's ValidatingWebhookConfiguration for `settings` (the six webhooks listed above).
+pub fn webhook_configuration(
+    settings: &WebhookSettings,
+) -> anyhow::Result<ValidatingWebhookConfiguration> {
+    // Which namespaces a webhook sees: never the system ones nor mandate's own, only the
+    // isolated ones, and, depending on the webhook, only those that opted in or only the rest.
+    let namespaces = |opted_in: Option<bool>| {
+        let mut expressions = vec![json!({
+            "key": "kubernetes.io/metadata.name",
+            "operator": "NotIn",
+            "values": [SYSTEM_NAMESPACES[0], SYSTEM_NAMESPACES[1], settings.own_namespace],
+        })];
+        match opted_in {
+            Some(true) => expressions.push(json!({"key": MODE_LABEL, "operator": "Exists"})),
+            Some(false) => expressions.push(json!({"key": MODE_LABEL, "operator": "DoesNotExist"})),
+            None => {}
+        }
+        json!({"matchLabels": settings.isolation, "matchExpressions": expressions})
+    };
+    let client = |path: &str| {
+        json!({
+            "url": format!("{}{path}", settings.base_url),
+            "caBundle": ByteString(settings.ca_bundle.clone()),
+        })
+    };
+    // Fields every webhook shares: mandate only reads, answers quickly, speaks v1.
+    let webhook = |name: &str, path: &str, failure_policy: &str, rest: Value| {
+        let mut webhook = json!({
+            "name": name,
+            "clientConfig": client(path),
+            "failurePolicy": failure_policy,
+            "sideEffects": "None",
+            "timeoutSeconds": TIMEOUT_SECONDS,
+            "admissionReviewVersions": ["v1"],
+            "matchPolicy": "Equivalent",
+        });
+        if let (Some(webhook), Some(rest)) = (webhook.as_object_mut(), rest.as_object()) {
+            webhook.extend(rest.clone());
+        }
+        webhook
+    };
+    // Pods, and ephemeral containers added to them later (`kubectl debug`), which could
+    // otherwise smuggle in what the pod rules refuse.
+    let pod_rules = json!([{
+        "apiGroups": [""], "apiVersions": ["v1"],
+        "operations": ["CREATE", "UPDATE"],
+        "resources": ["pods", "pods/ephemeralcontainers"],
+        "scope": "Namespaced",
+    }]);
+    // Only legacy token Secrets: mandate never needs to see any other Secret, not even its
+    // metadata, and Secrets are created all the time (Helm releases, TLS, ...).
+    let secret_rules = json!([{
+        "apiGroups": [""], "apiVersions": ["v1"],
+        "operations": ["CREATE"],
+        "resources": ["secrets"],
+        "scope": "Namespaced",
+    }]);
+    let token_secrets_only = json!([{
+        "name": "service-account-token",
+        "expression": "has(object.type) && object.type == 'kubernetes.io/service-account-token'",
+    }]);
+
+    let webhooks = vec![
+        // 1. Every pod in a namespace that opted in. Fail: these are agent namespaces, and an
+        //    agent pod must never run unjudged because the webhook was down.
+        webhook(
+            PODS_IN_AGENT_NAMESPACES,
+            VALIDATE_PODS_PATH,
+            "Fail",
+            json!({"rules": pod_rules, "namespaceSelector": namespaces(Some(true))}),
+        ),
+        // 2. Agent-labelled pods everywhere else, in the default mode. Fail: only agent pods
+        //    match. Namespaces that opted in are left to webhook 1, so no pod is judged twice.
+        webhook(
+            AGENT_PODS_ELSEWHERE,
+            VALIDATE_PODS_PATH,
+            "Fail",
+            json!({
+                "rules": pod_rules,
+                "namespaceSelector": namespaces(Some(false)),
+                "objectSelector": {
+                    "matchExpressions": [{"key": AGENT_LABEL, "operator": "Exists"}],
+                },
+            }),
+        ),
+        // 3. Workload templates, so `kubectl apply` shows at once what would later be a silent
+        //    FailedCreate. Everywhere, since a template's labels cannot be selected on. Ignore:
+        //    the answer is only ever warnings, and no workload should wait on mandate.
+        webhook(
+            WORKLOADS,
+            VALIDATE_WORKLOADS_PATH,
+            "Ignore",
+            json!({
+                "rules": [
+                    {
+                        "apiGroups": ["apps"], "apiVersions": ["v1"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["deployments", "statefulsets", "daemonsets", "replicasets"],
+                        "scope": "Namespaced",
+                    },
+                    {
+                        "apiGroups": ["batch"], "apiVersions": ["v1"],
+                        "operations": ["CREATE", "UPDATE"],
+                        "resources": ["jobs", "cronjobs"],
+                        "scope": "Namespaced",
+                    },
+                ],
+                "namespaceSelector": namespaces(None),
+            }),
+        ),
+        // 4. Legacy token Secrets in namespaces that opted in (LongLivedToken). Fail: agent
+        //    namespaces. The reviewer tells Secrets apart by kind, so this is the generic path.
+        webhook(
+            SECRETS_IN_AGENT_NAMESPACES,
+            VALIDATE_PATH,
+            "Fail",
+            json!({
+                "rules": secret_rules,
+                "namespaceSelector": namespaces(Some(true)),
+                "matchConditions": token_secrets_only,
+            }),
+        ),
+        // 5. The same elsewhere: agents' ServiceAccounts live wherever their identities do, but
+        //    a namespace that did not opt in is not an agent namespace, so Ignore.
+        webhook(
+            SECRETS_ELSEWHERE,
+            VALIDATE_PATH,
+            "Ignore",
+            json!({
+                "rules": secret_rules,
+                "namespaceSelector": namespaces(Some(false)),
+                "matchConditions": token_secrets_only,
+            }),
+        ),
+        // 6. mandate's own resources: the validator the reconciler uses, no self-escalation,
+        //    four eyes on High-risk grants. Fail: every one of them concerns an agent, and with
+        //    Ignore an unreachable webhook would let an owner grant themself a High-risk tool
+        //    (the reconciler cannot know who applied a binding). Only mandate.dev resources are
+        //    affected while mandate is down. Status subresources are left out: the reconciler
+        //    writes them, and nothing reads a status as a grant.
+        webhook(
+            MANDATE_RESOURCES,
+            VALIDATE_MANDATE_PATH,
+            "Fail",
+            json!({
+                "rules": [{
+                    "apiGroups": [mandate::api::GROUP], "apiVersions": [mandate::api::VERSION],
+                    "operations": ["CREATE", "UPDATE"],
+                    "resources": ["agentidentities", "toolbindings", "delegationpolicies"],
+                    "scope": "Namespaced",
+                }],
+                "namespaceSelector": namespaces(None),
+            }),
+        ),
+    ];
+
+    serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {
+            "name": settings.name,
+            "labels": {
+                "app.kubernetes.io/name": "mandate",
+                "app.kubernetes.io/part-of": "mandate",
+                "app.kubernetes.io/component": "operator",
+            },
+        },
+        "webhooks": webhooks,
+    }))
+    .context("building mandate's ValidatingWebhookConfiguration")
+}
+
+/// A registered webhook configuration, deleted when dropped (pass or fail), so a stopped
+/// operator never leaves a `Fail` webhook behind.
+pub struct RegisteredWebhooks {
+    pub name: String,
+}
+
+impl RegisteredWebhooks {
+    /// Creates the configuration on the control plane.
+    pub async fn register(
+        client: &Client,
+        configuration: &ValidatingWebhookConfiguration,
+    ) -> anyhow::Result<Self> {
+        let name = configuration
+            .metadata
+            .name
+            .clone()
+            .context("the webhook configuration has no name")?;
+        Api::<ValidatingWebhookConfiguration>::all(client.clone())
+            .create(&PostParams::default(), configuration)
+            .await
+            .with_context(|| format!("registering ValidatingWebhookConfiguration {name}"))?;
+        Ok(RegisteredWebhooks { name })
+    }
+}
+
+impl Drop for RegisteredWebhooks {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        crate::block_on_side_runtime(async move {
+            Api::<ValidatingWebhookConfiguration>::all(crate::client().await?)
+                .delete(&name, &DeleteParams::default())
+                .await?;
+            Ok(())
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configuration() -> ValidatingWebhookConfiguration {
+        let settings = WebhookSettings::new("mandate", "https://127.0.0.1:9443", b"CA")
+            .isolated_by("e2e.mandate.dev/run", "r1");
+        webhook_configuration(&settings).unwrap_or_else(|e| panic!("{e:#}"))
+    }
+
+    #[test]
+    fn every_webhook_excludes_the_system_namespaces_and_mandates_own_and_is_isolated() {
+        for webhook in configuration().webhooks.unwrap_or_default() {
+            let selector = webhook.namespace_selector.unwrap_or_default();
+            let labels = selector.match_labels.unwrap_or_default();
+            assert_eq!(
+                labels.get("e2e.mandate.dev/run").map(String::as_str),
+                Some("r1")
+            );
+            let excluded = selector
+                .match_expressions
+                .unwrap_or_default()
+                .into_iter()
+                .find(|e| e.key == "kubernetes.io/metadata.name" && e.operator == "NotIn")
+                .and_then(|e| e.values)
+                .unwrap_or_default();
+            assert_eq!(
+                excluded,
+                ["kube-system", "kube-node-lease", "mandate-system"],
+                "{}",
+                webhook.name
+            );
+            assert_eq!(webhook.side_effects, "None");
+            assert_eq!(webhook.timeout_seconds, Some(TIMEOUT_SECONDS));
+        }
+    }
+
+    #[test]
+    fn only_webhooks_scoped_to_agents_fail_closed() {
+        let failing: Vec<String> = configuration()
+            .webhooks
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|w| w.failure_policy.as_deref() == Some("Fail"))
+            .map(|w| w.name)
+            .collect();
+        assert_eq!(
+            failing,
+            [
+                PODS_IN_AGENT_NAMESPACES,
+                AGENT_PODS_ELSEWHERE,
+                SECRETS_IN_AGENT_NAMESPACES,
+                MANDATE_RESOURCES
+            ]
+        );
+    }
+}
