@@ -41,9 +41,17 @@ pub enum ReconcileError {
 impl ReconcileError {
     /// Whether retrying cannot help until the object changes.
     pub fn is_permanent(&self) -> bool {
-        matches!(
-            self,
-            ReconcileError::MissingNamespace { .. } | ReconcileError::Project { .. }
-        )
+        match self {
+            ReconcileError::MissingNamespace { .. } | ReconcileError::Project { .. } => true,
+            ReconcileError::ApplyServiceAccount { source, .. }
+            | ReconcileError::ApplyNetworkPolicy { source, .. }
+            | ReconcileError::WriteStatus { source, .. } => namespace_terminating(source),
+        }
     }
+}
+
+/// The namespace is being deleted: nothing can be created in it, and the identity goes with
+/// it, so retrying is only noise.
+fn namespace_terminating(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.code == 403 && status.message.contains("is being terminated"))
 }
