@@ -333,11 +333,18 @@ async fn removing_the_delegators_own_binding_withdraws_the_delegation_path() -> 
         || async { Ok(admits_planner(&policies.get("mandate-executor").await?).then_some(())) },
     )
     .await?;
-    assert!(
-        spec_of(&policies.get("mandate-planner").await?)["egress"]
-            .to_string()
-            .contains("\"mandate.dev/agent\":\"executor\"")
-    );
+    // Each side is its own reconcile: the planner's egress may land a moment later.
+    eventually(
+        "the planner's policy to reach the executor",
+        TIMEOUT,
+        || async {
+            let egress = spec_of(&policies.get("mandate-planner").await?)["egress"].to_string();
+            Ok(egress
+                .contains("\"mandate.dev/agent\":\"executor\"")
+                .then_some(()))
+        },
+    )
+    .await?;
 
     Api::<ToolBinding>::namespaced(client.clone(), &ns.name)
         .delete("planner-tools", &DeleteParams::default())
