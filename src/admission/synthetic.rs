@@ -57,7 +57,8 @@ fn identity(namespace: &str, name: &str) -> AgentIdentity {
     let mut identity: AgentIdentity = serde_json::from_value(json!({
         "apiVersion": "mandate.dev/v1alpha1", "kind": "AgentIdentity",
         "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{namespace}-{name}"), "generation": 1},
-        "spec": {"owner": {"kind": "Group", "name": "research-team"}, "purpose": "synthetic agent"}
+        "spec": {"owner": {"kind": "Group", "name": "research-team"}, "purpose": "synthetic agent",
+            "credentials": {"audiences": ["mandate.dev/tools"]}}
     }))
     .expect("a literal identity parses");
     let mut status = AgentIdentityStatus::default();
@@ -123,5 +124,28 @@ mod tests {
             snapshot.namespace_mode("agents").map(|m| m.as_str()),
             Some("enforce")
         );
+    }
+}
+
+#[cfg(test)]
+mod fixture_tests {
+    use std::sync::Arc;
+
+    use arc_swap::ArcSwapOption;
+
+    use super::snapshot;
+    use crate::admission::server::parse_review;
+    use crate::admission::{AdmissionConfig, MandateReviewer};
+
+    #[test]
+    fn the_realistic_pod_review_is_admitted_against_the_synthetic_snapshot() {
+        let body = include_bytes!("../../tests/fixtures/admission/pod-create.json");
+        let request = parse_review(body).expect("the fixture is an AdmissionReview");
+        let reviewer = MandateReviewer::new(
+            Arc::new(ArcSwapOption::from_pointee(snapshot(10))),
+            AdmissionConfig::default(),
+        );
+        let verdict = reviewer.verdict(&request);
+        assert!(verdict.codes().is_empty(), "{:?}", verdict.message());
     }
 }
