@@ -679,10 +679,16 @@ async fn helm_install_upgrade_and_uninstall() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kustomize_default_passes_the_dry_run_and_matches_the_chart() -> anyhow::Result<()> {
     let config = repo_root().join("config/default");
-    let out = kubectl_ok(
-        &["apply", "-k", &config.to_string_lossy(), "--dry-run=server"],
-        None,
-    )?;
+    // Other tests here install the CRDs concurrently; a dry-run apply racing one of those
+    // updates can hit a resourceVersion conflict, so give it a few tries.
+    let out = eventually("the kustomize dry run", Duration::from_secs(30), || async {
+        Ok(kubectl_ok(
+            &["apply", "-k", &config.to_string_lossy(), "--dry-run=server"],
+            None,
+        )
+        .ok())
+    })
+    .await?;
     for object in [
         "namespace/mandate-system",
         "customresourcedefinition.apiextensions.k8s.io/agentidentities.mandate.dev",

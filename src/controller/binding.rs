@@ -6,10 +6,10 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 
 use super::status::{self, requeue_after};
-use super::{Context, ReconcileError, Timer, now};
+use super::{Context, ReconcileError, Scope};
 use crate::api::conditions::{self, ACCEPTED, ACTIVE};
 use crate::api::{AgentIdentity, ToolBinding, ToolBindingPhase, ToolBindingStatus};
 use crate::authority::BindingWindow;
@@ -21,17 +21,17 @@ pub(super) async fn reconcile(
     binding: Arc<ToolBinding>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
-    if !ctx.is_leader() {
-        // A follower only keeps its watches moving; the leader writes.
+    let Some(scope) = Scope::of(&*binding, KIND, &ctx)? else {
         return Ok(Action::await_change());
-    }
-    let timer = Timer::start(KIND);
-    let name = binding.name_any();
-    let Some(namespace) = binding.namespace() else {
-        return Err(ReconcileError::MissingNamespace { kind: KIND, name });
     };
-    let now = now();
-    let authority = ctx.stores.authority_of(&namespace, ctx.settings.authority);
+    let Scope {
+        name,
+        namespace,
+        now,
+        authority,
+        ..
+    } = &scope;
+    let (name, namespace, now) = (name.clone(), namespace.clone(), *now);
     let findings = authority.validate_binding(&binding, now);
     let phase = if findings.is_empty() {
         binding.window_phase(now)
@@ -42,17 +42,7 @@ pub(super) async fn reconcile(
     let generation = binding.meta().generation;
     let stamp = Time(now);
     let mut conditions_now = previous.conditions.clone();
-    let (accepted_reason, accepted_message) = match findings.first() {
-        None => ("Valid", "the binding passed validation".to_owned()),
-        Some(_) => (
-            findings[0].reason.code(),
-            findings
-                .iter()
-                .map(|f| format!("{}: {}", f.reason.code(), f.detail))
-                .collect::<Vec<_>>()
-                .join("; "),
-        ),
-    };
+    let (accepted_reason, accepted_message) = status::accepted(&findings, "binding");
     conditions::set(
         &mut conditions_now,
         conditions::new(
@@ -87,18 +77,16 @@ pub(super) async fn reconcile(
         observed_generation: generation,
         conditions: conditions_now,
     };
-    if binding.status.as_ref() != Some(&status) {
-        let api = Api::<ToolBinding>::namespaced(ctx.client.clone(), &namespace);
-        status::apply(&api, &name, &status)
-            .await
-            .map_err(|source| ReconcileError::WriteStatus {
-                kind: KIND,
-                namespace: namespace.clone(),
-                name: name.clone(),
-                source,
-            })?;
-    }
-    timer.finish(&ctx.metrics);
+    status::write_if_changed::<ToolBinding, _>(
+        &ctx,
+        KIND,
+        &namespace,
+        &name,
+        binding.status.as_ref(),
+        &status,
+    )
+    .await?;
+    scope.finish(&ctx.metrics);
     let next = [
         binding.spec.valid_from.as_ref(),
         binding.spec.valid_until.as_ref(),

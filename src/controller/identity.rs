@@ -17,7 +17,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
 use super::status::{self, requeue_after};
-use super::{Context, ReconcileError, Timer, now};
+use super::{Context, ReconcileError, Scope};
 use crate::api::conditions::{self, DELEGATION_SAFE, ISOLATED, READY, TOOLS_BOUND};
 use crate::api::{AgentIdentity, AgentIdentityStatus, DelegationPolicy, MANAGER, ToolBinding};
 use crate::authority::Reason;
@@ -30,21 +30,21 @@ pub(super) async fn reconcile(
     identity: Arc<AgentIdentity>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
-    if !ctx.is_leader() {
-        // A follower only keeps its watches moving; the leader writes.
+    let Some(scope) = Scope::of(&*identity, KIND, &ctx)? else {
         return Ok(Action::await_change());
-    }
-    let timer = Timer::start(KIND);
-    let name = identity.name_any();
-    let Some(namespace) = identity.namespace() else {
-        return Err(ReconcileError::MissingNamespace { kind: KIND, name });
     };
+    let Scope {
+        name,
+        namespace,
+        now,
+        authority,
+        ..
+    } = &scope;
+    let (name, namespace, now) = (name.clone(), namespace.clone(), *now);
     if identity.meta().deletion_timestamp.is_some() {
         // Garbage collection removes the projections through their ownerReferences.
         return Ok(Action::await_change());
     }
-    let now = now();
-    let authority = ctx.stores.authority_of(&namespace, ctx.settings.authority);
     let findings = authority.validate_identity(&identity);
     let blocking: Vec<_> = findings
         .iter()
@@ -82,7 +82,7 @@ pub(super) async fn reconcile(
     let desired = project::desired_network_policy(
         &identity,
         &NetworkInputs {
-            authority: &authority,
+            authority,
             graph: &graph,
             services: &ctx.stores,
             config: &ctx.settings.network,
@@ -211,20 +211,20 @@ pub(super) async fn reconcile(
         observed_generation: generation,
         conditions: conditions_now,
     };
-    if identity.status.as_ref() != Some(&status) {
-        let api = Api::<AgentIdentity>::namespaced(ctx.client.clone(), &namespace);
-        status::apply(&api, &name, &status)
-            .await
-            .map_err(|source| ReconcileError::WriteStatus {
-                kind: KIND,
-                namespace: namespace.clone(),
-                name: name.clone(),
-                source,
-            })?;
+    if status::write_if_changed::<AgentIdentity, _>(
+        &ctx,
+        KIND,
+        &namespace,
+        &name,
+        identity.status.as_ref(),
+        &status,
+    )
+    .await?
+    {
         publish_changes(&ctx, &identity, &previous, &status).await;
     }
 
-    timer.finish(&ctx.metrics);
+    scope.finish(&ctx.metrics);
     let next = authority.next_boundary(&namespace, &name, now);
     Ok(Action::requeue(requeue_after(
         next,

@@ -251,6 +251,49 @@ fn error_policy<K>(kind: &'static str) -> impl Fn(Arc<K>, &ReconcileError, Arc<C
     }
 }
 
+/// What every reconcile starts from: the object's name and namespace, the instant it is judged
+/// at, and a fresh authority snapshot of its namespace.
+pub(crate) struct Scope {
+    pub(crate) name: String,
+    pub(crate) namespace: String,
+    pub(crate) now: k8s_openapi::jiff::Timestamp,
+    pub(crate) authority: crate::authority::Authority,
+    timer: Timer,
+}
+
+impl Scope {
+    /// `None` on a follower, which only keeps its watches moving; the leader writes.
+    // The error is built at most once per reconcile; boxing it would buy nothing.
+    #[allow(clippy::result_large_err)]
+    pub(crate) fn of<K: kube::ResourceExt>(
+        object: &K,
+        kind: &'static str,
+        ctx: &Context,
+    ) -> Result<Option<Scope>, ReconcileError> {
+        if !ctx.is_leader() {
+            return Ok(None);
+        }
+        let timer = Timer::start(kind);
+        let name = object.name_any();
+        let Some(namespace) = object.namespace() else {
+            return Err(ReconcileError::MissingNamespace { kind, name });
+        };
+        let authority = ctx.stores.authority_of(&namespace, ctx.settings.authority);
+        Ok(Some(Scope {
+            name,
+            namespace,
+            now: now(),
+            authority,
+            timer,
+        }))
+    }
+
+    /// Records the reconcile as a success.
+    pub(crate) fn finish(&self, metrics: &Metrics) {
+        self.timer.finish(metrics);
+    }
+}
+
 /// Times a reconcile and records its outcome.
 pub(crate) struct Timer {
     kind: &'static str,
@@ -265,7 +308,7 @@ impl Timer {
         }
     }
 
-    pub(crate) fn finish(self, metrics: &Metrics) {
+    pub(crate) fn finish(&self, metrics: &Metrics) {
         metrics.record_reconcile(self.kind, ReconcileResult::Success, self.started.elapsed());
     }
 }

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::{Api, Resource, ResourceExt};
+use kube::{Resource, ResourceExt};
 
 use super::status::{self, requeue_after};
-use super::{Context, ReconcileError, Timer, now};
+use super::{Context, ReconcileError, Scope};
 use crate::api::conditions::{self, ACCEPTED, SAFE};
 use crate::api::{AgentIdentity, DelegationPolicy, DelegationPolicyStatus, ToolBinding};
 use crate::index::Stores;
@@ -21,17 +21,17 @@ pub(super) async fn reconcile(
     policy: Arc<DelegationPolicy>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
-    if !ctx.is_leader() {
-        // A follower only keeps its watches moving; the leader writes.
+    let Some(scope) = Scope::of(&*policy, KIND, &ctx)? else {
         return Ok(Action::await_change());
-    }
-    let timer = Timer::start(KIND);
-    let name = policy.name_any();
-    let Some(namespace) = policy.namespace() else {
-        return Err(ReconcileError::MissingNamespace { kind: KIND, name });
     };
-    let now = now();
-    let authority = ctx.stores.authority_of(&namespace, ctx.settings.authority);
+    let Scope {
+        name,
+        namespace,
+        now,
+        authority,
+        ..
+    } = &scope;
+    let (name, namespace, now) = (name.clone(), namespace.clone(), *now);
     let findings = authority.validate_policy(&policy, now);
     let graph = authority.delegation_graph(&namespace, now);
     let violations = graph.policy_violations(&name);
@@ -39,21 +39,13 @@ pub(super) async fn reconcile(
     let generation = policy.meta().generation;
     let stamp = Time(now);
     let mut conditions_now = previous.conditions.clone();
-    let accepted_message = if findings.is_empty() {
-        "the policy passed validation".to_owned()
-    } else {
-        findings
-            .iter()
-            .map(|f| format!("{}: {}", f.reason.code(), f.detail))
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
+    let (accepted_reason, accepted_message) = status::accepted(&findings, "policy");
     conditions::set(
         &mut conditions_now,
         conditions::new(
             ACCEPTED,
             findings.is_empty(),
-            findings.first().map_or("Valid", |f| f.reason.code()),
+            accepted_reason,
             accepted_message,
             generation,
             stamp.clone(),
@@ -92,18 +84,16 @@ pub(super) async fn reconcile(
         conditions: conditions_now,
         violations,
     };
-    if policy.status.as_ref() != Some(&status) {
-        let api = Api::<DelegationPolicy>::namespaced(ctx.client.clone(), &namespace);
-        status::apply(&api, &name, &status)
-            .await
-            .map_err(|source| ReconcileError::WriteStatus {
-                kind: KIND,
-                namespace: namespace.clone(),
-                name: name.clone(),
-                source,
-            })?;
-    }
-    timer.finish(&ctx.metrics);
+    status::write_if_changed::<DelegationPolicy, _>(
+        &ctx,
+        KIND,
+        &namespace,
+        &name,
+        policy.status.as_ref(),
+        &status,
+    )
+    .await?;
+    scope.finish(&ctx.metrics);
     let next = policy
         .spec
         .valid_until

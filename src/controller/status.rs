@@ -9,7 +9,9 @@ use kube::{Api, Resource};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::{Context, ReconcileError};
 use crate::api::MANAGER;
+use crate::authority::Finding;
 
 /// Applies `status` to the object's status subresource with field manager `mandate`.
 pub(crate) async fn apply<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<(), kube::Error>
@@ -29,6 +31,53 @@ where
     )
     .await?;
     Ok(())
+}
+
+/// Applies `status` unless the object already carries exactly it, so an in-sync reconcile
+/// writes nothing. Returns whether it wrote.
+pub(crate) async fn write_if_changed<K, S>(
+    ctx: &Context,
+    kind: &'static str,
+    namespace: &str,
+    name: &str,
+    current: Option<&S>,
+    status: &S,
+) -> Result<bool, ReconcileError>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
+    if current == Some(status) {
+        return Ok(false);
+    }
+    let api = Api::<K>::namespaced(ctx.client.clone(), namespace);
+    apply(&api, name, status)
+        .await
+        .map_err(|source| ReconcileError::WriteStatus {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            source,
+        })?;
+    Ok(true)
+}
+
+/// The Accepted condition's reason and message for validation findings.
+pub(crate) fn accepted(findings: &[Finding], what: &str) -> (&'static str, String) {
+    match findings.first() {
+        None => ("Valid", format!("the {what} passed validation")),
+        Some(first) => (
+            first.reason.code(),
+            findings
+                .iter()
+                .map(|f| format!("{}: {}", f.reason.code(), f.detail))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    }
 }
 
 /// How long to wait before reconciling again: until just after the next validity boundary,
