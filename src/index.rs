@@ -204,6 +204,20 @@ where
     watch: futures::future::BoxFuture<'static, ()>,
 }
 
+/// Drops what no decision reads before an object enters a store: managedFields (a JSON tree
+/// per field manager, often larger than the object) and kubectl's last-applied copy of the
+/// whole object. With 10,000 identities these dominated the operator's memory.
+fn slim<K: Resource>(object: &mut K) {
+    let meta = object.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// The annotation client-side `kubectl apply` keeps the whole applied object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 fn shared<K, S>(events: S, fan: Fan, listed: &Listed) -> Shared<K>
 where
     K: Resource + Clone + Send + Sync + 'static,
@@ -220,6 +234,7 @@ where
     let listed = listed.clone();
     let watch = events
         .default_backoff()
+        .modify(slim)
         .reflect_shared(writer)
         .for_each(move |event| {
             match event {
