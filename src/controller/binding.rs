@@ -24,14 +24,8 @@ pub(super) async fn reconcile(
     let Some(scope) = Scope::of(&*binding, KIND, &ctx)? else {
         return Ok(Action::await_change());
     };
-    let Scope {
-        name,
-        namespace,
-        now,
-        authority,
-        ..
-    } = &scope;
-    let (name, namespace, now) = (name.clone(), namespace.clone(), *now);
+    let (name, namespace, now, authority) =
+        (&scope.name, &scope.namespace, scope.now, &scope.authority);
     let findings = authority.validate_binding(&binding, now);
     let phase = if findings.is_empty() {
         binding.window_phase(now)
@@ -80,8 +74,8 @@ pub(super) async fn reconcile(
     status::write_if_changed::<ToolBinding, _>(
         &ctx,
         KIND,
-        &namespace,
-        &name,
+        namespace,
+        name,
         binding.status.as_ref(),
         &status,
     )

@@ -33,14 +33,8 @@ pub(super) async fn reconcile(
     let Some(scope) = Scope::of(&*identity, KIND, &ctx)? else {
         return Ok(Action::await_change());
     };
-    let Scope {
-        name,
-        namespace,
-        now,
-        authority,
-        ..
-    } = &scope;
-    let (name, namespace, now) = (name.clone(), namespace.clone(), *now);
+    let (name, namespace, now, authority) =
+        (&scope.name, &scope.namespace, scope.now, &scope.authority);
     if identity.meta().deletion_timestamp.is_some() {
         // Garbage collection removes the projections through their ownerReferences.
         return Ok(Action::await_change());
@@ -64,7 +58,7 @@ pub(super) async fn reconcile(
     })?;
     let sa_name = service_account.name_any();
     if blocking.is_empty() {
-        Api::<ServiceAccount>::namespaced(ctx.client.clone(), &namespace)
+        Api::<ServiceAccount>::namespaced(ctx.client.clone(), namespace)
             .patch(
                 &sa_name,
                 &PatchParams::apply(MANAGER).force(),
@@ -78,7 +72,7 @@ pub(super) async fn reconcile(
             })?;
     }
 
-    let graph = authority.delegation_graph(&namespace, now);
+    let graph = authority.delegation_graph(namespace, now);
     let desired = project::desired_network_policy(
         &identity,
         &NetworkInputs {
@@ -95,7 +89,7 @@ pub(super) async fn reconcile(
         source,
     })?;
     let np_name = desired.policy.name_any();
-    Api::<NetworkPolicy>::namespaced(ctx.client.clone(), &namespace)
+    Api::<NetworkPolicy>::namespaced(ctx.client.clone(), namespace)
         .patch(
             &np_name,
             &PatchParams::apply(MANAGER).force(),
@@ -108,8 +102,8 @@ pub(super) async fn reconcile(
             source,
         })?;
 
-    let tools = authority.live_tools(&namespace, &name, now);
-    let escalation_paths = graph.escalation_paths(&name);
+    let tools = authority.live_tools(namespace, name, now);
+    let escalation_paths = graph.escalation_paths(name);
     let previous = identity.status.clone().unwrap_or_default();
     let generation = identity.meta().generation;
     let stamp = Time(now);
@@ -190,7 +184,7 @@ pub(super) async fn reconcile(
     let status = AgentIdentityStatus {
         spiffe_id: Some(project::spiffe_id(
             &ctx.settings.trust_domain,
-            &namespace,
+            namespace,
             &sa_name,
         )),
         service_account: Some(sa_name),
@@ -198,12 +192,12 @@ pub(super) async fn reconcile(
         tool_count: i32::try_from(tools.len()).unwrap_or(i32::MAX),
         tools,
         delegates_to: graph
-            .delegates_to(&name)
+            .delegates_to(name)
             .into_iter()
             .map(str::to_owned)
             .collect(),
         delegated_from: graph
-            .delegated_from(&name)
+            .delegated_from(name)
             .into_iter()
             .map(str::to_owned)
             .collect(),
@@ -214,8 +208,8 @@ pub(super) async fn reconcile(
     if status::write_if_changed::<AgentIdentity, _>(
         &ctx,
         KIND,
-        &namespace,
-        &name,
+        namespace,
+        name,
         identity.status.as_ref(),
         &status,
     )
@@ -225,7 +219,7 @@ pub(super) async fn reconcile(
     }
 
     scope.finish(&ctx.metrics);
-    let next = authority.next_boundary(&namespace, &name, now);
+    let next = authority.next_boundary(namespace, name, now);
     Ok(Action::requeue(requeue_after(
         next,
         now,

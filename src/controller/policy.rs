@@ -24,17 +24,11 @@ pub(super) async fn reconcile(
     let Some(scope) = Scope::of(&*policy, KIND, &ctx)? else {
         return Ok(Action::await_change());
     };
-    let Scope {
-        name,
-        namespace,
-        now,
-        authority,
-        ..
-    } = &scope;
-    let (name, namespace, now) = (name.clone(), namespace.clone(), *now);
+    let (name, namespace, now, authority) =
+        (&scope.name, &scope.namespace, scope.now, &scope.authority);
     let findings = authority.validate_policy(&policy, now);
-    let graph = authority.delegation_graph(&namespace, now);
-    let violations = graph.policy_violations(&name);
+    let graph = authority.delegation_graph(namespace, now);
+    let violations = graph.policy_violations(name);
     let previous = policy.status.clone().unwrap_or_default();
     let generation = policy.meta().generation;
     let stamp = Time(now);
@@ -87,8 +81,8 @@ pub(super) async fn reconcile(
     status::write_if_changed::<DelegationPolicy, _>(
         &ctx,
         KIND,
-        &namespace,
-        &name,
+        namespace,
+        name,
         policy.status.as_ref(),
         &status,
     )
