@@ -1,11 +1,13 @@
 //! The reflector-backed view of the cluster that the controllers, the webhook and the CLI read:
 //! one shared watch per kind (mandate's three kinds, ServiceAccounts, Namespaces and Secrets as
 //! metadata only, Services, EndpointSlices), readable stores, and subscriptions that trigger
-//! reconciles. This module watches; it never writes to the API server.
-
-use std::sync::Arc;
+//! reconciles; and the live [`Authority`] kept current from four of those watches. This module
+//! watches; it never writes to the API server.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::{FutureExt, Stream, StreamExt};
@@ -76,6 +78,164 @@ pub const WATCHED_KINDS: [&str; 9] = [
     "EndpointSlice",
 ];
 
+/// The authority every reconcile and every admission decision reads, kept current from the
+/// watches of the four kinds it is made of: each change costs O(log n) and each reader gets an
+/// O(1) clone (see [`Authority`]), where rebuilding per reconcile cost O(namespace).
+///
+/// A change is applied right after its store write and its dispatch to the controllers, so a
+/// reconcile could be woken before the change it was woken for is applied: [`current`] first
+/// waits until every change that had entered a watch when it was called is applied. A
+/// reconcile therefore never reads an authority older than the event that triggered it.
+///
+/// [`current`]: LiveAuthority::current
+#[derive(Clone)]
+pub struct LiveAuthority {
+    inner: Arc<LiveInner>,
+}
+
+struct LiveInner {
+    authority: Mutex<Authority>,
+    /// Per feed: watch events that have entered the pipeline (counted before the store write).
+    seen: [AtomicU64; FEEDS],
+    /// Per feed: watch events applied to `authority`. Each feed is one ordered stream, so
+    /// `applied[f] >= n` means its first n events are all applied.
+    applied: watch::Sender<[u64; FEEDS]>,
+}
+
+/// The watches feeding the live authority: identities, bindings, policies, ServiceAccounts.
+const FEEDS: usize = 4;
+
+/// How long [`LiveAuthority::current`] waits for changes in flight before it gives up (they
+/// are normally applied within microseconds; a stall means a watch pipeline is stuck).
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(10);
+
+/// The live authority could not catch up with its watches in time.
+#[derive(Debug, thiserror::Error)]
+#[error("the live authority did not catch up with its watches within {CATCH_UP_LIMIT:?}")]
+pub struct AuthorityLagging;
+
+impl LiveAuthority {
+    fn new(config: authority::Config) -> Self {
+        LiveAuthority {
+            inner: Arc::new(LiveInner {
+                authority: Mutex::new(Authority::new(config)),
+                seen: Default::default(),
+                applied: watch::channel([0; FEEDS]).0,
+            }),
+        }
+    }
+
+    /// The authority including every change any of its stores holds at the time of the call.
+    pub async fn current(&self) -> Result<Authority, AuthorityLagging> {
+        let target: [u64; FEEDS] =
+            std::array::from_fn(|feed| self.inner.seen[feed].load(Ordering::Acquire));
+        let mut applied = self.inner.applied.subscribe();
+        let caught_up = applied.wait_for(|applied| {
+            applied
+                .iter()
+                .zip(&target)
+                .all(|(applied, target)| applied >= target)
+        });
+        match tokio::time::timeout(CATCH_UP_LIMIT, caught_up).await {
+            Ok(Ok(_)) => Ok(self.latest()),
+            _ => Err(AuthorityLagging),
+        }
+    }
+
+    /// The authority as applied so far, without waiting for changes in flight.
+    pub fn latest(&self) -> Authority {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Authority> {
+        // Authority's updates never panic halfway; a poisoned lock still guards whole data.
+        self.inner
+            .authority
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn entered(&self, feed: usize) {
+        self.inner.seen[feed].fetch_add(1, Ordering::Release);
+    }
+
+    fn apply(&self, feed: usize, change: impl FnOnce(&mut Authority)) {
+        change(&mut self.lock());
+        self.inner.applied.send_modify(|applied| applied[feed] += 1);
+    }
+}
+
+/// A kind the live authority is made of: how one of its objects enters and leaves it.
+trait AuthorityFeed: Resource + Sized {
+    const FEED: usize;
+    const KIND: authority::ObjectKind;
+    fn upsert(authority: &mut Authority, object: Arc<Self>);
+}
+
+impl AuthorityFeed for AgentIdentity {
+    const FEED: usize = 0;
+    const KIND: authority::ObjectKind = authority::ObjectKind::Identity;
+    fn upsert(authority: &mut Authority, object: Arc<Self>) {
+        authority.upsert_identity(object);
+    }
+}
+
+impl AuthorityFeed for ToolBinding {
+    const FEED: usize = 1;
+    const KIND: authority::ObjectKind = authority::ObjectKind::Binding;
+    fn upsert(authority: &mut Authority, object: Arc<Self>) {
+        authority.upsert_binding(object);
+    }
+}
+
+impl AuthorityFeed for DelegationPolicy {
+    const FEED: usize = 2;
+    const KIND: authority::ObjectKind = authority::ObjectKind::Policy;
+    fn upsert(authority: &mut Authority, object: Arc<Self>) {
+        authority.upsert_policy(object);
+    }
+}
+
+impl AuthorityFeed for PartialObjectMeta<ServiceAccount> {
+    const FEED: usize = 3;
+    const KIND: authority::ObjectKind = authority::ObjectKind::ServiceAccount;
+    fn upsert(authority: &mut Authority, object: Arc<Self>) {
+        // A metadata-only watch cannot know automountServiceAccountToken.
+        authority.upsert_service_account(&object.metadata, None);
+    }
+}
+
+/// Applies one watch event, already written to `store`, to the live authority.
+fn feed_event<K>(live: &LiveAuthority, store: &Store<K>, event: &watcher::Event<K>)
+where
+    K: AuthorityFeed + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
+{
+    live.apply(K::FEED, |authority| match event {
+        watcher::Event::Apply(object) => {
+            // The store's own Arc, so the authority shares the object rather than copying it.
+            if let Some(stored) = store.get(&reflector::ObjectRef::from_obj(object)) {
+                K::upsert(authority, stored);
+            }
+        }
+        watcher::Event::Delete(object) => {
+            let meta = object.meta();
+            if let (Some(namespace), Some(name)) = (&meta.namespace, &meta.name) {
+                authority.remove(K::KIND, namespace, name);
+            }
+        }
+        // A (re)list replaced the store wholesale: so does the authority, for this kind.
+        watcher::Event::InitDone => {
+            let objects = store.state();
+            authority.clear(K::KIND);
+            for object in objects {
+                K::upsert(authority, object);
+            }
+        }
+        watcher::Event::Init | watcher::Event::InitApply(_) => {}
+    });
+}
+
 /// How many consumers a watch serves: subscribers to its applied objects, and receivers of
 /// its deletions (shared subscriptions never see deletions).
 #[derive(Clone, Copy)]
@@ -96,15 +256,18 @@ impl Fan {
 const DELETIONS_AGENTIDENTITY: usize = 3;
 const DELETIONS_TOOLBINDING: usize = 2;
 const DELETIONS_DELEGATIONPOLICY: usize = 1;
-const DELETIONS_SERVICEACCOUNT: usize = 0;
-const DELETIONS_NETWORKPOLICY: usize = 0;
+const DELETIONS_SERVICEACCOUNT: usize = 1;
+const DELETIONS_NETWORKPOLICY: usize = 1;
 const DELETIONS_NAMESPACE: usize = 0;
 const DELETIONS_SECRET: usize = 0;
 const DELETIONS_SERVICE: usize = 1;
 const DELETIONS_ENDPOINTSLICE: usize = 1;
 
-/// Buffer of each shared stream: how many events a slow subscriber may lag behind.
-const SUBSCRIBER_BUFFER: usize = 65536;
+/// Buffer of each shared stream: how many events a slow subscriber may lag behind before the
+/// watch waits for it. Allocated up front per watch (about 100 bytes a slot): 65,536 slots
+/// cost 7 MB per watch. Subscribers are polled continuously (kube's scheduler drains its
+/// triggers even at full concurrency), so a burst is only slowed, never stalled.
+const SUBSCRIBER_BUFFER: usize = 1024;
 
 /// The readable side of every watch.
 #[derive(Clone)]
@@ -118,6 +281,8 @@ pub struct Stores {
     pub secrets: Store<PartialObjectMeta<Secret>>,
     pub services: Store<Service>,
     pub endpoint_slices: Store<EndpointSlice>,
+    /// Identities, bindings, policies and ServiceAccounts as one authority, kept current.
+    pub authority: LiveAuthority,
 }
 
 /// Subscriptions to the shared watches, one per consumer. Every handle must be polled by its
@@ -158,6 +323,11 @@ pub struct ControllerHandles {
     pub deleted_policies_for_identities: mpsc::UnboundedReceiver<Arc<DelegationPolicy>>,
     pub deleted_services_for_identities: mpsc::UnboundedReceiver<Arc<Service>>,
     pub deleted_endpoint_slices_for_identities: mpsc::UnboundedReceiver<Arc<EndpointSlice>>,
+    /// A deleted projection is re-created by its identity's reconcile.
+    pub deleted_service_accounts_for_identities:
+        mpsc::UnboundedReceiver<Arc<PartialObjectMeta<ServiceAccount>>>,
+    pub deleted_network_policies_for_identities:
+        mpsc::UnboundedReceiver<Arc<PartialObjectMeta<NetworkPolicy>>>,
 }
 
 /// What the snapshot publisher consumes: every kind admission decisions read.
@@ -218,7 +388,15 @@ fn slim<K: Resource>(object: &mut K) {
 /// The annotation client-side `kubectl apply` keeps the whole applied object in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-fn shared<K, S>(events: S, fan: Fan, listed: &Listed) -> Shared<K>
+/// Feeds a watch's events to the live authority: counted on entry, applied after the store.
+type Feeder<K> = Box<dyn Fn(&Store<K>, &watcher::Event<K>) + Send>;
+
+fn shared<K, S>(
+    events: S,
+    fan: Fan,
+    listed: &Listed,
+    feed: Option<(LiveAuthority, usize, Feeder<K>)>,
+) -> Shared<K>
 where
     K: Resource + Clone + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
@@ -232,11 +410,24 @@ where
     let (deletion_senders, deleted): (Vec<_>, Vec<_>) =
         (0..fan.deletions).map(|_| mpsc::unbounded()).unzip();
     let listed = listed.clone();
+    let store = reader.clone();
+    let (entered, feeder) = match feed {
+        Some((live, index, feeder)) => (Some((live, index)), Some(feeder)),
+        None => (None, None),
+    };
     let watch = events
         .default_backoff()
         .modify(slim)
+        .inspect(move |event| {
+            if let (Ok(_), Some((live, index))) = (event, &entered) {
+                live.entered(*index);
+            }
+        })
         .reflect_shared(writer)
         .for_each(move |event| {
+            if let (Ok(event), Some(feeder)) = (&event, &feeder) {
+                feeder(&store, event);
+            }
             match event {
                 Err(error) => {
                     tracing::warn!(%error, kind = %K::kind(&Default::default()), "watch failed; retrying")
@@ -294,7 +485,28 @@ where
         + Sync
         + 'static,
 {
-    shared(watcher(Api::<K>::all(client.clone()), config), fan, listed)
+    shared(
+        watcher(Api::<K>::all(client.clone()), config),
+        fan,
+        listed,
+        None,
+    )
+}
+
+/// A watch of a kind the live authority is made of.
+fn fed<K>(
+    events: impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+    fan: Fan,
+    listed: &Listed,
+    live: &LiveAuthority,
+) -> Shared<K>
+where
+    K: AuthorityFeed + Clone + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
+{
+    let feeder_live = live.clone();
+    let feeder: Feeder<K> = Box::new(move |store, event| feed_event(&feeder_live, store, event));
+    shared(events, fan, listed, Some((live.clone(), K::FEED, feeder)))
 }
 
 fn metadata<K>(
@@ -317,30 +529,44 @@ where
         watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config),
         fan,
         listed,
+        None,
     )
 }
 
 /// Builds the watches (poll `Index::watches` to run them) and their subscriptions.
-pub fn build(client: &Client) -> Index {
+pub fn build(client: &Client, config: authority::Config) -> Index {
     let listed = Listed::new();
+    let live = LiveAuthority::new(config);
     let all = watcher::Config::default;
     let managed = || watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
 
-    let mut identities =
-        typed::<AgentIdentity>(client, all(), Fan::new(5, DELETIONS_AGENTIDENTITY), &listed);
-    let mut bindings =
-        typed::<ToolBinding>(client, all(), Fan::new(4, DELETIONS_TOOLBINDING), &listed);
-    let mut policies = typed::<DelegationPolicy>(
-        client,
-        all(),
+    let mut identities = fed(
+        watcher(Api::<AgentIdentity>::all(client.clone()), all()),
+        Fan::new(5, DELETIONS_AGENTIDENTITY),
+        &listed,
+        &live,
+    );
+    let mut bindings = fed(
+        watcher(Api::<ToolBinding>::all(client.clone()), all()),
+        Fan::new(4, DELETIONS_TOOLBINDING),
+        &listed,
+        &live,
+    );
+    let mut policies = fed(
+        watcher(Api::<DelegationPolicy>::all(client.clone()), all()),
         Fan::new(3, DELETIONS_DELEGATIONPOLICY),
         &listed,
+        &live,
     );
-    let mut service_accounts = metadata::<ServiceAccount>(
-        client,
-        all(),
+    // An Api of PartialObjectMeta makes metadata-only requests.
+    let mut service_accounts = fed(
+        watcher(
+            Api::<PartialObjectMeta<ServiceAccount>>::all(client.clone()),
+            all(),
+        ),
         Fan::new(2, DELETIONS_SERVICEACCOUNT),
         &listed,
+        &live,
     );
     let mut network_policies = metadata::<NetworkPolicy>(
         client,
@@ -378,6 +604,8 @@ pub fn build(client: &Client) -> Index {
             deleted_policies_for_identities: policies.take_deleted(),
             deleted_services_for_identities: services.take_deleted(),
             deleted_endpoint_slices_for_identities: endpoint_slices.take_deleted(),
+            deleted_service_accounts_for_identities: service_accounts.take_deleted(),
+            deleted_network_policies_for_identities: network_policies.take_deleted(),
         },
         snapshot: SnapshotHandles {
             identities: identities.take(),
@@ -399,6 +627,7 @@ pub fn build(client: &Client) -> Index {
         secrets: secrets.reader,
         services: services.reader,
         endpoint_slices: endpoint_slices.reader,
+        authority: live,
     };
     let watches = vec![
         identities.watch,
@@ -416,57 +645,6 @@ pub fn build(client: &Client) -> Index {
         handles,
         watches,
         listed,
-    }
-}
-
-impl Stores {
-    /// An authority snapshot of one namespace, fresh from the stores. The reconciler builds one
-    /// per reconcile so a decision never rests on a snapshot older than its trigger.
-    pub fn authority_of(&self, namespace: &str, config: authority::Config) -> Authority {
-        let in_ns = |o: &dyn ResourceNamespace| o.namespace_str() == Some(namespace);
-        Authority::from_objects(
-            config,
-            self.identities.state_filter(|o| in_ns(o)),
-            self.bindings.state_filter(|o| in_ns(o)),
-            self.policies.state_filter(|o| in_ns(o)),
-            self.service_accounts
-                .state_filter(|o| in_ns(o))
-                .into_iter()
-                .map(|meta| service_account_from_meta(&meta)),
-        )
-    }
-
-    /// An authority snapshot of the whole cluster.
-    pub fn authority(&self, config: authority::Config) -> Authority {
-        Authority::from_objects(
-            config,
-            self.identities.state(),
-            self.bindings.state(),
-            self.policies.state(),
-            self.service_accounts
-                .state()
-                .into_iter()
-                .map(|meta| service_account_from_meta(&meta)),
-        )
-    }
-}
-
-/// ServiceAccounts are watched as metadata only (names and labels are all mandate reads).
-fn service_account_from_meta(meta: &PartialObjectMeta<ServiceAccount>) -> ServiceAccount {
-    ServiceAccount {
-        metadata: meta.metadata.clone(),
-        ..ServiceAccount::default()
-    }
-}
-
-/// Object-safe access to an object's namespace, so one closure filters every kind.
-trait ResourceNamespace {
-    fn namespace_str(&self) -> Option<&str>;
-}
-
-impl<K: ResourceExt> ResourceNamespace for K {
-    fn namespace_str(&self) -> Option<&str> {
-        self.meta().namespace.as_deref()
     }
 }
 

@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::verdict::Mode;
 use crate::api::{AgentIdentity, MODE_LABEL};
-use crate::authority::{Authority, ServiceAccountOwnership};
+use crate::authority::Authority;
 
 /// The annotation the API server's token controller sets on a legacy service-account-token
 /// Secret: the ServiceAccount the token belongs to.
@@ -136,18 +136,8 @@ impl Snapshot {
         {
             return identity.metadata.name.as_deref();
         }
-        match self
-            .authority
-            .service_account_ownership(namespace, service_account)
-        {
-            ServiceAccountOwnership::Managed { .. } => self
-                .authority
-                .service_account(namespace, service_account)
-                .and_then(|sa| sa.metadata.labels.as_ref())
-                .and_then(|labels| labels.get(crate::api::AGENT_LABEL))
-                .map(String::as_str),
-            _ => None,
-        }
+        self.authority
+            .managed_service_account_agent(namespace, service_account)
     }
 
     /// Every identity claiming `service_account`, sorted by name.

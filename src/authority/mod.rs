@@ -21,10 +21,11 @@ pub use graph::{DelegationGraph, Edge, Violation, ViolationKind};
 pub use tools::{BindingWindow, HeldTool};
 pub use validate::{Finding, Reason, codes};
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::api::{
@@ -32,14 +33,28 @@ use crate::api::{
     ToolBinding, ToolBindingPhase,
 };
 
-/// The snapshot. Build it with [`Authority::builder`] or [`Authority::from_objects`].
+/// The snapshot. Build it with [`Authority::builder`] or [`Authority::from_objects`], or keep
+/// one current with the `upsert_*` and `remove_*` methods.
 ///
 /// Objects without a name or a namespace cannot be looked up and are left out; callers that
 /// read manifests from disk set the namespace before building.
+///
+/// Every map inside is persistent (`imbl`): a clone is O(1) and shares all structure, and one
+/// object's change costs O(log n). The operator keeps one live `Authority` current from the
+/// watches and hands each reconcile and the webhook a clone, so no reader ever rebuilds it.
 #[derive(Debug, Clone, Default)]
 pub struct Authority {
     config: Config,
-    namespaces: HashMap<String, Namespace>,
+    namespaces: imbl::HashMap<String, Namespace>,
+}
+
+/// The kinds of object an [`Authority`] is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    Identity,
+    Binding,
+    Policy,
+    ServiceAccount,
 }
 
 /// Who owns a ServiceAccount, as far as mandate can tell from its labels.
@@ -53,25 +68,64 @@ pub enum ServiceAccountOwnership {
     Unmanaged,
 }
 
-/// Collects objects and indexes them into an [`Authority`]. Later objects with the same
-/// (namespace, name) replace earlier ones.
-#[derive(Debug, Default)]
-pub struct AuthorityBuilder {
-    config: Config,
-    namespaces: HashMap<String, Namespace>,
+/// What mandate reads of a ServiceAccount: who manages it (by its labels) and whether it
+/// automounts a token (known only where the whole object was read, as by `mandate check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ServiceAccountEntry {
+    ownership: ServiceAccountOwnership,
+    automount_token: Option<bool>,
 }
 
-/// Everything in one namespace, indexed.
+/// Collects objects into an [`Authority`]. Later objects with the same (namespace, name)
+/// replace earlier ones.
+#[derive(Debug, Default)]
+pub struct AuthorityBuilder {
+    authority: Authority,
+}
+
+type Map<V> = imbl::OrdMap<String, V>;
+
+/// Everything in one namespace, indexed. Every map is sorted by name.
 #[derive(Debug, Clone, Default)]
 struct Namespace {
-    identities: BTreeMap<String, Arc<AgentIdentity>>,
-    bindings: BTreeMap<String, Arc<ToolBinding>>,
-    policies: BTreeMap<String, Arc<DelegationPolicy>>,
-    service_accounts: BTreeMap<String, Arc<ServiceAccount>>,
-    /// Agent name -> its bindings, sorted by binding name. Built by `build`.
-    bindings_by_agent: HashMap<String, Vec<Arc<ToolBinding>>>,
-    /// ServiceAccount name -> identities claiming it, sorted by identity name. Built by `build`.
-    claims: HashMap<String, Vec<String>>,
+    identities: Map<Arc<AgentIdentity>>,
+    bindings: Map<Arc<ToolBinding>>,
+    policies: Map<Arc<DelegationPolicy>>,
+    /// ServiceAccount name -> what mandate reads of it.
+    service_accounts: Map<ServiceAccountEntry>,
+    /// Agent name -> its bindings by binding name.
+    bindings_by_agent: Map<Map<Arc<ToolBinding>>>,
+    /// ServiceAccount name -> the identities claiming it, by identity name.
+    claims: Map<imbl::OrdSet<String>>,
+}
+
+impl Namespace {
+    fn is_empty(&self) -> bool {
+        self.identities.is_empty()
+            && self.bindings.is_empty()
+            && self.policies.is_empty()
+            && self.service_accounts.is_empty()
+    }
+
+    fn unclaim(&mut self, identity: &AgentIdentity, name: &str) {
+        let service_account = identity.service_account_name();
+        if let Some(claimants) = self.claims.get_mut(service_account) {
+            claimants.remove(name);
+            if claimants.is_empty() {
+                self.claims.remove(service_account);
+            }
+        }
+    }
+
+    fn unindex_binding(&mut self, binding: &ToolBinding, name: &str) {
+        let agent = binding.spec.agent.as_str();
+        if let Some(bindings) = self.bindings_by_agent.get_mut(agent) {
+            bindings.remove(name);
+            if bindings.is_empty() {
+                self.bindings_by_agent.remove(agent);
+            }
+        }
+    }
 }
 
 const _: () = {
@@ -82,7 +136,7 @@ const _: () = {
 impl AuthorityBuilder {
     /// The knobs validation uses.
     pub fn config(mut self, config: Config) -> Self {
-        self.config = config;
+        self.authority.config = config;
         self
     }
 
@@ -107,78 +161,59 @@ impl AuthorityBuilder {
     }
 
     pub fn add_identity(&mut self, identity: impl Into<Arc<AgentIdentity>>) {
-        let identity = identity.into();
-        if let Some((ns, name)) = key(&identity.metadata) {
-            self.ns(ns).identities.insert(name, identity);
-        }
+        self.authority.upsert_identity(identity.into());
     }
 
     pub fn add_binding(&mut self, binding: impl Into<Arc<ToolBinding>>) {
-        let binding = binding.into();
-        if let Some((ns, name)) = key(&binding.metadata) {
-            self.ns(ns).bindings.insert(name, binding);
-        }
+        self.authority.upsert_binding(binding.into());
     }
 
     pub fn add_policy(&mut self, policy: impl Into<Arc<DelegationPolicy>>) {
-        let policy = policy.into();
-        if let Some((ns, name)) = key(&policy.metadata) {
-            self.ns(ns).policies.insert(name, policy);
-        }
+        self.authority.upsert_policy(policy.into());
     }
 
     pub fn add_service_account(&mut self, service_account: impl Into<Arc<ServiceAccount>>) {
         let service_account = service_account.into();
-        if let Some((ns, name)) = key(&service_account.metadata) {
-            self.ns(ns).service_accounts.insert(name, service_account);
-        }
+        self.authority.upsert_service_account(
+            &service_account.metadata,
+            service_account.automount_service_account_token,
+        );
     }
 
-    /// Builds the indexes. Linear in the number of objects (plus sorting).
-    pub fn build(mut self) -> Authority {
-        for ns in self.namespaces.values_mut() {
-            ns.index();
-        }
-        Authority {
-            config: self.config,
-            namespaces: self.namespaces,
-        }
-    }
-
-    fn ns(&mut self, namespace: String) -> &mut Namespace {
-        self.namespaces.entry(namespace).or_default()
+    pub fn build(self) -> Authority {
+        self.authority
     }
 }
 
-impl Namespace {
-    fn index(&mut self) {
-        self.bindings_by_agent.clear();
-        // BTreeMap iteration is by binding name, so every list comes out sorted.
-        for binding in self.bindings.values() {
-            self.bindings_by_agent
-                .entry(binding.spec.agent.clone())
-                .or_default()
-                .push(Arc::clone(binding));
-        }
-        self.claims.clear();
-        for (name, identity) in &self.identities {
-            self.claims
-                .entry(identity.service_account_name().to_owned())
-                .or_default()
-                .push(name.clone());
-        }
-    }
+fn key(meta: &ObjectMeta) -> Option<(&str, &str)> {
+    Some((meta.namespace.as_deref()?, meta.name.as_deref()?))
 }
 
-fn key(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> Option<(String, String)> {
-    Some((meta.namespace.clone()?, meta.name.clone()?))
+/// What a ServiceAccount's labels say about who manages it.
+fn ownership_from_labels(meta: &ObjectMeta) -> ServiceAccountOwnership {
+    let labels = meta.labels.as_ref();
+    let managed = labels
+        .and_then(|l| l.get(MANAGED_BY_LABEL))
+        .is_some_and(|v| v == MANAGER);
+    match labels.and_then(|l| l.get(AGENT_LABEL)) {
+        Some(agent) if managed => ServiceAccountOwnership::Managed {
+            agent: agent.clone(),
+        },
+        _ => ServiceAccountOwnership::Unmanaged,
+    }
 }
 
 impl Authority {
     pub fn builder() -> AuthorityBuilder {
         AuthorityBuilder::default()
+    }
+
+    /// An empty snapshot with these knobs, to be kept current with `upsert_*`/`remove_*`.
+    pub fn new(config: Config) -> Authority {
+        Authority {
+            config,
+            namespaces: imbl::HashMap::new(),
+        }
     }
 
     /// Builds a snapshot from plain object lists, such as reflector stores (`Arc<T>`) or
@@ -208,6 +243,138 @@ impl Authority {
             .into_iter()
             .for_each(|o| builder.add_service_account(o));
         builder.build()
+    }
+
+    /// Adds an identity or replaces the one of the same (namespace, name).
+    pub fn upsert_identity(&mut self, identity: Arc<AgentIdentity>) {
+        let Some((namespace, name)) = key(&identity.metadata) else {
+            return;
+        };
+        let name = name.to_owned();
+        let ns = self.namespaces.entry(namespace.to_owned()).or_default();
+        if let Some(previous) = ns.identities.get(&name).cloned() {
+            ns.unclaim(&previous, &name);
+        }
+        ns.claims
+            .entry(identity.service_account_name().to_owned())
+            .or_default()
+            .insert(name.clone());
+        ns.identities.insert(name, identity);
+    }
+
+    pub fn remove_identity(&mut self, namespace: &str, name: &str) {
+        self.edit(namespace, |ns| {
+            if let Some(previous) = ns.identities.remove(name) {
+                ns.unclaim(&previous, name);
+            }
+        });
+    }
+
+    /// Adds a ToolBinding or replaces the one of the same (namespace, name).
+    pub fn upsert_binding(&mut self, binding: Arc<ToolBinding>) {
+        let Some((namespace, name)) = key(&binding.metadata) else {
+            return;
+        };
+        let name = name.to_owned();
+        let ns = self.namespaces.entry(namespace.to_owned()).or_default();
+        if let Some(previous) = ns.bindings.get(&name).cloned() {
+            ns.unindex_binding(&previous, &name);
+        }
+        ns.bindings_by_agent
+            .entry(binding.spec.agent.clone())
+            .or_default()
+            .insert(name.clone(), Arc::clone(&binding));
+        ns.bindings.insert(name, binding);
+    }
+
+    pub fn remove_binding(&mut self, namespace: &str, name: &str) {
+        self.edit(namespace, |ns| {
+            if let Some(previous) = ns.bindings.remove(name) {
+                ns.unindex_binding(&previous, name);
+            }
+        });
+    }
+
+    /// Adds a DelegationPolicy or replaces the one of the same (namespace, name).
+    pub fn upsert_policy(&mut self, policy: Arc<DelegationPolicy>) {
+        let Some((namespace, name)) = key(&policy.metadata) else {
+            return;
+        };
+        let name = name.to_owned();
+        let ns = self.namespaces.entry(namespace.to_owned()).or_default();
+        ns.policies.insert(name, policy);
+    }
+
+    pub fn remove_policy(&mut self, namespace: &str, name: &str) {
+        self.edit(namespace, |ns| {
+            ns.policies.remove(name);
+        });
+    }
+
+    /// Records a ServiceAccount from its metadata and, where known, its
+    /// `automountServiceAccountToken` (a metadata-only watch does not know it).
+    pub fn upsert_service_account(&mut self, meta: &ObjectMeta, automount_token: Option<bool>) {
+        let Some((namespace, name)) = key(meta) else {
+            return;
+        };
+        let entry = ServiceAccountEntry {
+            ownership: ownership_from_labels(meta),
+            automount_token,
+        };
+        let ns = self.namespaces.entry(namespace.to_owned()).or_default();
+        // Labels rarely change: most updates (token Secrets, resourceVersion) leave it alone.
+        if ns.service_accounts.get(name) != Some(&entry) {
+            ns.service_accounts.insert(name.to_owned(), entry);
+        }
+    }
+
+    pub fn remove_service_account(&mut self, namespace: &str, name: &str) {
+        self.edit(namespace, |ns| {
+            ns.service_accounts.remove(name);
+        });
+    }
+
+    /// Removes one object of `kind`, if present.
+    pub fn remove(&mut self, kind: ObjectKind, namespace: &str, name: &str) {
+        match kind {
+            ObjectKind::Identity => self.remove_identity(namespace, name),
+            ObjectKind::Binding => self.remove_binding(namespace, name),
+            ObjectKind::Policy => self.remove_policy(namespace, name),
+            ObjectKind::ServiceAccount => self.remove_service_account(namespace, name),
+        }
+    }
+
+    /// Removes every object of `kind` (before a fresh list of that kind is applied).
+    pub fn clear(&mut self, kind: ObjectKind) {
+        let keys: Vec<(String, String)> = self
+            .namespaces
+            .iter()
+            .flat_map(|(namespace, ns)| {
+                let names: Vec<&String> = match kind {
+                    ObjectKind::Identity => ns.identities.keys().collect(),
+                    ObjectKind::Binding => ns.bindings.keys().collect(),
+                    ObjectKind::Policy => ns.policies.keys().collect(),
+                    ObjectKind::ServiceAccount => ns.service_accounts.keys().collect(),
+                };
+                names
+                    .into_iter()
+                    .map(move |name| (namespace.clone(), name.clone()))
+            })
+            .collect();
+        for (namespace, name) in keys {
+            self.remove(kind, &namespace, &name);
+        }
+    }
+
+    /// Changes one namespace, and forgets it once it holds nothing.
+    fn edit(&mut self, namespace: &str, change: impl FnOnce(&mut Namespace)) {
+        let Some(ns) = self.namespaces.get_mut(namespace) else {
+            return;
+        };
+        change(ns);
+        if ns.is_empty() {
+            self.namespaces.remove(namespace);
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -247,7 +414,7 @@ impl Authority {
         self.namespace(namespace)
             .and_then(|ns| ns.bindings_by_agent.get(agent))
             .into_iter()
-            .flat_map(|list| list.iter().map(Arc::as_ref))
+            .flat_map(|bindings| bindings.values().map(Arc::as_ref))
     }
 
     pub fn policy(&self, namespace: &str, name: &str) -> Option<&DelegationPolicy> {
@@ -262,13 +429,6 @@ impl Authority {
         self.namespace(namespace)
             .into_iter()
             .flat_map(|ns| ns.policies.values().map(Arc::as_ref))
-    }
-
-    pub fn service_account(&self, namespace: &str, name: &str) -> Option<&ServiceAccount> {
-        self.namespace(namespace)?
-            .service_accounts
-            .get(name)
-            .map(Arc::as_ref)
     }
 
     /// The accountable owner of an identity.
@@ -307,19 +467,25 @@ impl Authority {
         namespace: &str,
         name: &str,
     ) -> ServiceAccountOwnership {
-        let Some(sa) = self.service_account(namespace, name) else {
-            return ServiceAccountOwnership::Absent;
-        };
-        let labels = sa.metadata.labels.as_ref();
-        let managed = labels
-            .and_then(|l| l.get(MANAGED_BY_LABEL))
-            .is_some_and(|v| v == MANAGER);
-        match labels.and_then(|l| l.get(AGENT_LABEL)) {
-            Some(agent) if managed => ServiceAccountOwnership::Managed {
-                agent: agent.clone(),
-            },
-            _ => ServiceAccountOwnership::Unmanaged,
+        self.service_account_entry(namespace, name)
+            .map_or(ServiceAccountOwnership::Absent, |e| e.ownership.clone())
+    }
+
+    /// The agent a mandate-managed ServiceAccount is labelled for.
+    pub fn managed_service_account_agent(&self, namespace: &str, name: &str) -> Option<&str> {
+        match &self.service_account_entry(namespace, name)?.ownership {
+            ServiceAccountOwnership::Managed { agent } => Some(agent),
+            _ => None,
         }
+    }
+
+    /// A ServiceAccount's `automountServiceAccountToken`, when the snapshot knows it.
+    pub fn service_account_automount(&self, namespace: &str, name: &str) -> Option<bool> {
+        self.service_account_entry(namespace, name)?.automount_token
+    }
+
+    fn service_account_entry(&self, namespace: &str, name: &str) -> Option<&ServiceAccountEntry> {
+        self.namespace(namespace)?.service_accounts.get(name)
     }
 
     /// The tools `agent` holds at `now`, sorted by (tool, binding). A binding grants nothing
@@ -411,7 +577,7 @@ impl Authority {
         let binding_times = component
             .iter()
             .filter_map(|a| ns.bindings_by_agent.get(*a))
-            .flatten()
+            .flat_map(|bindings| bindings.values())
             .flat_map(|b| [b.spec.valid_from.as_ref(), b.spec.valid_until.as_ref()]);
         let policy_times = live_policies
             .iter()
@@ -797,6 +963,57 @@ mod tests {
         // Generous even for a debug build on a busy machine; a quadratic index would take
         // minutes.
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn an_authority_kept_current_change_by_change_answers_like_one_built_afresh() {
+        let mut live = Authority::new(Config::default());
+        live.upsert_identity(identity("a").service_account("shared").build().into());
+        live.upsert_identity(identity("b").build().into());
+        live.upsert_binding(binding("x").agent("a").tool(tool("crm")).build().into());
+        live.upsert_service_account(
+            &service_account("shared").managed_for("a").build().metadata,
+            None,
+        );
+        let before = live.clone();
+        // a moves to its own ServiceAccount; the binding moves from a to b; b goes away.
+        live.upsert_identity(identity("a").build().into());
+        live.upsert_binding(binding("x").agent("b").tool(tool("crm")).build().into());
+        live.remove_identity(NS, "b");
+        let afresh = Authority::builder()
+            .identity(identity("a").build())
+            .binding(binding("x").agent("b").tool(tool("crm")).build())
+            .service_account(service_account("shared").managed_for("a").build())
+            .build();
+        for authority in [&live, &afresh] {
+            assert_eq!(
+                authority
+                    .identities_for_service_account(NS, "shared")
+                    .count(),
+                0
+            );
+            assert_eq!(authority.identities_for_service_account(NS, "a").count(), 1);
+            assert_eq!(authority.bindings_for(NS, "a").count(), 0);
+            assert_eq!(authority.bindings_for(NS, "b").count(), 1);
+            assert!(authority.identity(NS, "b").is_none());
+        }
+        // A clone taken earlier is a snapshot: later changes do not reach it.
+        assert_eq!(
+            before.identities_for_service_account(NS, "shared").count(),
+            1
+        );
+        assert_eq!(names(&before.live_tools(NS, "a", NOW)), ["crm"]);
+    }
+
+    #[test]
+    fn a_namespace_left_empty_is_forgotten_and_clear_empties_one_kind() {
+        let mut live = Authority::new(Config::default());
+        live.upsert_identity(identity("a").namespace("team-a").build().into());
+        live.upsert_policy(policy("p").delegator("a").build().into());
+        live.remove(ObjectKind::Identity, "team-a", "a");
+        assert_eq!(live.namespaces(), [NS]);
+        live.clear(ObjectKind::Policy);
+        assert!(live.namespaces().is_empty());
     }
 
     fn names(tools: &[LiveTool]) -> Vec<&str> {

@@ -436,8 +436,7 @@ pub fn as_admitted_pod(object: &Value, snapshot: &Snapshot) -> Value {
     spec.service_account_name = Some(service_account.clone());
     let sa_automount = snapshot
         .authority()
-        .service_account(&namespace, &service_account)
-        .and_then(|sa| sa.automount_service_account_token);
+        .service_account_automount(&namespace, &service_account);
     let automount = spec
         .automount_service_account_token
         .or(sa_automount)

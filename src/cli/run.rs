@@ -139,7 +139,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .shared()
     };
 
-    let index = index::build(&client);
+    let index = index::build(&client, settings.authority);
     let stores = index.stores.clone();
     for watch in index.watches {
         tokio::spawn(watch);
@@ -150,11 +150,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         handles.snapshot.changes(),
         index.listed.clone(),
         stores.clone(),
-        settings.authority,
         snapshots.clone(),
-        metrics.clone(),
         readiness.clone(),
     ));
+    tokio::spawn(keep_gauges(stores.authority.clone(), metrics.clone()));
 
     let admin = serve_admin(
         args.admin_addr,
@@ -230,42 +229,57 @@ fn log_leadership(mut leader: watch::Receiver<bool>) {
 
 /// Publishes the admission snapshot: first once every watch has listed (until then the
 /// webhook is not ready and refuses agent pods), then after every batch of changes, at most
-/// every 10 ms. Also keeps the cluster-wide gauges current.
+/// every 10 ms. The authority inside is the live one (an O(1) clone); only the namespaces'
+/// modes and the token Secrets are gathered here.
 async fn publish_snapshots(
     changes: impl futures::Stream<Item = ()> + Send + Unpin,
     listed: index::Listed,
     stores: Stores,
-    config: authority::Config,
     snapshots: SnapshotSource,
-    metrics: Metrics,
     readiness: Readiness,
 ) {
     let mut changes = changes.ready_chunks(4096);
     listed.wait_all().await;
     loop {
         let started = std::time::Instant::now();
-        let authority = Arc::new(stores.authority(config));
-        let snapshot = Snapshot::from_objects(
-            authority.clone(),
-            stores.namespaces.state().iter().map(|n| n.metadata.clone()),
-            stores.secrets.state().iter().map(|s| s.metadata.clone()),
-        );
-        snapshots.store(Some(Arc::new(snapshot)));
-        if !readiness.is_ready() {
-            tracing::info!("watches listed and first snapshot published: ready");
-            readiness.set_ready();
+        match stores.authority.current().await {
+            Ok(authority) => {
+                let authority = Arc::new(authority);
+                let snapshot = Snapshot::from_objects(
+                    authority.clone(),
+                    stores.namespaces.state().iter().map(|n| n.metadata.clone()),
+                    stores.secrets.state().iter().map(|s| s.metadata.clone()),
+                );
+                snapshots.store(Some(Arc::new(snapshot)));
+                if !readiness.is_ready() {
+                    tracing::info!("watches listed and first snapshot published: ready");
+                    readiness.set_ready();
+                }
+                tracing::debug!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "snapshot published"
+                );
+            }
+            // The previous snapshot stays; the next change tries again.
+            Err(error) => tracing::warn!(%error, "admission snapshot not refreshed"),
         }
-        update_gauges(&authority, &metrics);
-        tracing::debug!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "snapshot published"
-        );
         if changes.next().await.is_none() {
             return;
         }
         // Coalesce a burst (a kubectl apply of many objects) without making the webhook lag
         // behind the API server by more than a few milliseconds.
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Keeps the cluster-wide gauges (agents ready, escalation paths) current. They walk every
+/// identity and every delegation graph, so every few seconds rather than on every change.
+async fn keep_gauges(live: index::LiveAuthority, metrics: Metrics) {
+    let mut every = tokio::time::interval(Duration::from_secs(5));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        update_gauges(&live.latest(), &metrics);
     }
 }
 

@@ -21,7 +21,7 @@ pub(super) async fn reconcile(
     binding: Arc<ToolBinding>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
-    let Some(scope) = Scope::of(&*binding, KIND, &ctx)? else {
+    let Some(scope) = Scope::of(&*binding, KIND, &ctx).await? else {
         return Ok(Action::await_change());
     };
     let (name, namespace, now, authority) =

@@ -7,6 +7,13 @@ use crate::project::ProjectError;
 pub enum ReconcileError {
     #[error("{kind} {name} has no namespace")]
     MissingNamespace { kind: &'static str, name: String },
+    #[error("reading the authority for {kind} {name}: {source}")]
+    ReadAuthority {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: crate::index::AuthorityLagging,
+    },
     #[error("projecting {what} of AgentIdentity {name}: {source}")]
     Project {
         what: &'static str,
@@ -43,6 +50,7 @@ impl ReconcileError {
     pub fn is_permanent(&self) -> bool {
         match self {
             ReconcileError::MissingNamespace { .. } | ReconcileError::Project { .. } => true,
+            ReconcileError::ReadAuthority { .. } => false,
             ReconcileError::ApplyServiceAccount { source, .. }
             | ReconcileError::ApplyNetworkPolicy { source, .. }
             | ReconcileError::WriteStatus { source, .. } => namespace_terminating(source),

@@ -10,16 +10,15 @@ use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
+use super::events::EventType;
 use super::status::{self, requeue_after};
 use super::{Context, ReconcileError, Scope};
 use crate::api::conditions::{self, DELEGATION_SAFE, ISOLATED, READY, TOOLS_BOUND};
-use crate::api::{AgentIdentity, AgentIdentityStatus, DelegationPolicy, MANAGER, ToolBinding};
+use crate::api::{AgentIdentity, AgentIdentityStatus, DelegationPolicy, ToolBinding};
 use crate::authority::Reason;
 use crate::index::Stores;
 use crate::project::{self, NetworkInputs};
@@ -30,7 +29,7 @@ pub(super) async fn reconcile(
     identity: Arc<AgentIdentity>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
-    let Some(scope) = Scope::of(&*identity, KIND, &ctx)? else {
+    let Some(scope) = Scope::of(&*identity, KIND, &ctx).await? else {
         return Ok(Action::await_change());
     };
     let (name, namespace, now, authority) =
@@ -58,11 +57,18 @@ pub(super) async fn reconcile(
     })?;
     let sa_name = service_account.name_any();
     if blocking.is_empty() {
-        Api::<ServiceAccount>::namespaced(ctx.client.clone(), namespace)
-            .patch(
-                &sa_name,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&service_account),
+        let stored = ctx
+            .stores
+            .service_accounts
+            .get(&ObjectRef::new(&sa_name).within(namespace));
+        ctx.applied
+            .apply(
+                &Api::<ServiceAccount>::namespaced(ctx.client.clone(), namespace),
+                namespace,
+                &service_account,
+                stored
+                    .as_ref()
+                    .and_then(|s| s.metadata.resource_version.as_deref()),
             )
             .await
             .map_err(|source| ReconcileError::ApplyServiceAccount {
@@ -89,11 +95,18 @@ pub(super) async fn reconcile(
         source,
     })?;
     let np_name = desired.policy.name_any();
-    Api::<NetworkPolicy>::namespaced(ctx.client.clone(), namespace)
-        .patch(
-            &np_name,
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&desired.policy),
+    let stored = ctx
+        .stores
+        .network_policies
+        .get(&ObjectRef::new(&np_name).within(namespace));
+    ctx.applied
+        .apply(
+            &Api::<NetworkPolicy>::namespaced(ctx.client.clone(), namespace),
+            namespace,
+            &desired.policy,
+            stored
+                .as_ref()
+                .and_then(|s| s.metadata.resource_version.as_deref()),
         )
         .await
         .map_err(|source| ReconcileError::ApplyNetworkPolicy {
@@ -215,7 +228,7 @@ pub(super) async fn reconcile(
     )
     .await?
     {
-        publish_changes(&ctx, &identity, &previous, &status).await;
+        publish_changes(&ctx, &identity, &previous, &status);
     }
 
     scope.finish(&ctx.metrics);
@@ -229,7 +242,7 @@ pub(super) async fn reconcile(
 
 /// One event per change of authority: tools granted or withdrawn, escalation paths that
 /// appear or clear, and a ServiceAccount mandate will not adopt.
-async fn publish_changes(
+fn publish_changes(
     ctx: &Context,
     identity: &AgentIdentity,
     before: &AgentIdentityStatus,
@@ -285,28 +298,14 @@ async fn publish_changes(
     }
     let reference = identity.object_ref(&());
     for (type_, reason, note) in events {
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(truncate(note, 1000)),
-            action: "Reconcile".to_owned(),
-            secondary: None,
-        };
-        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(%error, reason, "publishing an event failed");
-        }
+        // Events are informational: the reconcile neither waits for nor fails on them.
+        let (events, reference) = (Arc::clone(&ctx.events), reference.clone());
+        tokio::spawn(async move {
+            if let Err(error) = events.publish(reference, type_, reason, note).await {
+                tracing::warn!(%error, reason, "publishing an event failed");
+            }
+        });
     }
-}
-
-fn truncate(mut text: String, max: usize) -> String {
-    if text.len() > max {
-        let mut cut = max;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-    }
-    text
 }
 
 /// Agents named by any DelegationPolicy in `namespace`: their delegation analysis and network
@@ -376,6 +375,26 @@ pub(super) fn affected_by_identity(
         return Vec::new();
     }
     refs(&namespace, agents.into_iter().filter(|a| *a != name))
+}
+
+/// The identity a projection belongs to, by its ownerReference.
+pub(super) fn owner_of<P: Resource>(
+    _stores: &Stores,
+    projection: &P,
+) -> Vec<ObjectRef<AgentIdentity>> {
+    let meta = projection.meta();
+    let Some(namespace) = meta.namespace.as_deref() else {
+        return Vec::new();
+    };
+    meta.owner_references
+        .iter()
+        .flatten()
+        .filter(|owner| {
+            owner.kind == AgentIdentity::kind(&())
+                && owner.api_version == AgentIdentity::api_version(&())
+        })
+        .map(|owner| ObjectRef::new(&owner.name).within(namespace))
+        .collect()
 }
 
 /// Agents with a tool whose destination is this Service.

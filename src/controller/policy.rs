@@ -21,7 +21,7 @@ pub(super) async fn reconcile(
     policy: Arc<DelegationPolicy>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
-    let Some(scope) = Scope::of(&*policy, KIND, &ctx)? else {
+    let Some(scope) = Scope::of(&*policy, KIND, &ctx).await? else {
         return Ok(Action::await_change());
     };
     let (name, namespace, now, authority) =

@@ -1,0 +1,182 @@
+//! Applying projections (ServiceAccounts, NetworkPolicies) without repeating ourselves: the
+//! desired object and the store's resourceVersion in, a server-side apply out only when the
+//! object is not already the one mandate last applied with the same content. Also tells the
+//! watch echoes of mandate's own applies from changes someone else made.
+//!
+//! A server-side apply that changes nothing leaves the object alone but still costs the API
+//! server a full patch: without this every reconcile (one per trigger) paid two of them.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::{Stream, StreamExt};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::api::MANAGER;
+
+/// What mandate last applied to each projected object: keyed by a hash of (kind, namespace,
+/// name), the hash of the applied content and the resourceVersion the API server answered.
+/// In memory only: after a restart everything is applied once more (which changes nothing).
+#[derive(Clone, Default)]
+pub(crate) struct Applied {
+    inner: Arc<AppliedInner>,
+}
+
+#[derive(Default)]
+struct AppliedInner {
+    hasher: RandomState,
+    last: Mutex<HashMap<u64, Last>>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct Last {
+    content: u64,
+    resource_version: String,
+}
+
+impl Applied {
+    fn key<K: Resource<DynamicType = ()>>(&self, namespace: &str, name: &str) -> u64 {
+        self.inner
+            .hasher
+            .hash_one((K::kind(&()).as_ref(), namespace, name))
+    }
+
+    fn content<K: Serialize>(&self, object: &K) -> u64 {
+        let mut hasher = self.inner.hasher.build_hasher();
+        // Serializing cannot fail for these types; an empty body only means "apply anyway".
+        serde_json::to_vec(object)
+            .unwrap_or_default()
+            .hash(&mut hasher);
+        hasher.finish()
+    }
+
+    fn last(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Last>> {
+        self.inner
+            .last
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Server-side applies `desired` with field manager `mandate`, unless the object the store
+    /// holds (`stored_version`) is the one mandate last applied with this very content.
+    pub(crate) async fn apply<K>(
+        &self,
+        api: &Api<K>,
+        namespace: &str,
+        desired: &K,
+        stored_version: Option<&str>,
+    ) -> Result<(), kube::Error>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    {
+        let name = desired.name_any();
+        let key = self.key::<K>(namespace, &name);
+        let content = self.content(desired);
+        let current = stored_version.is_some_and(|version| {
+            self.last().get(&key)
+                == Some(&Last {
+                    content,
+                    resource_version: version.to_owned(),
+                })
+        });
+        if current {
+            return Ok(());
+        }
+        let applied = api
+            .patch(
+                &name,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(desired),
+            )
+            .await?;
+        match applied.resource_version() {
+            Some(resource_version) => {
+                self.last().insert(
+                    key,
+                    Last {
+                        content,
+                        resource_version,
+                    },
+                );
+            }
+            None => {
+                self.last().remove(&key);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this version of the object is exactly what mandate's last apply produced.
+    fn is_echo<K: Resource<DynamicType = ()>>(&self, object: &K) -> bool {
+        let meta = object.meta();
+        let (Some(namespace), Some(name), Some(version)) =
+            (&meta.namespace, &meta.name, &meta.resource_version)
+        else {
+            return false;
+        };
+        self.last()
+            .get(&self.key::<K>(namespace, name))
+            .is_some_and(|last| &last.resource_version == version)
+    }
+
+    /// Drops the echoes of mandate's own applies from a stream of projected objects, so an
+    /// apply does not wake the reconcile that made it; changes by anyone else pass.
+    pub(crate) fn without_echoes<K, S>(&self, objects: S) -> impl Stream<Item = Arc<K>> + use<K, S>
+    where
+        K: Resource<DynamicType = ()> + Send + Sync + 'static,
+        S: Stream<Item = Arc<K>>,
+    {
+        let applied = self.clone();
+        objects.filter(move |object| futures::future::ready(!applied.is_echo(object.as_ref())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use kube::api::ObjectMeta;
+
+    fn sa(version: &str) -> ServiceAccount {
+        ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some("agent".into()),
+                namespace: Some("team".into()),
+                resource_version: Some(version.into()),
+                ..ObjectMeta::default()
+            },
+            ..ServiceAccount::default()
+        }
+    }
+
+    #[test]
+    fn the_echo_of_an_apply_is_recognised_and_a_later_change_by_others_is_not() {
+        let applied = Applied::default();
+        let key = applied.key::<ServiceAccount>("team", "agent");
+        applied.last().insert(
+            key,
+            Last {
+                content: 1,
+                resource_version: "10".into(),
+            },
+        );
+        assert!(applied.is_echo(&sa("10")));
+        assert!(!applied.is_echo(&sa("11")));
+        let mut elsewhere = sa("10");
+        elsewhere.metadata.namespace = Some("other".into());
+        assert!(!applied.is_echo(&elsewhere));
+    }
+
+    #[test]
+    fn content_hashes_differ_when_the_desired_object_differs() {
+        let applied = Applied::default();
+        let mut other = sa("1");
+        other.automount_service_account_token = Some(false);
+        assert_ne!(applied.content(&sa("1")), applied.content(&other));
+        assert_eq!(applied.content(&sa("1")), applied.content(&sa("1")));
+    }
+}

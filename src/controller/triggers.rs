@@ -1,0 +1,102 @@
+//! Which changes of mandate's own objects wake reconciles: a stream of changed objects in,
+//! the same stream without status-only changes out. Reconcilers read specs, labels and
+//! annotations (never another object's status), and write statuses themselves: waking on a
+//! status write would only reconcile everything twice.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use kube::Resource;
+use kube::runtime::reflector::Store;
+
+/// What a reconcile reads of an object besides its status: which object it is (uid), its spec
+/// (generation), labels, annotations and whether it is being deleted.
+fn fingerprint<K: Resource>(hasher: &RandomState, object: &K) -> u64 {
+    let meta = object.meta();
+    hasher.hash_one((
+        &meta.uid,
+        meta.generation,
+        &meta.labels,
+        &meta.annotations,
+        meta.deletion_timestamp.is_some(),
+    ))
+}
+
+/// Passes an object only when its fingerprint differs from the last one seen for its
+/// (namespace, name), and always the first time.
+pub(crate) fn spec_changes<K, S>(objects: S, store: Store<K>) -> impl Stream<Item = Arc<K>>
+where
+    K: Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+    S: Stream<Item = Arc<K>>,
+{
+    let hasher = RandomState::new();
+    let mut seen: HashMap<u64, u64> = HashMap::new();
+    let key = |hasher: &RandomState, object: &K| {
+        let meta = object.meta();
+        hasher.hash_one((&meta.namespace, &meta.name))
+    };
+    objects.filter(move |object| {
+        let changed = seen.insert(key(&hasher, object), fingerprint(&hasher, object.as_ref()))
+            != Some(fingerprint(&hasher, object.as_ref()));
+        // Deleted objects never come through here: forget them once they could add up.
+        if seen.len() > 2 * store.len() + 1024 {
+            let live: std::collections::HashSet<u64> =
+                store.state().iter().map(|o| key(&hasher, o)).collect();
+            seen.retain(|k, _| live.contains(k));
+        }
+        futures::future::ready(changed)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::AgentIdentity;
+    use kube::runtime::reflector;
+    use kube::runtime::watcher;
+
+    fn identity(generation: i64, ready: bool) -> AgentIdentity {
+        let mut identity: AgentIdentity = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "a", "namespace": "team", "uid": "u1", "generation": generation},
+            "spec": {"owner": {"kind": "User", "name": "alice"}, "purpose": "test"}
+        }))
+        .unwrap_or_else(|e| unreachable!("{e}"));
+        if ready {
+            identity.status = Some(Default::default());
+        }
+        identity
+    }
+
+    #[tokio::test]
+    async fn status_only_changes_are_dropped_and_spec_label_and_identity_changes_pass() {
+        let (store, mut writer) = reflector::store::<AgentIdentity>();
+        writer.apply_watcher_event(&watcher::Event::Apply(identity(1, false)));
+        let mut relabelled = identity(2, true);
+        relabelled
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .insert("team".into(), "x".into());
+        let mut recreated = identity(2, true);
+        recreated.metadata.uid = Some("u2".into());
+        let objects = [
+            identity(1, false),
+            identity(1, true), // status only
+            identity(2, true), // spec changed
+            relabelled,
+            recreated,
+        ]
+        .map(Arc::new);
+        let passed: Vec<Arc<AgentIdentity>> = spec_changes(futures::stream::iter(objects), store)
+            .collect()
+            .await;
+        let generations: Vec<Option<i64>> = passed.iter().map(|o| o.metadata.generation).collect();
+        assert_eq!(generations, [Some(1), Some(2), Some(2), Some(2)]);
+        assert!(passed[1].metadata.labels.is_none());
+        assert!(passed[2].metadata.labels.is_some());
+        assert_eq!(passed[3].metadata.uid.as_deref(), Some("u2"));
+    }
+}
