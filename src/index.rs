@@ -84,8 +84,10 @@ pub const WATCHED_KINDS: [&str; 9] = [
 ///
 /// A change is applied right after its store write and its dispatch to the controllers, so a
 /// reconcile could be woken before the change it was woken for is applied: [`current`] first
-/// waits until every change that had entered a watch when it was called is applied. A
-/// reconcile therefore never reads an authority older than the event that triggered it.
+/// waits until every change that had entered a watch when it was called is applied, and until
+/// each of the four kinds has listed once. A reconcile therefore never reads an authority
+/// older than the event that triggered it, nor one that lacks a kind still being listed (a
+/// binding judged before the identities are known would be reported MissingIdentity).
 ///
 /// [`current`]: LiveAuthority::current
 #[derive(Clone)]
@@ -97,9 +99,16 @@ struct LiveInner {
     authority: Mutex<Authority>,
     /// Per feed: watch events that have entered the pipeline (counted before the store write).
     seen: [AtomicU64; FEEDS],
+    progress: watch::Sender<Progress>,
+}
+
+#[derive(Default)]
+struct Progress {
     /// Per feed: watch events applied to `authority`. Each feed is one ordered stream, so
     /// `applied[f] >= n` means its first n events are all applied.
-    applied: watch::Sender<[u64; FEEDS]>,
+    applied: [u64; FEEDS],
+    /// Per feed: whether its first list is applied.
+    listed: [bool; FEEDS],
 }
 
 /// The watches feeding the live authority: identities, bindings, policies, ServiceAccounts.
@@ -111,7 +120,9 @@ const CATCH_UP_LIMIT: Duration = Duration::from_secs(10);
 
 /// The live authority could not catch up with its watches in time.
 #[derive(Debug, thiserror::Error)]
-#[error("the live authority did not catch up with its watches within {CATCH_UP_LIMIT:?}")]
+#[error(
+    "the live authority did not catch up with its watches within {CATCH_UP_LIMIT:?} (a watch has not listed yet or is stuck)"
+)]
 pub struct AuthorityLagging;
 
 impl LiveAuthority {
@@ -120,7 +131,7 @@ impl LiveAuthority {
             inner: Arc::new(LiveInner {
                 authority: Mutex::new(Authority::new(config)),
                 seen: Default::default(),
-                applied: watch::channel([0; FEEDS]).0,
+                progress: watch::channel(Progress::default()).0,
             }),
         }
     }
@@ -129,12 +140,14 @@ impl LiveAuthority {
     pub async fn current(&self) -> Result<Authority, AuthorityLagging> {
         let target: [u64; FEEDS] =
             std::array::from_fn(|feed| self.inner.seen[feed].load(Ordering::Acquire));
-        let mut applied = self.inner.applied.subscribe();
-        let caught_up = applied.wait_for(|applied| {
-            applied
-                .iter()
-                .zip(&target)
-                .all(|(applied, target)| applied >= target)
+        let mut progress = self.inner.progress.subscribe();
+        let caught_up = progress.wait_for(|progress| {
+            progress.listed.iter().all(|listed| *listed)
+                && progress
+                    .applied
+                    .iter()
+                    .zip(&target)
+                    .all(|(applied, target)| applied >= target)
         });
         match tokio::time::timeout(CATCH_UP_LIMIT, caught_up).await {
             Ok(Ok(_)) => Ok(self.latest()),
@@ -159,9 +172,12 @@ impl LiveAuthority {
         self.inner.seen[feed].fetch_add(1, Ordering::Release);
     }
 
-    fn apply(&self, feed: usize, change: impl FnOnce(&mut Authority)) {
+    fn apply(&self, feed: usize, listed: bool, change: impl FnOnce(&mut Authority)) {
         change(&mut self.lock());
-        self.inner.applied.send_modify(|applied| applied[feed] += 1);
+        self.inner.progress.send_modify(|progress| {
+            progress.applied[feed] += 1;
+            progress.listed[feed] |= listed;
+        });
     }
 }
 
@@ -211,7 +227,8 @@ where
     K: AuthorityFeed + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Default,
 {
-    live.apply(K::FEED, |authority| match event {
+    let listed = matches!(event, watcher::Event::InitDone);
+    live.apply(K::FEED, listed, |authority| match event {
         watcher::Event::Apply(object) => {
             // The store's own Arc, so the authority shares the object rather than copying it.
             if let Some(stored) = store.get(&reflector::ObjectRef::from_obj(object)) {
@@ -385,6 +402,16 @@ fn slim<K: Resource>(object: &mut K) {
     }
 }
 
+/// Projections (ServiceAccounts, NetworkPolicies) are read for their labels, ownerReferences
+/// and resourceVersion only: their annotations (a SPIFFE ID on every agent's ServiceAccount)
+/// and creation time go too.
+fn slim_projection<K: Resource>(object: &mut K) {
+    slim(object);
+    let meta = object.meta_mut();
+    meta.annotations = None;
+    meta.creation_timestamp = None;
+}
+
 /// The annotation client-side `kubectl apply` keeps the whole applied object in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
@@ -396,6 +423,7 @@ fn shared<K, S>(
     fan: Fan,
     listed: &Listed,
     feed: Option<(LiveAuthority, usize, Feeder<K>)>,
+    trim: fn(&mut K),
 ) -> Shared<K>
 where
     K: Resource + Clone + Send + Sync + 'static,
@@ -417,7 +445,7 @@ where
     };
     let watch = events
         .default_backoff()
-        .modify(slim)
+        .modify(trim)
         .inspect(move |event| {
             if let (Ok(_), Some((live, index))) = (event, &entered) {
                 live.entered(*index);
@@ -490,6 +518,7 @@ where
         fan,
         listed,
         None,
+        slim,
     )
 }
 
@@ -499,6 +528,7 @@ fn fed<K>(
     fan: Fan,
     listed: &Listed,
     live: &LiveAuthority,
+    trim: fn(&mut K),
 ) -> Shared<K>
 where
     K: AuthorityFeed + Clone + std::fmt::Debug + Send + Sync + 'static,
@@ -506,7 +536,13 @@ where
 {
     let feeder_live = live.clone();
     let feeder: Feeder<K> = Box::new(move |store, event| feed_event(&feeder_live, store, event));
-    shared(events, fan, listed, Some((live.clone(), K::FEED, feeder)))
+    shared(
+        events,
+        fan,
+        listed,
+        Some((live.clone(), K::FEED, feeder)),
+        trim,
+    )
 }
 
 fn metadata<K>(
@@ -514,6 +550,7 @@ fn metadata<K>(
     config: watcher::Config,
     fan: Fan,
     listed: &Listed,
+    trim: fn(&mut PartialObjectMeta<K>),
 ) -> Shared<PartialObjectMeta<K>>
 where
     K: Resource<DynamicType = ()>
@@ -530,6 +567,7 @@ where
         fan,
         listed,
         None,
+        trim,
     )
 }
 
@@ -545,18 +583,21 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
         Fan::new(5, DELETIONS_AGENTIDENTITY),
         &listed,
         &live,
+        slim,
     );
     let mut bindings = fed(
         watcher(Api::<ToolBinding>::all(client.clone()), all()),
         Fan::new(4, DELETIONS_TOOLBINDING),
         &listed,
         &live,
+        slim,
     );
     let mut policies = fed(
         watcher(Api::<DelegationPolicy>::all(client.clone()), all()),
         Fan::new(3, DELETIONS_DELEGATIONPOLICY),
         &listed,
         &live,
+        slim,
     );
     // An Api of PartialObjectMeta makes metadata-only requests.
     let mut service_accounts = fed(
@@ -567,16 +608,25 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
         Fan::new(2, DELETIONS_SERVICEACCOUNT),
         &listed,
         &live,
+        slim_projection,
     );
     let mut network_policies = metadata::<NetworkPolicy>(
         client,
         managed(),
         Fan::new(1, DELETIONS_NETWORKPOLICY),
         &listed,
+        slim_projection,
     );
-    let mut namespaces =
-        metadata::<Namespace>(client, all(), Fan::new(1, DELETIONS_NAMESPACE), &listed);
-    let mut secrets = metadata::<Secret>(client, all(), Fan::new(1, DELETIONS_SECRET), &listed);
+    let mut namespaces = metadata::<Namespace>(
+        client,
+        all(),
+        Fan::new(1, DELETIONS_NAMESPACE),
+        &listed,
+        slim,
+    );
+    // A legacy token Secret's annotations name its ServiceAccount: kept.
+    let mut secrets =
+        metadata::<Secret>(client, all(), Fan::new(1, DELETIONS_SECRET), &listed, slim);
     let mut services = typed::<Service>(client, all(), Fan::new(1, DELETIONS_SERVICE), &listed);
     let mut endpoint_slices =
         typed::<EndpointSlice>(client, all(), Fan::new(1, DELETIONS_ENDPOINTSLICE), &listed);
@@ -663,5 +713,64 @@ impl ServiceDirectory for Stores {
                     .map(String::as_str)
                     == Some(service)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(name: &str) -> Arc<AgentIdentity> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "team"},
+                "spec": {"owner": {"kind": "User", "name": "alice"}, "purpose": "test"}
+            }))
+            .unwrap_or_else(|e| unreachable!("{e}")),
+        )
+    }
+
+    async fn settles(live: &LiveAuthority) -> Option<Authority> {
+        tokio::time::timeout(Duration::from_millis(50), live.current())
+            .await
+            .ok()
+            .and_then(Result::ok)
+    }
+
+    #[tokio::test]
+    async fn the_live_authority_is_read_only_once_every_kind_has_listed() {
+        let live = LiveAuthority::new(authority::Config::default());
+        assert!(settles(&live).await.is_none());
+        for feed in 0..FEEDS - 1 {
+            live.apply(feed, true, |_| {});
+        }
+        assert!(settles(&live).await.is_none(), "one kind has not listed");
+        live.apply(FEEDS - 1, true, |_| {});
+        assert!(settles(&live).await.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_reader_waits_for_a_change_that_entered_a_watch_before_it_asked() {
+        let live = LiveAuthority::new(authority::Config::default());
+        for feed in 0..FEEDS {
+            // As in a watch pipeline: counted on entry, then applied.
+            live.entered(feed);
+            live.apply(feed, true, |_| {});
+        }
+        live.entered(0);
+        let reader = tokio::spawn({
+            let live = live.clone();
+            async move { live.current().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!reader.is_finished(), "the change is not applied yet");
+        live.apply(0, false, |authority| {
+            authority.upsert_identity(identity("a"));
+        });
+        let read = reader
+            .await
+            .unwrap_or_else(|e| unreachable!("{e}"))
+            .unwrap_or_else(|e| unreachable!("{e}"));
+        assert!(read.identity("team", "a").is_some());
     }
 }

@@ -93,10 +93,36 @@ struct Namespace {
     policies: Map<Arc<DelegationPolicy>>,
     /// ServiceAccount name -> what mandate reads of it.
     service_accounts: Map<ServiceAccountEntry>,
-    /// Agent name -> its bindings by binding name.
-    bindings_by_agent: Map<Map<Arc<ToolBinding>>>,
-    /// ServiceAccount name -> the identities claiming it, by identity name.
-    claims: Map<imbl::OrdSet<String>>,
+    /// Agent name -> its bindings, sorted by binding name. Small sorted lists behind an Arc
+    /// rather than inner persistent maps: most agents have one binding and most ServiceAccounts
+    /// one claimant, and an imbl node holds 64 slots however few are used.
+    bindings_by_agent: Map<SortedList<Arc<ToolBinding>>>,
+    /// ServiceAccount name -> the identities claiming it, sorted by identity name.
+    claims: Map<SortedList<String>>,
+}
+
+/// A short list kept sorted by a name, shared between snapshots until one of them changes it.
+type SortedList<T> = Arc<Vec<T>>;
+
+/// Inserts `item` into a sorted list, replacing an item of the same name.
+fn insert_sorted<T: Clone>(list: &mut SortedList<T>, item: T, name: impl Fn(&T) -> &str) {
+    let list = Arc::make_mut(list);
+    match list.binary_search_by(|probe| name(probe).cmp(name(&item))) {
+        Ok(at) => list[at] = item,
+        Err(at) => list.insert(at, item),
+    }
+}
+
+/// Removes the item named `key` from a sorted list; whether the list is now empty.
+fn remove_sorted<T: Clone>(list: &mut SortedList<T>, key: &str, name: impl Fn(&T) -> &str) -> bool {
+    if let Ok(at) = list.binary_search_by(|probe| name(probe).cmp(key)) {
+        Arc::make_mut(list).remove(at);
+    }
+    list.is_empty()
+}
+
+fn binding_name(binding: &Arc<ToolBinding>) -> &str {
+    binding.metadata.name.as_deref().unwrap_or_default()
 }
 
 impl Namespace {
@@ -110,8 +136,7 @@ impl Namespace {
     fn unclaim(&mut self, identity: &AgentIdentity, name: &str) {
         let service_account = identity.service_account_name();
         if let Some(claimants) = self.claims.get_mut(service_account) {
-            claimants.remove(name);
-            if claimants.is_empty() {
+            if remove_sorted(claimants, name, String::as_str) {
                 self.claims.remove(service_account);
             }
         }
@@ -120,8 +145,7 @@ impl Namespace {
     fn unindex_binding(&mut self, binding: &ToolBinding, name: &str) {
         let agent = binding.spec.agent.as_str();
         if let Some(bindings) = self.bindings_by_agent.get_mut(agent) {
-            bindings.remove(name);
-            if bindings.is_empty() {
+            if remove_sorted(bindings, name, binding_name) {
                 self.bindings_by_agent.remove(agent);
             }
         }
@@ -255,10 +279,13 @@ impl Authority {
         if let Some(previous) = ns.identities.get(&name).cloned() {
             ns.unclaim(&previous, &name);
         }
-        ns.claims
-            .entry(identity.service_account_name().to_owned())
-            .or_default()
-            .insert(name.clone());
+        insert_sorted(
+            ns.claims
+                .entry(identity.service_account_name().to_owned())
+                .or_default(),
+            name.clone(),
+            String::as_str,
+        );
         ns.identities.insert(name, identity);
     }
 
@@ -280,10 +307,13 @@ impl Authority {
         if let Some(previous) = ns.bindings.get(&name).cloned() {
             ns.unindex_binding(&previous, &name);
         }
-        ns.bindings_by_agent
-            .entry(binding.spec.agent.clone())
-            .or_default()
-            .insert(name.clone(), Arc::clone(&binding));
+        insert_sorted(
+            ns.bindings_by_agent
+                .entry(binding.spec.agent.clone())
+                .or_default(),
+            Arc::clone(&binding),
+            binding_name,
+        );
         ns.bindings.insert(name, binding);
     }
 
@@ -414,7 +444,7 @@ impl Authority {
         self.namespace(namespace)
             .and_then(|ns| ns.bindings_by_agent.get(agent))
             .into_iter()
-            .flat_map(|bindings| bindings.values().map(Arc::as_ref))
+            .flat_map(|bindings| bindings.iter().map(Arc::as_ref))
     }
 
     pub fn policy(&self, namespace: &str, name: &str) -> Option<&DelegationPolicy> {
@@ -446,7 +476,7 @@ impl Authority {
         let ns = self.namespace(namespace);
         ns.and_then(|ns| ns.claims.get(service_account))
             .into_iter()
-            .flatten()
+            .flat_map(|claimants| claimants.iter())
             .filter_map(move |name| ns.and_then(|ns| ns.identities.get(name)).map(Arc::as_ref))
     }
 
@@ -577,7 +607,7 @@ impl Authority {
         let binding_times = component
             .iter()
             .filter_map(|a| ns.bindings_by_agent.get(*a))
-            .flat_map(|bindings| bindings.values())
+            .flat_map(|bindings| bindings.iter())
             .flat_map(|b| [b.spec.valid_from.as_ref(), b.spec.valid_until.as_ref()]);
         let policy_times = live_policies
             .iter()

@@ -232,13 +232,22 @@ fn log_leadership(mut leader: watch::Receiver<bool>) {
 /// every 10 ms. The authority inside is the live one (an O(1) clone); only the namespaces'
 /// modes and the token Secrets are gathered here.
 async fn publish_snapshots(
-    changes: impl futures::Stream<Item = ()> + Send + Unpin,
+    changes: impl futures::Stream<Item = ()> + Send + 'static,
     listed: index::Listed,
     stores: Stores,
     snapshots: SnapshotSource,
     readiness: Readiness,
 ) {
-    let mut changes = changes.ready_chunks(4096);
+    // Drain the subscription from the start, even before every watch has listed: a watch
+    // waits for its slowest subscriber, and an undrained one would hold back its first list.
+    let changed = Arc::new(tokio::sync::Notify::new());
+    tokio::spawn({
+        let changed = changed.clone();
+        changes.for_each(move |()| {
+            changed.notify_one();
+            futures::future::ready(())
+        })
+    });
     listed.wait_all().await;
     loop {
         let started = std::time::Instant::now();
@@ -263,9 +272,7 @@ async fn publish_snapshots(
             // The previous snapshot stays; the next change tries again.
             Err(error) => tracing::warn!(%error, "admission snapshot not refreshed"),
         }
-        if changes.next().await.is_none() {
-            return;
-        }
+        changed.notified().await;
         // Coalesce a burst (a kubectl apply of many objects) without making the webhook lag
         // behind the API server by more than a few milliseconds.
         tokio::time::sleep(Duration::from_millis(10)).await;

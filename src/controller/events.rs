@@ -56,7 +56,7 @@ impl EventPublisher {
         let namespace = regarding.namespace.clone().unwrap_or_default();
         let event = Event {
             metadata: ObjectMeta {
-                generate_name: Some(format!("{}.", regarding.name.as_deref().unwrap_or("mandate"))),
+                name: Some(event_name(regarding.name.as_deref().unwrap_or("mandate"))),
                 namespace: Some(namespace.clone()),
                 ..ObjectMeta::default()
             },
@@ -77,6 +77,18 @@ impl EventPublisher {
     }
 }
 
+/// `<object>.<hex nanoseconds>`, as client-go names Events, with a per-process sequence so two
+/// Events in one nanosecond still differ (`generateName` cannot end in the `.` this needs).
+fn event_name(object: &str) -> String {
+    static SEQUENCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{object}.{nanos:x}{sequence:x}")
+}
+
 fn truncate(mut text: String, max: usize) -> String {
     if text.len() > max {
         let mut cut = max;
@@ -90,7 +102,18 @@ fn truncate(mut text: String, max: usize) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::truncate;
+    use super::{event_name, truncate};
+
+    #[test]
+    fn event_names_are_valid_and_distinct() {
+        let (one, two) = (event_name("agent-1"), event_name("agent-1"));
+        assert_ne!(one, two);
+        assert!(one.starts_with("agent-1."));
+        assert!(
+            one.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        );
+    }
 
     #[test]
     fn notes_are_cut_at_a_character_boundary_within_the_limit() {

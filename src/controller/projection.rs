@@ -7,7 +7,7 @@
 //! server a full patch: without this every reconcile (one per trigger) paid two of them.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::{Stream, StreamExt};
@@ -46,12 +46,10 @@ impl Applied {
     }
 
     fn content<K: Serialize>(&self, object: &K) -> u64 {
-        let mut hasher = self.inner.hasher.build_hasher();
-        // Serializing cannot fail for these types; an empty body only means "apply anyway".
-        serde_json::to_vec(object)
-            .unwrap_or_default()
-            .hash(&mut hasher);
-        hasher.finish()
+        // Serializing these plain structs (string-keyed maps only) cannot fail.
+        self.inner
+            .hasher
+            .hash_one(serde_json::to_vec(object).unwrap_or_default())
     }
 
     fn last(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Last>> {
