@@ -20,7 +20,7 @@
   verbs: ["list", "watch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}
 
 {{/* The leader-election Role's rules: the Lease is created once, then read and renewed by name. */}}
