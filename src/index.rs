@@ -416,13 +416,33 @@ fn slim_projection<K: Resource>(object: &mut K) {
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Feeds a watch's events to the live authority: counted on entry, applied after the store.
-type Feeder<K> = Box<dyn Fn(&Store<K>, &watcher::Event<K>) + Send>;
+struct Feed<K: Resource + 'static>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    live: LiveAuthority,
+    index: usize,
+    apply: fn(&LiveAuthority, &Store<K>, &watcher::Event<K>),
+}
+
+impl<K: Resource + 'static> Clone for Feed<K>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    fn clone(&self) -> Self {
+        Feed {
+            live: self.live.clone(),
+            index: self.index,
+            apply: self.apply,
+        }
+    }
+}
 
 fn shared<K, S>(
     events: S,
     fan: Fan,
     listed: &Listed,
-    feed: Option<(LiveAuthority, usize, Feeder<K>)>,
+    feed: Option<Feed<K>>,
     trim: fn(&mut K),
 ) -> Shared<K>
 where
@@ -439,22 +459,19 @@ where
         (0..fan.deletions).map(|_| mpsc::unbounded()).unzip();
     let listed = listed.clone();
     let store = reader.clone();
-    let (entered, feeder) = match feed {
-        Some((live, index, feeder)) => (Some((live, index)), Some(feeder)),
-        None => (None, None),
-    };
+    let entering = feed.clone();
     let watch = events
         .default_backoff()
         .modify(trim)
         .inspect(move |event| {
-            if let (Ok(_), Some((live, index))) = (event, &entered) {
-                live.entered(*index);
+            if let (Ok(_), Some(feed)) = (event, &entering) {
+                feed.live.entered(feed.index);
             }
         })
         .reflect_shared(writer)
         .for_each(move |event| {
-            if let (Ok(event), Some(feeder)) = (&event, &feeder) {
-                feeder(&store, event);
+            if let (Ok(event), Some(feed)) = (&event, &feed) {
+                (feed.apply)(&feed.live, &store, event);
             }
             match event {
                 Err(error) => {
@@ -534,15 +551,12 @@ where
     K: AuthorityFeed + Clone + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
 {
-    let feeder_live = live.clone();
-    let feeder: Feeder<K> = Box::new(move |store, event| feed_event(&feeder_live, store, event));
-    shared(
-        events,
-        fan,
-        listed,
-        Some((live.clone(), K::FEED, feeder)),
-        trim,
-    )
+    let feed = Feed {
+        live: live.clone(),
+        index: K::FEED,
+        apply: feed_event::<K>,
+    };
+    shared(events, fan, listed, Some(feed), trim)
 }
 
 fn metadata<K>(

@@ -32,7 +32,6 @@ struct AppliedInner {
     last: Mutex<HashMap<u64, Last>>,
 }
 
-#[derive(Clone, PartialEq, Eq)]
 struct Last {
     content: u64,
     resource_version: String,
@@ -75,11 +74,9 @@ impl Applied {
         let key = self.key::<K>(namespace, &name);
         let content = self.content(desired);
         let current = stored_version.is_some_and(|version| {
-            self.last().get(&key)
-                == Some(&Last {
-                    content,
-                    resource_version: version.to_owned(),
-                })
+            self.last()
+                .get(&key)
+                .is_some_and(|last| last.content == content && last.resource_version == version)
         });
         if current {
             return Ok(());

@@ -39,8 +39,8 @@ where
         hasher.hash_one((&meta.namespace, &meta.name))
     };
     objects.filter(move |object| {
-        let changed = seen.insert(key(&hasher, object), fingerprint(&hasher, object.as_ref()))
-            != Some(fingerprint(&hasher, object.as_ref()));
+        let now = fingerprint(&hasher, object.as_ref());
+        let changed = seen.insert(key(&hasher, object), now) != Some(now);
         // Deleted objects never come through here: forget them once they could add up.
         if seen.len() > 2 * store.len() + 1024 {
             let live: std::collections::HashSet<u64> =
@@ -80,7 +80,8 @@ mod tests {
             .labels
             .get_or_insert_default()
             .insert("team".into(), "x".into());
-        let mut recreated = identity(2, true);
+        // The same in every field a reconcile reads, but another object: deleted and recreated.
+        let mut recreated = relabelled.clone();
         recreated.metadata.uid = Some("u2".into());
         let objects = [
             identity(1, false),
