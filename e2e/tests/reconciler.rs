@@ -470,16 +470,25 @@ async fn assert_converged(client: &Client, ns: &str, expected: usize) -> anyhow:
         Duration::from_secs(180),
         || async {
             let list = identities.list(&ListParams::default()).await?;
-            let ready = list
-                .items
-                .iter()
-                .filter(|i| {
-                    i.status
-                        .as_ref()
-                        .is_some_and(|s| is_true(&s.conditions, READY) && s.tool_count == 1)
-                })
-                .count();
-            Ok((ready == expected).then_some(()))
+            let (ready, waiting): (Vec<_>, Vec<_>) = list.items.iter().partition(|i| {
+                i.status
+                    .as_ref()
+                    .is_some_and(|s| is_true(&s.conditions, READY) && s.tool_count == 1)
+            });
+            if ready.len() == expected {
+                return Ok(Some(()));
+            }
+            // Said on timeout: which identities are still waiting, and what their status says.
+            anyhow::bail!(
+                "{} of {expected} Ready; waiting, first few: {}",
+                ready.len(),
+                waiting
+                    .iter()
+                    .take(4)
+                    .map(|i| format!("{} {:?}", i.name_any(), i.status))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )
         },
     )
     .await?;
