@@ -7,7 +7,8 @@
 #        e2e/cluster.sh down        stop what this script started and delete the etcd data
 #        e2e/cluster.sh env         print `export KUBECONFIG=... PATH=...` for a shell
 #        e2e/cluster.sh logs [NAME] print the logs (etcd, kube-apiserver, kube-controller-manager)
-#        e2e/cluster.sh restart-apiserver   stop and start kube-apiserver only (for resilience tests)
+#        e2e/cluster.sh restart-apiserver   stop and start kube-apiserver only (for resilience tests;
+#                                           MANDATE_E2E_DOWNTIME=N keeps it down N seconds)
 #        e2e/cluster.sh status      print which components run
 #
 # Environment: MANDATE_E2E_STATE (default e2e/.state), MANDATE_E2E_ETCD_PORT (23790),
@@ -210,6 +211,7 @@ case "${1:-}" in
     ;;
   restart-apiserver)
     stop kube-apiserver
+    sleep "${MANDATE_E2E_DOWNTIME:-0}"
     start_apiserver
     ;;
   status)

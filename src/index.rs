@@ -415,6 +415,53 @@ fn slim_projection<K: Resource>(object: &mut K) {
 /// The annotation client-side `kubectl apply` keeps the whole applied object in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
+/// How long a failed watch waits before it tries again: from half a second, doubling, never
+/// more than five seconds, with up to a fifth of random jitter; back to the start after any
+/// event. kube's default grows to 30 s and only resets 120 s after a failure: after an API
+/// server restart a watch fails several times in a row (connection refused, 503, then "too old
+/// resource version"), so every index (and with it the webhook's view) stayed stale for up to
+/// a minute. Nine watches retrying every five seconds cost an API server nothing.
+#[derive(Debug)]
+struct WatchBackoff {
+    next: Duration,
+    jitter: std::hash::RandomState,
+}
+
+impl WatchBackoff {
+    const FIRST: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(5);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        WatchBackoff {
+            next: Self::FIRST,
+            jitter: std::hash::RandomState::new(),
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        use std::hash::BuildHasher;
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        // Replicas restarting their watches together should not reach the API server in step.
+        let spread = delay / 5;
+        let random = self.jitter.hash_one(std::time::SystemTime::now());
+        let jitter = spread.mul_f64((random % 1_000) as f64 / 1_000.0);
+        Some(delay + jitter)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
 /// Feeds a watch's events to the live authority: counted on entry, applied after the store.
 struct Feed<K: Resource + 'static>
 where
@@ -461,7 +508,7 @@ where
     let store = reader.clone();
     let entering = feed.clone();
     let watch = events
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(trim)
         .inspect(move |event| {
             if let (Ok(_), Some(feed)) = (event, &entering) {
@@ -742,6 +789,27 @@ mod tests {
             }))
             .unwrap_or_else(|e| unreachable!("{e}")),
         )
+    }
+
+    #[test]
+    fn a_failing_watch_retries_from_half_a_second_doubling_to_five_and_starts_over_after_an_event()
+    {
+        use kube::runtime::utils::Backoff;
+        let mut backoff = WatchBackoff::default();
+        let delays: Vec<Duration> = backoff.by_ref().take(6).collect();
+        let bases = [500, 1_000, 2_000, 4_000, 5_000, 5_000].map(Duration::from_millis);
+        for (delay, base) in delays.iter().zip(bases) {
+            assert!(
+                *delay >= base && *delay <= base + base / 5,
+                "{delay:?} is not within a fifth above {base:?}"
+            );
+        }
+        backoff.reset();
+        assert!(
+            backoff
+                .next()
+                .is_some_and(|d| d < Duration::from_millis(601))
+        );
     }
 
     async fn settles(live: &LiveAuthority) -> Option<Authority> {
