@@ -632,12 +632,18 @@ where
     )
 }
 
+/// How long one watch request lasts before the API server ends it and the watcher resumes
+/// from the last resourceVersion it saw (bookmarks keep that recent, so no relist). kube's
+/// default is 290 s: a watch that stops delivering without failing (a stall across an API
+/// server restart) would leave the index, and the webhook's view, stale that long.
+const WATCH_SECONDS: u32 = 60;
+
 /// Builds the watches (poll `Index::watches` to run them) and their subscriptions.
 pub fn build(client: &Client, config: authority::Config) -> Index {
     let listed = Listed::new();
     let live = LiveAuthority::new(config);
-    let all = watcher::Config::default;
-    let managed = || watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
+    let all = || watcher::Config::default().timeout(WATCH_SECONDS);
+    let managed = || all().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
 
     let mut identities = fed(
         watcher(Api::<AgentIdentity>::all(client.clone()), all()),
