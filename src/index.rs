@@ -22,7 +22,9 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use crate::api::{AgentIdentity, DelegationPolicy, MANAGED_BY_LABEL, MANAGER, ToolBinding};
+use crate::api::{
+    AGENT_LABEL, AgentIdentity, DelegationPolicy, MANAGED_BY_LABEL, MANAGER, ToolBinding,
+};
 use crate::authority::{self, Authority};
 use crate::project::ServiceDirectory;
 
@@ -52,6 +54,11 @@ impl Listed {
         let _ = rx
             .wait_for(|kinds| WATCHED_KINDS.iter().all(|k| kinds.contains(*k)))
             .await;
+    }
+
+    /// Whether `kind` has listed once.
+    fn has(&self, kind: &str) -> bool {
+        self.kinds.borrow().contains(kind)
     }
 
     /// The kinds that have not listed yet, for the readiness message.
@@ -310,25 +317,35 @@ pub struct Handles {
     pub snapshot: SnapshotHandles,
 }
 
+/// Changes of a kind that wake reconciles of another (or of other objects of the same kind),
+/// without what the kind's first list dispatches: every object already on the API server when
+/// mandate starts. Those wake nothing new: every primary object is reconciled once its own kind
+/// has listed, reading an authority in which all four kinds have listed, and 10,000 such
+/// redundant wake-ups per kind filled the controllers' queues (12 MB at peak with 10,000
+/// agents). Later lists (after a watch fails) still pass: they may carry changes missed
+/// meanwhile. Services and EndpointSlices are not filtered: a reconcile does not wait for
+/// them to list, so their first list may still change a NetworkPolicy.
+pub type Related<K> = futures::stream::BoxStream<'static, Arc<K>>;
+
 /// What the three controllers consume.
 pub struct ControllerHandles {
     /// Drives the AgentIdentity controller.
     pub identities: ReflectHandle<AgentIdentity>,
     /// Identity changes re-reconcile the agents delegating to or from it.
-    pub identities_for_identities: ReflectHandle<AgentIdentity>,
+    pub identities_for_identities: Related<AgentIdentity>,
     /// Identity changes re-validate their ToolBindings.
-    pub identities_for_bindings: ReflectHandle<AgentIdentity>,
+    pub identities_for_bindings: Related<AgentIdentity>,
     /// Identity changes re-validate the DelegationPolicies naming them.
-    pub identities_for_policies: ReflectHandle<AgentIdentity>,
+    pub identities_for_policies: Related<AgentIdentity>,
     /// Drives the ToolBinding controller.
     pub bindings: ReflectHandle<ToolBinding>,
-    pub bindings_for_identities: ReflectHandle<ToolBinding>,
-    pub bindings_for_policies: ReflectHandle<ToolBinding>,
+    pub bindings_for_identities: Related<ToolBinding>,
+    pub bindings_for_policies: Related<ToolBinding>,
     /// Drives the DelegationPolicy controller.
     pub policies: ReflectHandle<DelegationPolicy>,
-    pub policies_for_identities: ReflectHandle<DelegationPolicy>,
-    pub service_accounts_for_identities: ReflectHandle<PartialObjectMeta<ServiceAccount>>,
-    pub network_policies_for_identities: ReflectHandle<PartialObjectMeta<NetworkPolicy>>,
+    pub policies_for_identities: Related<DelegationPolicy>,
+    pub service_accounts_for_identities: Related<PartialObjectMeta<ServiceAccount>>,
+    pub network_policies_for_identities: Related<PartialObjectMeta<NetworkPolicy>>,
     pub services_for_identities: ReflectHandle<Service>,
     pub endpoint_slices_for_identities: ReflectHandle<EndpointSlice>,
     /// Deletions, which the subscriptions above do not carry.
@@ -402,14 +419,33 @@ fn slim<K: Resource>(object: &mut K) {
     }
 }
 
-/// Projections (ServiceAccounts, NetworkPolicies) are read for their labels, ownerReferences
-/// and resourceVersion only: their annotations (a SPIFFE ID on every agent's ServiceAccount)
-/// and creation time go too.
-fn slim_projection<K: Resource>(object: &mut K) {
+/// Projections (ServiceAccounts, NetworkPolicies) are read for mandate's two labels, the
+/// ownerReferences to an AgentIdentity and the resourceVersion only, and there are as many of
+/// each as there are agents: everything else goes (annotations hold a SPIFFE ID on every
+/// agent's ServiceAccount; even a two-entry label map costs half a kilobyte).
+fn slim_projection<K: Resource>(object: &mut PartialObjectMeta<K>) {
     slim(object);
-    let meta = object.meta_mut();
+    object.types = None;
+    let meta = &mut object.metadata;
     meta.annotations = None;
     meta.creation_timestamp = None;
+    meta.uid = None;
+    meta.generation = None;
+    if let Some(labels) = meta.labels.as_mut() {
+        labels.retain(|key, _| key == MANAGED_BY_LABEL || key == AGENT_LABEL);
+    }
+    if meta.labels.as_ref().is_some_and(|labels| labels.is_empty()) {
+        meta.labels = None;
+    }
+    if let Some(owners) = meta.owner_references.as_mut() {
+        owners.retain(|owner| owner.kind == AgentIdentity::kind(&()));
+    }
+}
+
+/// NetworkPolicies are watched by mandate's label only: they need none of their labels.
+fn slim_network_policy(object: &mut PartialObjectMeta<NetworkPolicy>) {
+    slim_projection(object);
+    object.metadata.labels = None;
 }
 
 /// The annotation client-side `kubectl apply` keeps the whole applied object in.
@@ -565,6 +601,19 @@ where
             .pop()
             .expect("build() takes exactly as many subscriptions as it creates")
     }
+
+    /// A subscription without the first list's dispatch (see [`Related`]).
+    fn take_related(&mut self, listed: &Listed) -> Related<K>
+    where
+        K: Send + Sync,
+        K::DynamicType: Default + Send + Sync,
+    {
+        let kind = K::kind(&Default::default()).into_owned();
+        let listed = listed.clone();
+        self.take()
+            .filter(move |_| futures::future::ready(listed.has(&kind)))
+            .boxed()
+    }
 }
 
 fn typed<K>(client: &Client, config: watcher::Config, fan: Fan, listed: &Listed) -> Shared<K>
@@ -682,7 +731,7 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
         managed(),
         Fan::new(1, DELETIONS_NETWORKPOLICY),
         &listed,
-        slim_projection,
+        slim_network_policy,
     );
     let mut namespaces = metadata::<Namespace>(
         client,
@@ -701,16 +750,16 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
     let handles = Handles {
         controllers: ControllerHandles {
             identities: identities.take(),
-            identities_for_identities: identities.take(),
-            identities_for_bindings: identities.take(),
-            identities_for_policies: identities.take(),
+            identities_for_identities: identities.take_related(&listed),
+            identities_for_bindings: identities.take_related(&listed),
+            identities_for_policies: identities.take_related(&listed),
             bindings: bindings.take(),
-            bindings_for_identities: bindings.take(),
-            bindings_for_policies: bindings.take(),
+            bindings_for_identities: bindings.take_related(&listed),
+            bindings_for_policies: bindings.take_related(&listed),
             policies: policies.take(),
-            policies_for_identities: policies.take(),
-            service_accounts_for_identities: service_accounts.take(),
-            network_policies_for_identities: network_policies.take(),
+            policies_for_identities: policies.take_related(&listed),
+            service_accounts_for_identities: service_accounts.take_related(&listed),
+            network_policies_for_identities: network_policies.take_related(&listed),
             services_for_identities: services.take(),
             endpoint_slices_for_identities: endpoint_slices.take(),
             deleted_identities_for_identities: identities.take_deleted(),

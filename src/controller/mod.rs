@@ -142,7 +142,7 @@ pub async fn run(
     let policy_changes = |handle| triggers::spec_changes(handle, stores.policies.clone());
 
     let identities = Controller::for_shared_stream(
-        identity_changes(handles.identities),
+        identity_changes(handles.identities.boxed()),
         stores.identities.clone(),
     )
     .with_config(config.clone())
@@ -219,7 +219,7 @@ pub async fn run(
     .for_each(|_| futures::future::ready(()));
 
     let bindings =
-        Controller::for_shared_stream(binding_changes(handles.bindings), stores.bindings.clone())
+        Controller::for_shared_stream(binding_changes(handles.bindings.boxed()), stores.bindings.clone())
             .with_config(config.clone())
             .watches_shared_stream(identity_changes(handles.identities_for_bindings), {
                 let stores = stores.clone();
@@ -236,7 +236,7 @@ pub async fn run(
             .for_each(|_| futures::future::ready(()));
 
     let policies =
-        Controller::for_shared_stream(policy_changes(handles.policies), stores.policies.clone())
+        Controller::for_shared_stream(policy_changes(handles.policies.boxed()), stores.policies.clone())
             .with_config(config)
             .watches_shared_stream(binding_changes(handles.bindings_for_policies), {
                 let stores = stores.clone();
