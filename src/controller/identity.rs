@@ -57,18 +57,13 @@ pub(super) async fn reconcile(
     })?;
     let sa_name = service_account.name_any();
     if blocking.is_empty() {
-        let stored = ctx
-            .stores
-            .service_accounts
-            .get(&ObjectRef::new(&sa_name).within(namespace));
+        let stored = ctx.stores.service_account_versions.get(namespace, &sa_name);
         ctx.applied
             .apply(
                 &Api::<ServiceAccount>::namespaced(ctx.client.clone(), namespace),
                 namespace,
                 &service_account,
-                stored
-                    .as_ref()
-                    .and_then(|s| s.metadata.resource_version.as_deref()),
+                stored.as_deref(),
             )
             .await
             .map_err(|source| ReconcileError::ApplyServiceAccount {
@@ -95,18 +90,13 @@ pub(super) async fn reconcile(
         source,
     })?;
     let np_name = desired.policy.name_any();
-    let stored = ctx
-        .stores
-        .network_policies
-        .get(&ObjectRef::new(&np_name).within(namespace));
+    let stored = ctx.stores.network_policy_versions.get(namespace, &np_name);
     ctx.applied
         .apply(
             &Api::<NetworkPolicy>::namespaced(ctx.client.clone(), namespace),
             namespace,
             &desired.policy,
-            stored
-                .as_ref()
-                .and_then(|s| s.metadata.resource_version.as_deref()),
+            stored.as_deref(),
         )
         .await
         .map_err(|source| ReconcileError::ApplyNetworkPolicy {

@@ -218,48 +218,52 @@ pub async fn run(
     )
     .for_each(|_| futures::future::ready(()));
 
-    let bindings =
-        Controller::for_shared_stream(binding_changes(handles.bindings.boxed()), stores.bindings.clone())
-            .with_config(config.clone())
-            .watches_shared_stream(identity_changes(handles.identities_for_bindings), {
-                let stores = stores.clone();
-                move |identity| binding::affected_by_identity(&stores, &identity)
-            })
-            .reconcile_on(on_deletion(
-                handles.deleted_identities_for_bindings,
-                &stores,
-                binding::affected_by_identity,
-            ))
-            .reconcile_all_on(on_becoming_leader(ctx.leader.clone()))
-            .graceful_shutdown_on(shutdown.clone())
-            .run(binding::reconcile, error_policy("ToolBinding"), ctx.clone())
-            .for_each(|_| futures::future::ready(()));
+    let bindings = Controller::for_shared_stream(
+        binding_changes(handles.bindings.boxed()),
+        stores.bindings.clone(),
+    )
+    .with_config(config.clone())
+    .watches_shared_stream(identity_changes(handles.identities_for_bindings), {
+        let stores = stores.clone();
+        move |identity| binding::affected_by_identity(&stores, &identity)
+    })
+    .reconcile_on(on_deletion(
+        handles.deleted_identities_for_bindings,
+        &stores,
+        binding::affected_by_identity,
+    ))
+    .reconcile_all_on(on_becoming_leader(ctx.leader.clone()))
+    .graceful_shutdown_on(shutdown.clone())
+    .run(binding::reconcile, error_policy("ToolBinding"), ctx.clone())
+    .for_each(|_| futures::future::ready(()));
 
-    let policies =
-        Controller::for_shared_stream(policy_changes(handles.policies.boxed()), stores.policies.clone())
-            .with_config(config)
-            .watches_shared_stream(binding_changes(handles.bindings_for_policies), {
-                let stores = stores.clone();
-                move |binding| policy::affected_by_binding(&stores, &binding)
-            })
-            .watches_shared_stream(identity_changes(handles.identities_for_policies), {
-                let stores = stores.clone();
-                move |identity| policy::affected_by_identity(&stores, &identity)
-            })
-            .reconcile_on(on_deletion(
-                handles.deleted_bindings_for_policies,
-                &stores,
-                policy::affected_by_binding,
-            ))
-            .reconcile_on(on_deletion(
-                handles.deleted_identities_for_policies,
-                &stores,
-                policy::affected_by_identity,
-            ))
-            .reconcile_all_on(on_becoming_leader(ctx.leader.clone()))
-            .graceful_shutdown_on(shutdown)
-            .run(policy::reconcile, error_policy("DelegationPolicy"), ctx)
-            .for_each(|_| futures::future::ready(()));
+    let policies = Controller::for_shared_stream(
+        policy_changes(handles.policies.boxed()),
+        stores.policies.clone(),
+    )
+    .with_config(config)
+    .watches_shared_stream(binding_changes(handles.bindings_for_policies), {
+        let stores = stores.clone();
+        move |binding| policy::affected_by_binding(&stores, &binding)
+    })
+    .watches_shared_stream(identity_changes(handles.identities_for_policies), {
+        let stores = stores.clone();
+        move |identity| policy::affected_by_identity(&stores, &identity)
+    })
+    .reconcile_on(on_deletion(
+        handles.deleted_bindings_for_policies,
+        &stores,
+        policy::affected_by_binding,
+    ))
+    .reconcile_on(on_deletion(
+        handles.deleted_identities_for_policies,
+        &stores,
+        policy::affected_by_identity,
+    ))
+    .reconcile_all_on(on_becoming_leader(ctx.leader.clone()))
+    .graceful_shutdown_on(shutdown)
+    .run(policy::reconcile, error_policy("DelegationPolicy"), ctx)
+    .for_each(|_| futures::future::ready(()));
 
     tokio::join!(identities, bindings, policies);
 }

@@ -28,6 +28,10 @@ use crate::api::{
 use crate::authority::{self, Authority};
 use crate::project::ServiceDirectory;
 
+mod projections;
+pub use projections::Versions;
+use projections::{AuthorityHook, Outputs};
+
 /// Which watches have finished their first list. Tracked from the watch events themselves:
 /// kube's `Store::wait_until_ready` wakes only one waiter, and the controllers already wait on
 /// it, so a second waiter (readiness) could sleep forever.
@@ -280,8 +284,6 @@ impl Fan {
 const DELETIONS_AGENTIDENTITY: usize = 3;
 const DELETIONS_TOOLBINDING: usize = 2;
 const DELETIONS_DELEGATIONPOLICY: usize = 1;
-const DELETIONS_SERVICEACCOUNT: usize = 1;
-const DELETIONS_NETWORKPOLICY: usize = 1;
 const DELETIONS_NAMESPACE: usize = 0;
 const DELETIONS_SECRET: usize = 0;
 const DELETIONS_SERVICE: usize = 1;
@@ -299,8 +301,10 @@ pub struct Stores {
     pub identities: Store<AgentIdentity>,
     pub bindings: Store<ToolBinding>,
     pub policies: Store<DelegationPolicy>,
-    pub service_accounts: Store<PartialObjectMeta<ServiceAccount>>,
-    pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
+    /// resourceVersions of every ServiceAccount (their ownership is in `authority`).
+    pub service_account_versions: Versions,
+    /// resourceVersions of mandate's NetworkPolicies.
+    pub network_policy_versions: Versions,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub secrets: Store<PartialObjectMeta<Secret>>,
     pub services: Store<Service>,
@@ -369,7 +373,7 @@ pub struct SnapshotHandles {
     pub identities: ReflectHandle<AgentIdentity>,
     pub bindings: ReflectHandle<ToolBinding>,
     pub policies: ReflectHandle<DelegationPolicy>,
-    pub service_accounts: ReflectHandle<PartialObjectMeta<ServiceAccount>>,
+    pub service_accounts: mpsc::UnboundedReceiver<()>,
     pub namespaces: ReflectHandle<PartialObjectMeta<Namespace>>,
     pub secrets: ReflectHandle<PartialObjectMeta<Secret>>,
 }
@@ -381,7 +385,7 @@ impl SnapshotHandles {
             self.identities.map(|_| ()).boxed(),
             self.bindings.map(|_| ()).boxed(),
             self.policies.map(|_| ()).boxed(),
-            self.service_accounts.map(|_| ()).boxed(),
+            self.service_accounts.boxed(),
             self.namespaces.map(|_| ()).boxed(),
             self.secrets.map(|_| ()).boxed(),
         ])
@@ -687,6 +691,40 @@ where
 /// server restart) would leave the index, and the webhook's view, stale that long.
 const WATCH_SECONDS: u32 = 60;
 
+/// A projection kind's versions and the receiving ends of what its watch sends.
+struct Projection<K: Resource> {
+    versions: Versions,
+    outputs: Outputs<K>,
+    changed: mpsc::UnboundedReceiver<Arc<PartialObjectMeta<K>>>,
+    deleted: mpsc::UnboundedReceiver<Arc<PartialObjectMeta<K>>>,
+    pinged: Option<mpsc::UnboundedReceiver<()>>,
+}
+
+impl<K: Resource> Projection<K> {
+    /// `pings`: whether the admission snapshot is told of each change.
+    fn new(pings: bool) -> Self {
+        let (changed_tx, changed) = mpsc::unbounded();
+        let (deleted_tx, deleted) = mpsc::unbounded();
+        let (pinged_tx, pinged) = if pings {
+            let (tx, rx) = mpsc::unbounded();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        Projection {
+            versions: Versions::default(),
+            outputs: Outputs {
+                changed: changed_tx,
+                deleted: deleted_tx,
+                pinged: pinged_tx,
+            },
+            changed,
+            deleted,
+            pinged,
+        }
+    }
+}
+
 /// Builds the watches (poll `Index::watches` to run them) and their subscriptions.
 pub fn build(client: &Client, config: authority::Config) -> Index {
     let listed = Listed::new();
@@ -715,24 +753,42 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
         &live,
         slim,
     );
-    // An Api of PartialObjectMeta makes metadata-only requests.
-    let mut service_accounts = fed(
+    // Projections are kept as versions, not objects (see `projections`). An Api of
+    // PartialObjectMeta makes metadata-only requests.
+    // Admission decisions read ServiceAccount ownership: the snapshot follows their changes.
+    let service_accounts = Projection::<ServiceAccount>::new(true);
+    let service_account_watch = projections::run(
         watcher(
             Api::<PartialObjectMeta<ServiceAccount>>::all(client.clone()),
             all(),
-        ),
-        Fan::new(2, DELETIONS_SERVICEACCOUNT),
-        &listed,
-        &live,
-        slim_projection,
-    );
-    let mut network_policies = metadata::<NetworkPolicy>(
-        client,
-        managed(),
-        Fan::new(1, DELETIONS_NETWORKPOLICY),
-        &listed,
-        slim_network_policy,
-    );
+        )
+        .backoff(WatchBackoff::default())
+        .modify(slim_projection),
+        service_accounts.versions.clone(),
+        service_accounts.outputs,
+        listed.clone(),
+        Some(AuthorityHook {
+            live: live.clone(),
+            feed: <PartialObjectMeta<ServiceAccount> as AuthorityFeed>::FEED,
+            kind: <PartialObjectMeta<ServiceAccount> as AuthorityFeed>::KIND,
+            upsert: <PartialObjectMeta<ServiceAccount> as AuthorityFeed>::upsert,
+        }),
+    )
+    .boxed();
+    let network_policies = Projection::<NetworkPolicy>::new(false);
+    let network_policy_watch = projections::run(
+        watcher(
+            Api::<PartialObjectMeta<NetworkPolicy>>::all(client.clone()),
+            managed(),
+        )
+        .backoff(WatchBackoff::default())
+        .modify(slim_network_policy),
+        network_policies.versions.clone(),
+        network_policies.outputs,
+        listed.clone(),
+        None,
+    )
+    .boxed();
     let mut namespaces = metadata::<Namespace>(
         client,
         all(),
@@ -758,8 +814,8 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
             bindings_for_policies: bindings.take_related(&listed),
             policies: policies.take(),
             policies_for_identities: policies.take_related(&listed),
-            service_accounts_for_identities: service_accounts.take_related(&listed),
-            network_policies_for_identities: network_policies.take_related(&listed),
+            service_accounts_for_identities: service_accounts.changed.boxed(),
+            network_policies_for_identities: network_policies.changed.boxed(),
             services_for_identities: services.take(),
             endpoint_slices_for_identities: endpoint_slices.take(),
             deleted_identities_for_identities: identities.take_deleted(),
@@ -770,14 +826,16 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
             deleted_policies_for_identities: policies.take_deleted(),
             deleted_services_for_identities: services.take_deleted(),
             deleted_endpoint_slices_for_identities: endpoint_slices.take_deleted(),
-            deleted_service_accounts_for_identities: service_accounts.take_deleted(),
-            deleted_network_policies_for_identities: network_policies.take_deleted(),
+            deleted_service_accounts_for_identities: service_accounts.deleted,
+            deleted_network_policies_for_identities: network_policies.deleted,
         },
         snapshot: SnapshotHandles {
             identities: identities.take(),
             bindings: bindings.take(),
             policies: policies.take(),
-            service_accounts: service_accounts.take(),
+            service_accounts: service_accounts
+                .pinged
+                .expect("a ServiceAccount projection pings the snapshot"),
             namespaces: namespaces.take(),
             secrets: secrets.take(),
         },
@@ -787,8 +845,8 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
         identities: identities.reader,
         bindings: bindings.reader,
         policies: policies.reader,
-        service_accounts: service_accounts.reader,
-        network_policies: network_policies.reader,
+        service_account_versions: service_accounts.versions,
+        network_policy_versions: network_policies.versions,
         namespaces: namespaces.reader,
         secrets: secrets.reader,
         services: services.reader,
@@ -799,8 +857,8 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
         identities.watch,
         bindings.watch,
         policies.watch,
-        service_accounts.watch,
-        network_policies.watch,
+        service_account_watch,
+        network_policy_watch,
         namespaces.watch,
         secrets.watch,
         services.watch,
