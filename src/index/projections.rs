@@ -37,15 +37,6 @@ impl Versions {
             .map(|version| version.to_string())
     }
 
-    /// How many objects the watch has seen and not seen deleted.
-    pub fn len(&self) -> usize {
-        self.lock().values().map(HashMap::len).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, VersionMap> {
         // Every update is a single map operation: a poisoned lock still guards whole data.
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
