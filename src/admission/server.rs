@@ -566,6 +566,12 @@ pub async fn serve(
                 () = &mut shutdown => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        // A review's answer leaves as several small TLS records (HTTP/2 headers,
+                        // then data): with Nagle's algorithm the later ones wait for the API
+                        // server's delayed ACK, up to 40 ms per review.
+                        if let Err(error) = stream.set_nodelay(true) {
+                            tracing::debug!(%peer, %error, "setting TCP_NODELAY");
+                        }
                         let acceptor = acceptor.clone();
                         let http = http.clone();
                         let service = TowerToHyperService::new(service.clone());
