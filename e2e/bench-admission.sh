@@ -5,7 +5,8 @@
 #      only parses the same ~5 KB body: throughput and p50/p99/p99.9 at 1,000 reviews/s and at
 #      saturation;
 #   3. pod creation through the real API server at 10 and 50 concurrent clients with no
-#      admission policy, an equivalent ValidatingAdmissionPolicy, and mandate's webhook.
+#      admission policy, an equivalent ValidatingAdmissionPolicy, the parse-only webhook of 2
+#      (what any webhook costs) and mandate's webhook.
 # Results are printed and written to target/bench-admission/.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -64,26 +65,29 @@ done
 kill $target_pid 2>/dev/null || true
 trap - EXIT
 
-log "3. pod creation through the API server: none vs ValidatingAdmissionPolicy vs mandate"
+log "3. pod creation through the API server: none vs ValidatingAdmissionPolicy vs a parse-only webhook vs mandate"
 bash e2e/cluster.sh up
 eval "$(bash e2e/cluster.sh env)"
 kubectl apply --server-side -f crds/ >/dev/null
 run=$$
-ns_none=bench-none-$run ns_vap=bench-vap-$run ns_mandate=bench-mandate-$run
+ns_none=bench-none-$run ns_vap=bench-vap-$run ns_noop=bench-noop-$run ns_mandate=bench-mandate-$run
 kubectl create namespace "$ns_none" >/dev/null
 kubectl create namespace "$ns_vap" >/dev/null
+kubectl create namespace "$ns_noop" >/dev/null
 kubectl create namespace "$ns_mandate" >/dev/null
 kubectl label namespace "$ns_vap" "bench.mandate.dev/vap=$run" >/dev/null
 # The same pods everywhere: the ServiceAccount admission plugin needs the account to exist.
 kubectl create serviceaccount bench-agent -n "$ns_none" >/dev/null
 kubectl create serviceaccount bench-agent -n "$ns_vap" >/dev/null
+kubectl create serviceaccount bench-agent -n "$ns_noop" >/dev/null
 kubectl label namespace "$ns_mandate" mandate.dev/mode=enforce >/dev/null
 cleanup() {
   kubectl delete validatingadmissionpolicybinding "bench-$run" --ignore-not-found >/dev/null || true
   kubectl delete validatingadmissionpolicy "bench-$run" --ignore-not-found >/dev/null || true
   kubectl delete validatingwebhookconfiguration "bench-$run" --ignore-not-found >/dev/null || true
-  kubectl delete namespace "$ns_none" "$ns_vap" "$ns_mandate" --wait=false >/dev/null 2>&1 || true
+  kubectl delete namespace "$ns_none" "$ns_vap" "$ns_noop" "$ns_mandate" --wait=false >/dev/null 2>&1 || true
   [[ -n ${operator_pid:-} ]] && kill "$operator_pid" 2>/dev/null || true
+  [[ -n ${target_pid:-} ]] && kill "$target_pid" 2>/dev/null || true
 }
 trap cleanup EXIT
 kubectl apply -f - >/dev/null <<EOF
@@ -114,6 +118,10 @@ target/release/mandate run --admin-addr 127.0.0.1:$admin_port --webhook-addr 127
   --tls-cert "$certs/webhook.crt" --tls-key "$certs/webhook.key" --lease-name "bench-$run" \
   --namespace default --log-level warn >"$out/operator.log" 2>&1 &
 operator_pid=$!
+# What any webhook costs through the API server, apart from mandate's decisions: the
+# parse-only server of part 2, registered for a namespace of its own.
+target/release/webhook_load_target 127.0.0.1:19443 127.0.0.1:19444 "$certs/webhook.crt" "$certs/webhook.key" 1 &
+target_pid=$!
 ca=$(base64 -w0 <"$certs/ca.crt")
 kubectl apply -f - >/dev/null <<EOF
 apiVersion: admissionregistration.k8s.io/v1
@@ -126,6 +134,16 @@ webhooks:
   - {apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [pods]}
   namespaceSelector:
     matchLabels: {kubernetes.io/metadata.name: $ns_mandate}
+  failurePolicy: Fail
+  sideEffects: None
+  admissionReviewVersions: [v1]
+  timeoutSeconds: 5
+- name: noop.bench.mandate.dev
+  clientConfig: {url: "https://127.0.0.1:19444/validate/pods", caBundle: "$ca"}
+  rules:
+  - {apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [pods]}
+  namespaceSelector:
+    matchLabels: {kubernetes.io/metadata.name: $ns_noop}
   failurePolicy: Fail
   sideEffects: None
   admissionReviewVersions: [v1]
@@ -153,6 +171,8 @@ kubectl wait -n "$ns_mandate" agentidentity/bench-agent --for=condition=Ready --
 for i in $(seq 1 50); do curl -sf "http://127.0.0.1:$admin_port/readyz" >/dev/null && break; sleep 0.2; done
 # Warm-up, and proof that each configuration admits what it should and mandate refuses a stray pod.
 target/release/bench_pod_create "$ns_mandate" 1 5 bench-agent >/dev/null
+for i in $(seq 1 50); do curl -sk -o /dev/null https://127.0.0.1:19444/ && break; sleep 0.2; done
+target/release/bench_pod_create "$ns_noop" 1 5 bench-agent >/dev/null
 if target/release/bench_pod_create "$ns_mandate" 1 1 >/dev/null 2>&1; then
   echo "mandate admitted a pod without an identity: the benchmark is not measuring mandate" >&2
   exit 1
@@ -162,7 +182,11 @@ fi
 pods_per_run=${BENCH_PODS:-2000}
 : >"$out/pods.jsonl"
 for round in 1 2 3; do
-  case $round in 1) order="none vap mandate" ;; 2) order="vap mandate none" ;; 3) order="mandate none vap" ;; esac
+  case $round in
+    1) order="none vap noop mandate" ;;
+    2) order="vap noop mandate none" ;;
+    3) order="mandate none vap noop" ;;
+  esac
   for clients in 10 50; do
     for config in $order; do
       ns_var=ns_$config
@@ -176,7 +200,7 @@ import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 print(f'{"config":<10} {"clients":<8} {"p50_ms":>8} {"p99_ms":>8} {"creates/s":>10}   p99 per round')
 for clients in (10, 50):
-    for config in ("none", "vap", "mandate"):
+    for config in ("none", "vap", "noop", "mandate"):
         rs = [r["result"] for r in rows if r["config"] == config and r["result"]["clients"] == clients]
         med = lambda k: statistics.median(r[k] for r in rs)
         print(f'{config:<10} {clients:<8} {med("p50_ms"):>8.2f} {med("p99_ms"):>8.2f} {med("creates_per_second"):>10.0f}   '
