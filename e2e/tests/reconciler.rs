@@ -231,7 +231,20 @@ async fn samples_become_service_accounts_with_spiffe_ids_and_network_policies() 
     for name in ["planner", "executor"] {
         wait_ready(&identities, name).await?;
     }
-    let executor = spec_of(&policies.get("mandate-executor").await?);
+    // Ready says the projections are applied, not that the delegation has reached them: the
+    // executor may have been reconciled before the policy or the planner's tools were seen.
+    let executor = eventually(
+        "the executor's NetworkPolicy to admit the planner's pods",
+        TIMEOUT,
+        || async {
+            let spec = spec_of(&policies.get("mandate-executor").await?);
+            let admits = spec["ingress"]
+                .as_array()
+                .is_some_and(|rules| !rules.is_empty());
+            Ok(admits.then_some(spec))
+        },
+    )
+    .await?;
     assert_eq!(
         executor["ingress"],
         json!([{
