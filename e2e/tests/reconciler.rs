@@ -190,7 +190,18 @@ async fn samples_become_service_accounts_with_spiffe_ids_and_network_policies() 
     );
 
     let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns.name);
-    let np = policies.get("mandate-researcher").await?;
+    // Two live tools do not yet say the catalogue Service was seen: a reconcile before it
+    // leaves that rule out until the Service's own event reconciles the researcher again.
+    let np = eventually(
+        "the researcher's NetworkPolicy to reach DNS and both tools",
+        TIMEOUT,
+        || async {
+            let np = policies.get("mandate-researcher").await?;
+            let rules = spec_of(&np)["egress"].as_array().map_or(0, Vec::len);
+            Ok((rules == 3).then_some(np))
+        },
+    )
+    .await?;
     assert_eq!(np.owner_references()[0].name, "researcher");
     assert_eq!(
         np.labels().get("mandate.dev/agent").map(String::as_str),
