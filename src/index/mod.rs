@@ -1,8 +1,9 @@
 //! The reflector-backed view of the cluster that the controllers, the webhook and the CLI read:
-//! one shared watch per kind (mandate's three kinds, ServiceAccounts, Namespaces and Secrets as
-//! metadata only, Services, EndpointSlices), readable stores, and subscriptions that trigger
-//! reconciles; and the live [`Authority`] kept current from four of those watches. This module
-//! watches; it never writes to the API server.
+//! one shared watch per kind (mandate's three kinds, Namespaces and Secrets as metadata only,
+//! Services, EndpointSlices) with readable stores and subscriptions that trigger reconciles;
+//! ServiceAccounts and mandate's NetworkPolicies as resourceVersions only (see `projections`);
+//! and the live [`Authority`] kept current from mandate's three kinds and the ServiceAccounts.
+//! This module watches; it never writes to the API server.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
