@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::{ServingCert, eventually, kubeconfig_path, repo_root, state_dir};
+use crate::{ServingCert, kubeconfig_path, repo_root, state_dir};
 
 /// Namespace of the operator's leader Lease.
 pub const OPERATOR_NAMESPACE: &str = "mandate-system";
@@ -77,14 +77,68 @@ pub fn mandate_binary() -> PathBuf {
         .join("debug/mandate")
 }
 
-/// A free TCP port on 127.0.0.1 (released before use; good enough for tests).
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// `N` distinct free TCP ports on 127.0.0.1, held together while they are picked so none is
+/// handed out twice (released before use: another process may still take one, which
+/// [`Operator::start`] survives by trying again).
+pub fn free_ports<const N: usize>() -> anyhow::Result<[u16; N]> {
+    let listeners = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut ports = [0; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr()?.port();
+    }
+    Ok(ports)
 }
 
+/// How often [`Operator::start`] tries fresh ports when the chosen ones were taken meanwhile.
+const START_ATTEMPTS: usize = 3;
+
+/// How long an operator may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl Operator {
-    /// Starts the operator and waits until `/readyz` answers 200.
+    /// Starts the operator and waits until `/readyz` answers 200; on ports taken between
+    /// picking and binding them, starts it again on others.
     pub async fn start(options: OperatorOptions) -> anyhow::Result<Self> {
+        let mut attempt = 1;
+        loop {
+            let mut operator = Operator::spawn(options.clone()).await?;
+            match operator.wait_started().await {
+                Ok(()) => return Ok(operator),
+                Err(_) if attempt < START_ATTEMPTS && operator.lost_its_port() => attempt += 1,
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// Waits until `/readyz` answers 200; fails at once if the process exits meanwhile.
+    async fn wait_started(&mut self) -> anyhow::Result<()> {
+        let deadline = std::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("the operator exited ({status}); its log:\n{}", self.log());
+            }
+            if http_get(self.admin, "/readyz").is_ok_and(|(code, _)| code == 200) {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                bail!(
+                    "timed out after {READY_TIMEOUT:?} waiting for the operator to become ready; its log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Whether the operator exited because one of its ports was taken.
+    fn lost_its_port(&self) -> bool {
+        self.log().contains("Address already in use")
+    }
+
+    /// Starts the operator process on fresh ports without waiting for it.
+    async fn spawn(options: OperatorOptions) -> anyhow::Result<Self> {
         crate::kubectl_ok(
             &[
                 "create",
@@ -104,8 +158,9 @@ impl Operator {
                 binary.display()
             );
         }
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
-        let webhook: SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+        let [admin_port, webhook_port] = free_ports()?;
+        let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse()?;
+        let webhook: SocketAddr = format!("127.0.0.1:{webhook_port}").parse()?;
         let cert = ServingCert::generate("mandate-webhook")?;
         let logs = state_dir().join("operator-logs");
         std::fs::create_dir_all(&logs)?;
@@ -140,16 +195,14 @@ impl Operator {
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
-        let operator = Operator {
+        Ok(Operator {
             child,
             admin,
             webhook,
             cert,
             log_path,
             options,
-        };
-        operator.wait_ready().await?;
-        Ok(operator)
+        })
     }
 
     /// The webhook URL of `path` for `clientConfig.url`.
@@ -160,23 +213,6 @@ impl Operator {
     /// Starts a second operator with the same options (for restarts).
     pub async fn restart_like(&self) -> anyhow::Result<Self> {
         Operator::start(self.options.clone()).await
-    }
-
-    /// Waits until `/readyz` answers 200.
-    pub async fn wait_ready(&self) -> anyhow::Result<()> {
-        let admin = self.admin;
-        eventually(
-            "the operator to become ready",
-            Duration::from_secs(60),
-            || async move {
-                Ok(http_get(admin, "/readyz")
-                    .ok()
-                    .filter(|(code, _)| *code == 200)
-                    .map(|_| ()))
-            },
-        )
-        .await
-        .with_context(|| format!("operator log:\n{}", self.log()))
     }
 
     /// The Prometheus text of `/metrics`.
