@@ -137,9 +137,27 @@ pub async fn run(
 ) {
     let config = ControllerConfig::default().concurrency(CONCURRENCY);
     let stores = ctx.stores.clone();
-    let identity_changes = |handle| triggers::spec_changes(handle, stores.identities.clone());
-    let binding_changes = |handle| triggers::spec_changes(handle, stores.bindings.clone());
-    let policy_changes = |handle| triggers::spec_changes(handle, stores.policies.clone());
+    let identity_changes = |handle| {
+        triggers::spec_changes(
+            handle,
+            stores.identities.clone(),
+            stores.identity_relists.clone(),
+        )
+    };
+    let binding_changes = |handle| {
+        triggers::spec_changes(
+            handle,
+            stores.bindings.clone(),
+            stores.binding_relists.clone(),
+        )
+    };
+    let policy_changes = |handle| {
+        triggers::spec_changes(
+            handle,
+            stores.policies.clone(),
+            stores.policy_relists.clone(),
+        )
+    };
 
     let identities = Controller::for_shared_stream(
         identity_changes(handles.identities.boxed()),

@@ -11,6 +11,8 @@ use futures::{Stream, StreamExt};
 use kube::Resource;
 use kube::runtime::reflector::Store;
 
+use crate::index::Relists;
+
 /// What a reconcile reads of an object besides its status: which object it is (uid), its spec
 /// (generation), labels, annotations and whether it is being deleted.
 fn fingerprint<K: Resource>(hasher: &RandomState, object: &K) -> u64 {
@@ -25,8 +27,16 @@ fn fingerprint<K: Resource>(hasher: &RandomState, object: &K) -> u64 {
 }
 
 /// Passes an object only when its fingerprint differs from the last one seen for its
-/// (namespace, name), and always the first time.
-pub(crate) fn spec_changes<K, S>(objects: S, store: Store<K>) -> impl Stream<Item = Arc<K>>
+/// (namespace, name), and always the first time. When the kind's watch begins a relist
+/// (after a watch failure) everything is forgotten, so the relist wakes a reconcile of every
+/// object once: a trigger missed or dropped around the failure must not leave an object
+/// unreconciled until its next periodic resync (an identity created just before an API
+/// server restart once stayed without a status).
+pub(crate) fn spec_changes<K, S>(
+    objects: S,
+    store: Store<K>,
+    relists: Relists,
+) -> impl Stream<Item = Arc<K>>
 where
     K: Resource + Clone + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
@@ -34,11 +44,16 @@ where
 {
     let hasher = RandomState::new();
     let mut seen: HashMap<u64, u64> = HashMap::new();
+    let mut relisted = relists.count();
     let key = |hasher: &RandomState, object: &K| {
         let meta = object.meta();
         hasher.hash_one((&meta.namespace, &meta.name))
     };
     objects.filter(move |object| {
+        if relists.count() != relisted {
+            relisted = relists.count();
+            seen.clear();
+        }
         let now = fingerprint(&hasher, object.as_ref());
         let changed = seen.insert(key(&hasher, object), now) != Some(now);
         // Deleted objects never come through here: forget them once they could add up.
@@ -91,13 +106,43 @@ mod tests {
             recreated,
         ]
         .map(Arc::new);
-        let passed: Vec<Arc<AgentIdentity>> = spec_changes(futures::stream::iter(objects), store)
-            .collect()
-            .await;
+        let passed: Vec<Arc<AgentIdentity>> =
+            spec_changes(futures::stream::iter(objects), store, Relists::default())
+                .collect()
+                .await;
         let generations: Vec<Option<i64>> = passed.iter().map(|o| o.metadata.generation).collect();
         assert_eq!(generations, [Some(1), Some(2), Some(2), Some(2)]);
         assert!(passed[1].metadata.labels.is_none());
         assert!(passed[2].metadata.labels.is_some());
         assert_eq!(passed[3].metadata.uid.as_deref(), Some("u2"));
+    }
+
+    #[tokio::test]
+    async fn after_a_relist_begins_every_object_passes_once_more() {
+        let (store, mut writer) = reflector::store::<AgentIdentity>();
+        writer.apply_watcher_event(&watcher::Event::Apply(identity(1, false)));
+        let relists = Relists::default();
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let mut passed = Box::pin(spec_changes(rx, store, relists.clone()));
+        let send = |object: AgentIdentity| {
+            tx.unbounded_send(Arc::new(object))
+                .unwrap_or_else(|e| unreachable!("{e}"));
+        };
+        let mut other = identity(1, false);
+        other.metadata.name = Some("b".into());
+        let name = |o: Option<Arc<AgentIdentity>>| o.and_then(|o| o.metadata.name.clone());
+
+        send(identity(1, false));
+        assert_eq!(name(passed.next().await).as_deref(), Some("a"));
+        send(identity(1, false));
+        send(other);
+        assert_eq!(
+            name(passed.next().await).as_deref(),
+            Some("b"),
+            "the unchanged repeat of a is dropped"
+        );
+        relists.begun();
+        send(identity(1, false));
+        assert_eq!(name(passed.next().await).as_deref(), Some("a"));
     }
 }

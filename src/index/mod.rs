@@ -312,6 +312,10 @@ pub struct Stores {
     pub endpoint_slices: Store<EndpointSlice>,
     /// Identities, bindings, policies and ServiceAccounts as one authority, kept current.
     pub authority: LiveAuthority,
+    /// (Re)lists begun by the watches of mandate's three kinds.
+    pub identity_relists: Relists,
+    pub binding_relists: Relists,
+    pub policy_relists: Relists,
 }
 
 /// Subscriptions to the shared watches, one per consumer. Every handle must be polled by its
@@ -411,6 +415,24 @@ where
     handles: Vec<ReflectHandle<K>>,
     deleted: Vec<mpsc::UnboundedReceiver<Arc<K>>>,
     watch: futures::future::BoxFuture<'static, ()>,
+    relists: Relists,
+}
+
+/// How many times a watch has begun a (re)list: counted when the list starts, so everything a
+/// list dispatches is seen after the count moved. Reconcile triggers forget what they have
+/// seen when it moves (see `controller::triggers`): a relist follows a watch failure, and
+/// whatever was missed or dropped around it is reconciled again.
+#[derive(Clone, Default)]
+pub struct Relists(Arc<AtomicU64>);
+
+impl Relists {
+    pub fn count(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn begun(&self) {
+        self.0.fetch_add(1, Ordering::Release);
+    }
 }
 
 /// Drops what no decision reads before an object enters a store: managedFields (a JSON tree
@@ -548,10 +570,15 @@ where
     let listed = listed.clone();
     let store = reader.clone();
     let entering = feed.clone();
+    let relists = Relists::default();
+    let relisting = relists.clone();
     let watch = events
         .backoff(WatchBackoff::default())
         .modify(trim)
         .inspect(move |event| {
+            if let Ok(watcher::Event::Init) = event {
+                relisting.begun();
+            }
             if let (Ok(_), Some(feed)) = (event, &entering) {
                 feed.live.entered(feed.index);
             }
@@ -586,6 +613,7 @@ where
         handles,
         deleted,
         watch,
+        relists,
     }
 }
 
@@ -853,6 +881,9 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
         services: services.reader,
         endpoint_slices: endpoint_slices.reader,
         authority: live,
+        identity_relists: identities.relists.clone(),
+        binding_relists: bindings.relists.clone(),
+        policy_relists: policies.relists.clone(),
     };
     let watches = vec![
         identities.watch,
