@@ -670,22 +670,34 @@ where
 
 /// A watch of a kind the live authority is made of.
 fn fed<K>(
-    events: impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+    client: &Client,
+    config: watcher::Config,
     fan: Fan,
     listed: &Listed,
     live: &LiveAuthority,
-    trim: fn(&mut K),
 ) -> Shared<K>
 where
-    K: AuthorityFeed + Clone + std::fmt::Debug + Send + Sync + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
+    K: AuthorityFeed
+        + Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
     let feed = Feed {
         live: live.clone(),
         index: K::FEED,
         apply: feed_event::<K>,
     };
-    shared(events, fan, listed, Some(feed), trim)
+    shared(
+        watcher(Api::<K>::all(client.clone()), config),
+        fan,
+        listed,
+        Some(feed),
+        slim,
+    )
 }
 
 fn metadata<K>(
@@ -761,26 +773,26 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
     let all = || watcher::Config::default().timeout(WATCH_SECONDS);
     let managed = || all().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
 
-    let mut identities = fed(
-        watcher(Api::<AgentIdentity>::all(client.clone()), all()),
+    let mut identities = fed::<AgentIdentity>(
+        client,
+        all(),
         Fan::new(5, DELETIONS_AGENTIDENTITY),
         &listed,
         &live,
-        slim,
     );
-    let mut bindings = fed(
-        watcher(Api::<ToolBinding>::all(client.clone()), all()),
+    let mut bindings = fed::<ToolBinding>(
+        client,
+        all(),
         Fan::new(4, DELETIONS_TOOLBINDING),
         &listed,
         &live,
-        slim,
     );
-    let mut policies = fed(
-        watcher(Api::<DelegationPolicy>::all(client.clone()), all()),
+    let mut policies = fed::<DelegationPolicy>(
+        client,
+        all(),
         Fan::new(3, DELETIONS_DELEGATIONPOLICY),
         &listed,
         &live,
-        slim,
     );
     // Projections are kept as versions, not objects (see `projections`). An Api of
     // PartialObjectMeta makes metadata-only requests.

@@ -71,7 +71,7 @@ impl Versions {
     /// Replaces everything with a fresh list; returns the listed objects whose version is
     /// new or changed. Objects deleted while the watch was down simply drop out (as from a
     /// kube store); their identity re-creates them at its next periodic reconcile.
-    fn replace<K>(&self, listed: Vec<Arc<PartialObjectMeta<K>>>) -> Vec<Arc<PartialObjectMeta<K>>> {
+    fn replace<K>(&self, listed: &[Arc<PartialObjectMeta<K>>]) -> Vec<Arc<PartialObjectMeta<K>>> {
         let mut fresh = VersionMap::new();
         let mut map = self.lock();
         let mut changed = Vec::new();
@@ -151,7 +151,7 @@ pub(super) async fn run<K>(
             watcher::Event::InitApply(object) => relist.push(Arc::new(object)),
             watcher::Event::InitDone => {
                 let objects = std::mem::take(&mut relist);
-                let fresh = versions.replace(objects.clone());
+                let fresh = versions.replace(&objects);
                 if listed_once {
                     changed = fresh;
                 }
