@@ -195,7 +195,7 @@ impl Protocol {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentIdentityStatus {
-    /// The agent's SPIFFE ID: spiffe://<trust domain>/ns/<namespace>/sa/<serviceAccount>.
+    /// The agent's SPIFFE ID: spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT.
     #[serde(rename = "spiffeID", default, skip_serializing_if = "Option::is_none")]
     pub spiffe_id: Option<String>,
     /// The projected ServiceAccount.

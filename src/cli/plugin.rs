@@ -1,4 +1,4 @@
-//! The kubectl plugin name: the program's name (argv[0]) in; the parsed command line out, with
+//! The kubectl plugin name: the program's name (`argv[0]`) in; the parsed command line out, with
 //! usage and help naming `kubectl mandate` when the binary runs as `kubectl-mandate` (kubectl
 //! runs plugins as `kubectl-<name>` from PATH: `ln -s mandate kubectl-mandate`). The commands
 //! are the same either way.

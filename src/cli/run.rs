@@ -31,7 +31,7 @@ pub struct RunArgs {
     /// Address of the plain-HTTP admin server (/metrics, /healthz, /readyz).
     #[arg(long, env = "MANDATE_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     pub admin_addr: SocketAddr,
-    /// SPIFFE trust domain of projected identities (spiffe://<trust domain>/ns/<ns>/sa/<sa>).
+    /// SPIFFE trust domain of projected identities (spiffe://TRUST_DOMAIN/ns/NAMESPACE/sa/SERVICE_ACCOUNT).
     #[arg(long, env = "MANDATE_TRUST_DOMAIN", default_value = "cluster.local")]
     pub trust_domain: String,
     /// How far ahead a High-risk tool's validUntil may lie, in hours.
