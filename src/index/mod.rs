@@ -621,7 +621,6 @@ impl<K: Resource + Clone + 'static> Shared<K>
 where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    /// One of the subscriptions made in `shared`; `build` takes exactly as many as it made.
     /// One of the deletion receivers made in `shared`.
     fn take_deleted(&mut self) -> mpsc::UnboundedReceiver<Arc<K>> {
         self.deleted
@@ -629,6 +628,7 @@ where
             .expect("build() takes exactly as many deletion receivers as it creates")
     }
 
+    /// One of the subscriptions made in `shared`; `build` takes exactly as many as it made.
     fn take(&mut self) -> ReflectHandle<K> {
         self.handles
             .pop()
@@ -732,18 +732,36 @@ where
 /// server restart) would leave the index, and the webhook's view, stale that long.
 const WATCH_SECONDS: u32 = 60;
 
-/// A projection kind's versions and the receiving ends of what its watch sends.
+/// A projection kind's watch (metadata only), its versions and the receiving ends of what the
+/// watch sends.
 struct Projection<K: Resource> {
     versions: Versions,
-    outputs: Outputs<K>,
+    watch: futures::future::BoxFuture<'static, ()>,
     changed: mpsc::UnboundedReceiver<Arc<PartialObjectMeta<K>>>,
     deleted: mpsc::UnboundedReceiver<Arc<PartialObjectMeta<K>>>,
     pinged: Option<mpsc::UnboundedReceiver<()>>,
 }
 
-impl<K: Resource> Projection<K> {
-    /// `pings`: whether the admission snapshot is told of each change.
-    fn new(pings: bool) -> Self {
+impl<K> Projection<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    /// `pings`: whether the admission snapshot is told of each change; `hook`: whether the
+    /// kind enters the live authority.
+    fn new(
+        client: &Client,
+        config: watcher::Config,
+        trim: fn(&mut PartialObjectMeta<K>),
+        listed: &Listed,
+        hook: Option<AuthorityHook<K>>,
+        pings: bool,
+    ) -> Self {
         let (changed_tx, changed) = mpsc::unbounded();
         let (deleted_tx, deleted) = mpsc::unbounded();
         let (pinged_tx, pinged) = if pings {
@@ -752,16 +770,39 @@ impl<K: Resource> Projection<K> {
         } else {
             (None, None)
         };
+        let versions = Versions::default();
+        let outputs = Outputs {
+            changed: changed_tx,
+            deleted: deleted_tx,
+            pinged: pinged_tx,
+        };
+        // An Api of PartialObjectMeta makes metadata-only requests.
+        let events = watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config)
+            .backoff(WatchBackoff::default())
+            .modify(trim);
+        let watch =
+            projections::run(events, versions.clone(), outputs, listed.clone(), hook).boxed();
         Projection {
-            versions: Versions::default(),
-            outputs: Outputs {
-                changed: changed_tx,
-                deleted: deleted_tx,
-                pinged: pinged_tx,
-            },
+            versions,
+            watch,
             changed,
             deleted,
             pinged,
+        }
+    }
+}
+
+impl<K: Resource> AuthorityHook<K>
+where
+    PartialObjectMeta<K>: AuthorityFeed,
+{
+    /// The hook of a projection kind the live authority is made of.
+    fn new(live: &LiveAuthority) -> Self {
+        AuthorityHook {
+            live: live.clone(),
+            feed: <PartialObjectMeta<K> as AuthorityFeed>::FEED,
+            kind: <PartialObjectMeta<K> as AuthorityFeed>::KIND,
+            upsert: <PartialObjectMeta<K> as AuthorityFeed>::upsert,
         }
     }
 }
@@ -794,42 +835,24 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
         &listed,
         &live,
     );
-    // Projections are kept as versions, not objects (see `projections`). An Api of
-    // PartialObjectMeta makes metadata-only requests.
-    // Admission decisions read ServiceAccount ownership: the snapshot follows their changes.
-    let service_accounts = Projection::<ServiceAccount>::new(true);
-    let service_account_watch = projections::run(
-        watcher(
-            Api::<PartialObjectMeta<ServiceAccount>>::all(client.clone()),
-            all(),
-        )
-        .backoff(WatchBackoff::default())
-        .modify(slim_projection),
-        service_accounts.versions.clone(),
-        service_accounts.outputs,
-        listed.clone(),
-        Some(AuthorityHook {
-            live: live.clone(),
-            feed: <PartialObjectMeta<ServiceAccount> as AuthorityFeed>::FEED,
-            kind: <PartialObjectMeta<ServiceAccount> as AuthorityFeed>::KIND,
-            upsert: <PartialObjectMeta<ServiceAccount> as AuthorityFeed>::upsert,
-        }),
-    )
-    .boxed();
-    let network_policies = Projection::<NetworkPolicy>::new(false);
-    let network_policy_watch = projections::run(
-        watcher(
-            Api::<PartialObjectMeta<NetworkPolicy>>::all(client.clone()),
-            managed(),
-        )
-        .backoff(WatchBackoff::default())
-        .modify(slim_network_policy),
-        network_policies.versions.clone(),
-        network_policies.outputs,
-        listed.clone(),
+    // Projections are kept as versions, not objects (see `projections`). Admission decisions
+    // read ServiceAccount ownership: the snapshot follows their changes.
+    let service_accounts = Projection::<ServiceAccount>::new(
+        client,
+        all(),
+        slim_projection,
+        &listed,
+        Some(AuthorityHook::new(&live)),
+        true,
+    );
+    let network_policies = Projection::<NetworkPolicy>::new(
+        client,
+        managed(),
+        slim_network_policy,
+        &listed,
         None,
-    )
-    .boxed();
+        false,
+    );
     let mut namespaces = metadata::<Namespace>(
         client,
         all(),
@@ -901,8 +924,8 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
         identities.watch,
         bindings.watch,
         policies.watch,
-        service_account_watch,
-        network_policy_watch,
+        service_accounts.watch,
+        network_policies.watch,
         namespaces.watch,
         secrets.watch,
         services.watch,
