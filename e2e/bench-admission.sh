@@ -73,21 +73,23 @@ eval "$(bash e2e/cluster.sh env)"
 kubectl apply --server-side -f crds/ >/dev/null
 run=$$
 ns_none=bench-none-$run ns_vap=bench-vap-$run ns_noop=bench-noop-$run ns_mandate=bench-mandate-$run
-kubectl create namespace "$ns_none" >/dev/null
-kubectl create namespace "$ns_vap" >/dev/null
-kubectl create namespace "$ns_noop" >/dev/null
-kubectl create namespace "$ns_mandate" >/dev/null
+# In this order everywhere below (the summary names them so).
+bench_namespaces=("$ns_none" "$ns_vap" "$ns_noop" "$ns_mandate")
+for ns in "${bench_namespaces[@]}"; do
+  kubectl create namespace "$ns" >/dev/null
+done
 kubectl label namespace "$ns_vap" "bench.mandate.dev/vap=$run" >/dev/null
-# The same pods everywhere: the ServiceAccount admission plugin needs the account to exist.
-kubectl create serviceaccount bench-agent -n "$ns_none" >/dev/null
-kubectl create serviceaccount bench-agent -n "$ns_vap" >/dev/null
-kubectl create serviceaccount bench-agent -n "$ns_noop" >/dev/null
+# The same pods everywhere: the ServiceAccount admission plugin needs the account to exist
+# (mandate projects its own).
+for ns in "$ns_none" "$ns_vap" "$ns_noop"; do
+  kubectl create serviceaccount bench-agent -n "$ns" >/dev/null
+done
 kubectl label namespace "$ns_mandate" mandate.dev/mode=enforce >/dev/null
 cleanup() {
   kubectl delete validatingadmissionpolicybinding "bench-$run" --ignore-not-found >/dev/null || true
   kubectl delete validatingadmissionpolicy "bench-$run" --ignore-not-found >/dev/null || true
   kubectl delete validatingwebhookconfiguration "bench-$run" --ignore-not-found >/dev/null || true
-  kubectl delete namespace "$ns_none" "$ns_vap" "$ns_noop" "$ns_mandate" --wait=false >/dev/null 2>&1 || true
+  kubectl delete namespace "${bench_namespaces[@]}" --wait=false >/dev/null 2>&1 || true
   [[ -n ${operator_pid:-} ]] && kill "$operator_pid" 2>/dev/null || true
   [[ -n ${target_pid:-} ]] && kill "$target_pid" 2>/dev/null || true
 }
@@ -189,9 +191,9 @@ pods_per_round=${BENCH_PODS:-2000}
 : >"$out/pods.jsonl"
 for clients in 10 50; do
   target/release/bench_pod_create "$clients" "$rounds" "$pods_per_round" bench-agent \
-    "$ns_none" "$ns_vap" "$ns_noop" "$ns_mandate" >>"$out/pods.jsonl"
+    "${bench_namespaces[@]}" >>"$out/pods.jsonl"
 done
-python3 - "$out/pods.jsonl" "$ns_none" "$ns_vap" "$ns_noop" "$ns_mandate" <<'PY' | tee "$out/pods.txt"
+python3 - "$out/pods.jsonl" "${bench_namespaces[@]}" <<'PY' | tee "$out/pods.txt"
 import json, math, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 names = dict(zip(sys.argv[2:], ("none", "vap", "noop", "mandate")))
