@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod api;
+pub mod assess;
 pub mod authority;
 pub mod cli;
 pub mod controller;

@@ -20,6 +20,7 @@ use kube::config::Kubeconfig;
 use kube::{Api, Client};
 use mandate::api::AgentIdentity;
 use mandate::api::conditions::{READY, is_true};
+use mandate::assess::projections_applied;
 use mandate_e2e::admission::{
     AGENT_PODS_ELSEWHERE, MANDATE_RESOURCES, PODS_IN_AGENT_NAMESPACES, RegisteredWebhooks,
     SECRETS_IN_AGENT_NAMESPACES, WebhookSettings, webhook_configuration,
@@ -218,7 +219,8 @@ impl Mandate {
         Api::namespaced(self.client.clone(), namespace)
     }
 
-    /// Waits until the reconciler reports `name` Ready with `tools` live tools.
+    /// Waits until the reconciler reports `name` projected with `tools` live tools (and Ready
+    /// exactly when it holds one).
     async fn wait_ready(&self, namespace: &str, name: &str, tools: i32) -> anyhow::Result<()> {
         let identities = self.identities(namespace);
         eventually(
@@ -226,10 +228,13 @@ impl Mandate {
             TIMEOUT,
             || async {
                 let identity = identities.get(name).await?;
-                let ready = identity
-                    .status
-                    .as_ref()
-                    .is_some_and(|s| is_true(&s.conditions, READY) && s.tool_count == tools);
+                // Ready means pods can run: projected and holding a tool. An identity without
+                // tools is projected but not Ready (NoLiveTools).
+                let status = identity.status.as_ref();
+                let ready = projections_applied(status)
+                    && status.is_some_and(|s| {
+                        s.tool_count == tools && is_true(&s.conditions, READY) == (tools > 0)
+                    });
                 Ok(ready.then_some(()))
             },
         )

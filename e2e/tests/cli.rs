@@ -15,7 +15,8 @@ use anyhow::{Context, bail};
 use kube::Api;
 use mandate::admission::Reason;
 use mandate::api::AgentIdentity;
-use mandate::api::conditions::{READY, is_true};
+use mandate::api::conditions::READY;
+use mandate::assess::projections_applied;
 use mandate_e2e::admission::{RegisteredWebhooks, WebhookSettings, webhook_configuration};
 use mandate_e2e::operator::{Operator, OperatorOptions, mandate_binary};
 use mandate_e2e::resources::{install_crds, rfc3339_from_now, samples_dir, with_valid_until};
@@ -52,16 +53,22 @@ fn mandate_ok(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8(out.stdout)?)
 }
 
-async fn wait_ready(api: &Api<AgentIdentity>, name: &str, ready: bool) -> anyhow::Result<()> {
+/// Waits until the identity reports whether its projections are applied (Ready, or not Ready
+/// only for want of a live tool).
+async fn wait_projected(
+    api: &Api<AgentIdentity>,
+    name: &str,
+    projected: bool,
+) -> anyhow::Result<()> {
     eventually(
-        &format!("AgentIdentity {name} to report Ready={ready}"),
+        &format!("AgentIdentity {name} to report projected={projected}"),
         TIMEOUT,
         || async {
             let identity = api.get(name).await?;
             let status = identity.status.as_ref();
             let reported = status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == READY));
-            let is_ready = status.is_some_and(|s| is_true(&s.conditions, READY));
-            Ok((reported && is_ready == ready).then_some(()))
+            let is_projected = projections_applied(status);
+            Ok((reported && is_projected == projected).then_some(()))
         },
     )
     .await
@@ -133,7 +140,7 @@ async fn inventory_lists_agents_edges_escalations_and_exactly_the_unmanaged() ->
 
     let identities: Api<AgentIdentity> = Api::namespaced(client.clone(), n);
     for agent in ["researcher", "planner", "executor", "code-agent"] {
-        wait_ready(&identities, agent, true).await?;
+        wait_projected(&identities, agent, true).await?;
     }
     // The reconciler's view of the escalation has landed once the researcher reports it.
     eventually(
@@ -627,9 +634,9 @@ async fn check_predicts_exactly_what_the_webhook_decides() -> anyhow::Result<()>
         "ownerless",
         "idle",
     ] {
-        wait_ready(&identities, agent, true).await?;
+        wait_projected(&identities, agent, true).await?;
     }
-    wait_ready(&identities, "stuck", false).await?;
+    wait_projected(&identities, "stuck", false).await?;
     for file in &tokens {
         kubectl_ok(&["apply", "-n", n, "-f", &file.to_string_lossy()], None)?;
     }

@@ -15,6 +15,7 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use mandate::api::conditions::{DELEGATION_SAFE, READY, is_true};
 use mandate::api::{AgentIdentity, ToolBinding};
+use mandate::assess::projections_applied;
 use mandate_e2e::operator::{Operator, OperatorOptions};
 use mandate_e2e::resources::{install_crds, samples_dir};
 use mandate_e2e::{TestNamespace, client, eventually, kubectl_ok};
@@ -64,17 +65,16 @@ async fn wait_ready_with_tools(
     .await
 }
 
-async fn wait_ready(api: &Api<AgentIdentity>, name: &str) -> anyhow::Result<AgentIdentity> {
+/// Waits until the identity's projections are applied (Ready, or not Ready only for want of a
+/// live tool).
+async fn wait_projected(api: &Api<AgentIdentity>, name: &str) -> anyhow::Result<AgentIdentity> {
     eventually(
-        &format!("AgentIdentity {name} to become Ready"),
+        &format!("AgentIdentity {name} to be projected"),
         TIMEOUT,
         || async {
             let identity = api.get(name).await?;
-            let ready = identity
-                .status
-                .as_ref()
-                .is_some_and(|s| is_true(&s.conditions, READY));
-            Ok(ready.then_some(identity))
+            let projected = projections_applied(identity.status.as_ref());
+            Ok(projected.then_some(identity))
         },
     )
     .await
@@ -240,7 +240,7 @@ async fn samples_become_service_accounts_with_spiffe_ids_and_network_policies() 
     );
 
     for name in ["planner", "executor"] {
-        wait_ready(&identities, name).await?;
+        wait_projected(&identities, name).await?;
     }
     // Ready says the projections are applied, not that the delegation has reached them: the
     // executor may have been reconciled before the policy or the planner's tools were seen.
@@ -344,8 +344,8 @@ async fn removing_the_delegators_own_binding_withdraws_the_delegation_path() -> 
     )?;
     let identities: Api<AgentIdentity> = Api::namespaced(client.clone(), &ns.name);
     let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns.name);
-    wait_ready(&identities, "planner").await?;
-    wait_ready(&identities, "executor").await?;
+    wait_projected(&identities, "planner").await?;
+    wait_projected(&identities, "executor").await?;
     let admits_planner = |np: &NetworkPolicy| {
         spec_of(np)["ingress"]
             .to_string()
@@ -432,7 +432,7 @@ async fn deleting_an_identity_garbage_collects_its_projections() -> anyhow::Resu
     identities
         .create(&PostParams::default(), &identity("short-lived", json!({}))?)
         .await?;
-    wait_ready(&identities, "short-lived").await?;
+    wait_projected(&identities, "short-lived").await?;
     let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns.name);
     let nps: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns.name);
     assert!(sas.get_opt("short-lived").await?.is_some());

@@ -10,7 +10,8 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::snapshot::{AdmissionConfig, Snapshot};
 use super::verdict::{Finding, Mode, Reason, Verdict};
-use crate::api::{AGENT_LABEL, AgentIdentity, conditions};
+use crate::api::{AGENT_LABEL, AgentIdentity};
+use crate::assess::projections_applied;
 
 /// What the API server defaults `expirationSeconds` of a projected token to.
 pub const DEFAULT_TOKEN_EXPIRATION_SECONDS: i64 = 3600;
@@ -201,11 +202,7 @@ fn identity_rules(
             ),
         ));
     }
-    let ready = identity
-        .status
-        .as_ref()
-        .is_some_and(|status| conditions::is_true(&status.conditions, conditions::READY));
-    if !ready {
+    if !projections_applied(identity.status.as_ref()) {
         findings.push(Finding::new(
             Reason::IdentityNotReady,
             format!(

@@ -18,7 +18,7 @@ pub(crate) mod fixtures;
 
 pub use config::Config;
 pub use graph::{DelegationGraph, Edge, Violation, ViolationKind};
-pub use tools::{BindingWindow, HeldTool};
+pub use tools::{BindingWindow, HeldTool, PolicyWindow};
 pub use validate::{Finding, Reason, codes};
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -692,20 +692,6 @@ impl Authority {
 
     fn namespace(&self, namespace: &str) -> Option<&Namespace> {
         self.namespaces.get(namespace)
-    }
-}
-
-/// Windows of a DelegationPolicy.
-trait PolicyWindow {
-    fn is_live_at(&self, now: Timestamp) -> bool;
-}
-
-impl PolicyWindow for DelegationPolicy {
-    fn is_live_at(&self, now: Timestamp) -> bool {
-        self.spec
-            .valid_until
-            .as_ref()
-            .is_none_or(|until| now < until.0)
     }
 }
 

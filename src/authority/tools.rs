@@ -1,10 +1,11 @@
-//! Tools at an instant: a ToolBinding and a timestamp in; whether it is live, its phase by
-//! window, and the tools it grants out. Pure: no I/O, no clock (callers pass `now`).
+//! Windows at an instant: a ToolBinding or DelegationPolicy and a timestamp in; whether it is
+//! live, a binding's phase by window, the next edge of a window, and the tools a binding grants
+//! out. Pure: no I/O, no clock (callers pass `now`).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{LiveTool, Tool, ToolBinding, ToolBindingPhase};
+use crate::api::{DelegationPolicy, LiveTool, Tool, ToolBinding, ToolBindingPhase};
 
 /// One tool an agent holds now, with the binding that grants it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -39,6 +40,8 @@ pub trait BindingWindow {
     /// Pending, Active or Expired by the window alone (Invalid is the validator's call; see
     /// `Authority::binding_phase`).
     fn window_phase(&self, now: Timestamp) -> ToolBindingPhase;
+    /// The next edge of the window strictly after `now`, where its phase changes.
+    fn next_window_edge(&self, now: Timestamp) -> Option<Timestamp>;
 }
 
 impl BindingWindow for ToolBinding {
@@ -64,5 +67,42 @@ impl BindingWindow for ToolBinding {
         } else {
             ToolBindingPhase::Active
         }
+    }
+
+    fn next_window_edge(&self, now: Timestamp) -> Option<Timestamp> {
+        [
+            self.spec.valid_from.as_ref(),
+            self.spec.valid_until.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|t| t.0)
+        .filter(|t| *t > now)
+        .min()
+    }
+}
+
+/// The validity of a DelegationPolicy: until its optional validUntil.
+pub trait PolicyWindow {
+    /// Whether the policy still grants anything at `now`.
+    fn is_live_at(&self, now: Timestamp) -> bool;
+    /// Its validUntil when that lies strictly after `now`.
+    fn next_window_edge(&self, now: Timestamp) -> Option<Timestamp>;
+}
+
+impl PolicyWindow for DelegationPolicy {
+    fn is_live_at(&self, now: Timestamp) -> bool {
+        self.spec
+            .valid_until
+            .as_ref()
+            .is_none_or(|until| now < until.0)
+    }
+
+    fn next_window_edge(&self, now: Timestamp) -> Option<Timestamp> {
+        self.spec
+            .valid_until
+            .as_ref()
+            .map(|t| t.0)
+            .filter(|t| *t > now)
     }
 }

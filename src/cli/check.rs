@@ -7,9 +7,9 @@
 //! How the snapshot is built from manifests:
 //! - Namespaces, AgentIdentities, ToolBindings, DelegationPolicies, ServiceAccounts and Secrets
 //!   (metadata) among the manifests are added after the cluster's (so they replace them);
-//! - an AgentIdentity from the manifests counts as Ready when the reconciler would make it so
-//!   (no other identity and no unmanaged ServiceAccount holds its ServiceAccount), and its
-//!   ServiceAccount is then added as mandate-managed, as the reconciler would project it;
+//! - each AgentIdentity from the manifests gets the status the reconciler would write
+//!   (`assess::assess_identity`, the reconciler's own function), and its ServiceAccount when the
+//!   reconciler would project it;
 //! - every object is reviewed as a CREATE by the given user, against the snapshot of all
 //!   manifests (a mandate resource refused at admission still counts for the others: fix it
 //!   first);
@@ -26,7 +26,7 @@ use k8s_openapi::api::core::v1::{
     Pod, ProjectedVolumeSource, ServiceAccount, ServiceAccountTokenProjection, Volume,
     VolumeProjection,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionReview};
@@ -39,12 +39,10 @@ use super::report::Objects;
 use crate::admission::pod::AUTOMOUNT_VOLUME_PREFIX;
 use crate::admission::snapshot::{DEFAULT_APPROVER_GROUP, DEFAULT_NAMESPACE};
 use crate::admission::{AdmissionConfig, Decision, Mode, Snapshot, Verdict, decide};
-use crate::api::conditions::{self, READY};
-use crate::api::{
-    AGENT_LABEL, AgentIdentity, AgentIdentityStatus, DelegationPolicy, GROUP, MANAGED_BY_LABEL,
-    MANAGER, ToolBinding, VERSION,
-};
-use crate::authority::{self, Authority, Reason as RuleReason};
+use crate::api::{AgentIdentity, DelegationPolicy, GROUP, ToolBinding, VERSION};
+use crate::assess::{IdentityInputs, assess_identity};
+use crate::authority::{self, Authority};
+use crate::project::{NetworkConfig, Services, TrustDomain};
 
 /// The lifetime the API server gives automounted tokens (`kube-api-access-*` volumes).
 pub const AUTOMOUNT_EXPIRATION_SECONDS: i64 = 3607;
@@ -349,46 +347,38 @@ pub fn snapshot(
         }
         builder.build()
     };
-    // As applied, before the reconciler ran: is each new identity's ServiceAccount free?
+    // As applied, before the reconciler ran; then each new identity as the reconciler would
+    // assess it: its status, and its ServiceAccount when that is free to project.
     let before = build(&ours.identities, &[]);
+    let (trust_domain, network, services) = (
+        TrustDomain::default(),
+        NetworkConfig::default(),
+        Services::new(),
+    );
     let mut identities = Vec::new();
     let mut projected = Vec::new();
     for identity in &ours.identities {
-        let blocking: Vec<_> = before
-            .validate_identity(identity)
-            .into_iter()
-            .filter(|f| {
-                matches!(
-                    f.reason,
-                    RuleReason::ServiceAccountClaimed | RuleReason::ServiceAccountUnmanaged
-                )
-            })
-            .collect();
         let mut identity = identity.clone();
-        let (ready, reason, message) = match blocking.first() {
-            None => (
-                true,
-                "Valid",
-                "mandate check: valid, so the reconciler makes it Ready",
-            ),
-            Some(f) => (false, f.reason.code(), f.detail.as_str()),
+        // The API server gives every object a uid on create; projections need one.
+        if identity.metadata.uid.is_none() {
+            identity.metadata.uid = Some(format!(
+                "mandate-check-{}-{}",
+                identity.metadata.namespace.as_deref().unwrap_or_default(),
+                identity.metadata.name.as_deref().unwrap_or_default()
+            ));
+        }
+        let inputs = IdentityInputs {
+            authority: &before,
+            trust_domain: &trust_domain,
+            network: &network,
+            services: &services,
+            now: at,
         };
-        let status = identity
-            .status
-            .get_or_insert_with(AgentIdentityStatus::default);
-        conditions::set(
-            &mut status.conditions,
-            conditions::new(
-                READY,
-                ready,
-                reason,
-                message,
-                identity.metadata.generation,
-                Time(at),
-            ),
-        );
-        if ready {
-            projected.push(projected_service_account(&identity));
+        // An identity that cannot be projected at all (no name) keeps no status: its own
+        // review reports it.
+        if let Ok(assessment) = assess_identity(&identity, &inputs) {
+            identity.status = Some(assessment.status);
+            projected.extend(assessment.service_account);
         }
         identities.push(identity);
     }
@@ -396,24 +386,6 @@ pub fn snapshot(
     let namespaces = cluster.namespaces.iter().chain(&ours.namespaces);
     let secrets = cluster.secrets.iter().chain(&ours.secrets);
     Snapshot::from_objects(authority, namespaces, secrets)
-}
-
-/// The ServiceAccount the reconciler projects for `identity` (what admission reads of it).
-fn projected_service_account(identity: &AgentIdentity) -> ServiceAccount {
-    let agent = identity.metadata.name.clone().unwrap_or_default();
-    ServiceAccount {
-        metadata: ObjectMeta {
-            name: Some(identity.service_account_name().to_owned()),
-            namespace: identity.metadata.namespace.clone(),
-            labels: Some(BTreeMap::from([
-                (MANAGED_BY_LABEL.to_owned(), MANAGER.to_owned()),
-                (AGENT_LABEL.to_owned(), agent),
-            ])),
-            ..ObjectMeta::default()
-        },
-        automount_service_account_token: Some(false),
-        ..ServiceAccount::default()
-    }
 }
 
 /// What the API server's ServiceAccount admission plugin does to a pod before validating
@@ -650,6 +622,7 @@ mod tests {
     use pretty_assertions::assert_eq;
 
     use super::*;
+    use crate::api::conditions::{self, READY};
     use crate::authority::fixtures::NOW;
 
     fn load(yaml: &str) -> Vec<Manifest> {

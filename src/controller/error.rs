@@ -14,9 +14,8 @@ pub enum ReconcileError {
         #[source]
         source: crate::index::AuthorityLagging,
     },
-    #[error("projecting {what} of AgentIdentity {name}: {source}")]
+    #[error("projecting AgentIdentity {name}: {source}")]
     Project {
-        what: &'static str,
         name: String,
         #[source]
         source: ProjectError,

@@ -1,7 +1,7 @@
-//! Reconciles one AgentIdentity: projects its ServiceAccount and NetworkPolicy from a fresh
-//! authority snapshot of its namespace, writes its status (SPIFFE ID, live tools, delegation,
-//! escalation paths, conditions), publishes an event for every change of authority, and
-//! requeues at the next validity boundary.
+//! Reconciles one AgentIdentity: assesses it (`assess::assess_identity`), applies the
+//! ServiceAccount and NetworkPolicy that come out, writes its status when it differs,
+//! publishes the assessment's events, and requeues at its next change. Holds no rule; also maps
+//! changes of related objects to the identities they affect.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -9,19 +9,17 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
-use super::events::EventType;
+use super::projection::ApplyOutcome;
 use super::status::{self, requeue_after};
-use super::{Context, ReconcileError, Scope};
-use crate::api::conditions::{self, DELEGATION_SAFE, ISOLATED, READY, TOOLS_BOUND};
-use crate::api::{AgentIdentity, AgentIdentityStatus, DelegationPolicy, ToolBinding};
-use crate::authority::Reason;
+use super::{Context, ReconcileError, Reconciling};
+use crate::api::{AgentIdentity, DelegationPolicy, ToolBinding};
+use crate::assess::{Event, IdentityInputs, assess_identity};
 use crate::index::Stores;
-use crate::project::{self, NetworkInputs};
+use crate::project::service_name_of_slice;
 
 const KIND: &str = "AgentIdentity";
 
@@ -29,40 +27,38 @@ pub(super) async fn reconcile(
     identity: Arc<AgentIdentity>,
     ctx: Arc<Context>,
 ) -> Result<Action, ReconcileError> {
-    let Some(scope) = Scope::of(&*identity, KIND, &ctx).await? else {
-        return Ok(Action::await_change());
-    };
-    let (name, namespace, now, authority) =
-        (&scope.name, &scope.namespace, scope.now, &scope.authority);
     if identity.meta().deletion_timestamp.is_some() {
         // Garbage collection removes the projections through their ownerReferences.
         return Ok(Action::await_change());
     }
-    let findings = authority.validate_identity(&identity);
-    let blocking: Vec<_> = findings
-        .iter()
-        .filter(|f| {
-            matches!(
-                f.reason,
-                Reason::ServiceAccountClaimed | Reason::ServiceAccountUnmanaged
-            )
-        })
-        .collect();
-
-    let service_account = project::desired_service_account(&identity, &ctx.settings.trust_domain)
-        .map_err(|source| ReconcileError::Project {
-        what: "ServiceAccount",
+    let Some(reconciling) = Reconciling::start(&*identity, KIND, &ctx).await? else {
+        return Ok(Action::await_change());
+    };
+    let (name, namespace) = (&reconciling.name, &reconciling.namespace);
+    let assessment = assess_identity(
+        &identity,
+        &IdentityInputs {
+            authority: &reconciling.authority,
+            trust_domain: &ctx.settings.trust_domain,
+            network: &ctx.settings.network,
+            services: &ctx.stores,
+            now: reconciling.now,
+        },
+    )
+    .map_err(|source| ReconcileError::Project {
         name: name.clone(),
         source,
     })?;
-    let sa_name = service_account.name_any();
-    if blocking.is_empty() {
+
+    if let Some(service_account) = &assessment.service_account {
+        let sa_name = service_account.name_any();
         let stored = ctx.stores.service_account_versions.get(namespace, &sa_name);
-        ctx.applied
+        let outcome = ctx
+            .applied
             .apply(
                 &Api::<ServiceAccount>::namespaced(ctx.client.clone(), namespace),
                 namespace,
-                &service_account,
+                service_account,
                 stored.as_deref(),
             )
             .await
@@ -71,31 +67,16 @@ pub(super) async fn reconcile(
                 name: sa_name.clone(),
                 source,
             })?;
+        log_apply(outcome, "ServiceAccount", namespace, &sa_name, name);
     }
-
-    let graph = authority.delegation_graph(namespace, now);
-    let desired = project::desired_network_policy(
-        &identity,
-        &NetworkInputs {
-            authority,
-            graph: &graph,
-            services: &ctx.stores,
-            config: &ctx.settings.network,
-            now,
-        },
-    )
-    .map_err(|source| ReconcileError::Project {
-        what: "NetworkPolicy",
-        name: name.clone(),
-        source,
-    })?;
-    let np_name = desired.policy.name_any();
+    let np_name = assessment.network_policy.name_any();
     let stored = ctx.stores.network_policy_versions.get(namespace, &np_name);
-    ctx.applied
+    let outcome = ctx
+        .applied
         .apply(
             &Api::<NetworkPolicy>::namespaced(ctx.client.clone(), namespace),
             namespace,
-            &desired.policy,
+            &assessment.network_policy,
             stored.as_deref(),
         )
         .await
@@ -104,195 +85,69 @@ pub(super) async fn reconcile(
             name: np_name.clone(),
             source,
         })?;
+    log_apply(outcome, "NetworkPolicy", namespace, &np_name, name);
 
-    let tools = authority.live_tools(namespace, name, now);
-    let escalation_paths = graph.escalation_paths(name);
-    let previous = identity.status.clone().unwrap_or_default();
-    let generation = identity.meta().generation;
-    let stamp = Time(now);
-    let mut conditions_now = previous.conditions.clone();
-    let unresolved: Vec<String> = desired.problems.iter().map(ToString::to_string).collect();
-    conditions::set(
-        &mut conditions_now,
-        conditions::new(
-            TOOLS_BOUND,
-            !tools.is_empty(),
-            if tools.is_empty() {
-                "NoLiveTools"
-            } else {
-                "ToolsLive"
-            },
-            if tools.is_empty() {
-                "no ToolBinding grants this agent a tool now".to_owned()
-            } else {
-                format!("{} tool(s) live", tools.len())
-            },
-            generation,
-            stamp.clone(),
-        ),
-    );
-    conditions::set(
-        &mut conditions_now,
-        conditions::new(
-            ISOLATED,
-            true,
-            "NetworkPolicyApplied",
-            if unresolved.is_empty() {
-                format!("NetworkPolicy {np_name} applied")
-            } else {
-                format!(
-                    "NetworkPolicy {np_name} applied; left out: {}",
-                    unresolved.join("; ")
-                )
-            },
-            generation,
-            stamp.clone(),
-        ),
-    );
-    conditions::set(
-        &mut conditions_now,
-        conditions::new(
-            DELEGATION_SAFE,
-            escalation_paths.is_empty(),
-            if escalation_paths.is_empty() {
-                "NoEscalation"
-            } else {
-                "EscalationPath"
-            },
-            if escalation_paths.is_empty() {
-                "no delegation chain through this agent escalates authority".to_owned()
-            } else {
-                format!(
-                    "network paths of unsafe delegations are withdrawn: {}",
-                    escalation_paths.join("; ")
-                )
-            },
-            generation,
-            stamp.clone(),
-        ),
-    );
-    let (ready, reason, message) = match blocking.first() {
-        None => (
-            true,
-            "Projected",
-            format!("ServiceAccount {sa_name} and NetworkPolicy {np_name} applied"),
-        ),
-        Some(finding) => (false, finding.reason.code(), finding.detail.clone()),
-    };
-    conditions::set(
-        &mut conditions_now,
-        conditions::new(READY, ready, reason, message, generation, stamp),
-    );
-
-    let status = AgentIdentityStatus {
-        spiffe_id: Some(project::spiffe_id(
-            &ctx.settings.trust_domain,
-            namespace,
-            &sa_name,
-        )),
-        service_account: Some(sa_name),
-        network_policy: Some(np_name),
-        tool_count: i32::try_from(tools.len()).unwrap_or(i32::MAX),
-        tools,
-        delegates_to: graph
-            .delegates_to(name)
-            .into_iter()
-            .map(str::to_owned)
-            .collect(),
-        delegated_from: graph
-            .delegated_from(name)
-            .into_iter()
-            .map(str::to_owned)
-            .collect(),
-        escalation_paths,
-        observed_generation: generation,
-        conditions: conditions_now,
-    };
-    if status::write_if_changed::<AgentIdentity, _>(
+    let wrote = status::write_if_changed::<AgentIdentity, _>(
         &ctx,
         KIND,
         namespace,
         name,
         identity.status.as_ref(),
-        &status,
+        &assessment.status,
     )
-    .await?
-    {
-        publish_changes(&ctx, &identity, &previous, &status);
+    .await?;
+    if wrote {
+        tracing::info!(
+            kind = KIND,
+            %namespace,
+            %name,
+            tools = assessment.status.tool_count,
+            ready = crate::api::conditions::is_true(
+                &assessment.status.conditions,
+                crate::api::conditions::READY
+            ),
+            "status written"
+        );
+        publish(&ctx, &identity, assessment.events);
     }
-
-    scope.finish(&ctx.metrics);
-    let next = authority.next_boundary(namespace, name, now);
+    reconciling.finish(&ctx.metrics);
     Ok(Action::requeue(requeue_after(
-        next,
-        now,
+        assessment.next_change,
+        reconciling.now,
         ctx.settings.resync,
     )))
 }
 
-/// One event per change of authority: tools granted or withdrawn, escalation paths that
-/// appear or clear, and a ServiceAccount mandate will not adopt.
-fn publish_changes(
-    ctx: &Context,
-    identity: &AgentIdentity,
-    before: &AgentIdentityStatus,
-    after: &AgentIdentityStatus,
-) {
-    let names = |s: &AgentIdentityStatus| -> BTreeSet<String> {
-        s.tools
-            .iter()
-            .map(|t| format!("{} (ToolBinding {})", t.name, t.binding))
-            .collect()
-    };
-    let (had, has) = (names(before), names(after));
-    let mut events = Vec::new();
-    let granted: Vec<_> = has.difference(&had).cloned().collect();
-    if !granted.is_empty() {
-        events.push((
-            EventType::Normal,
-            "ToolsGranted",
-            format!("now holds {}", granted.join(", ")),
-        ));
-    }
-    let withdrawn: Vec<_> = had.difference(&has).cloned().collect();
-    if !withdrawn.is_empty() {
-        events.push((
-            EventType::Normal,
-            "ToolsWithdrawn",
-            format!("no longer holds {}", withdrawn.join(", ")),
-        ));
-    }
-    for path in after
-        .escalation_paths
-        .iter()
-        .filter(|p| !before.escalation_paths.contains(p))
-    {
-        events.push((
-            EventType::Warning,
-            "EscalationPath",
-            format!("{path}; its network path is withdrawn"),
-        ));
-    }
-    if !before.escalation_paths.is_empty() && after.escalation_paths.is_empty() {
-        events.push((
-            EventType::Normal,
-            "DelegationSafe",
-            "no escalation path remains".to_owned(),
-        ));
-    }
-    let ready = |s: &AgentIdentityStatus| conditions::is_true(&s.conditions, READY);
-    if !ready(after) && (ready(before) || before.conditions.is_empty()) {
-        if let Some(c) = after.conditions.iter().find(|c| c.type_ == READY) {
-            events.push((EventType::Warning, "NotReady", c.message.clone()));
+/// Projections mandate changed are logged at info; a change someone else made and mandate put
+/// back is a warning, since it means someone tried to widen (or break) an agent's boundary.
+fn log_apply(outcome: ApplyOutcome, kind: &str, namespace: &str, name: &str, agent: &str) {
+    match outcome {
+        ApplyOutcome::Unchanged => {}
+        ApplyOutcome::Changed => {
+            tracing::info!(kind, %namespace, %name, %agent, "projection applied");
         }
+        ApplyOutcome::Repaired => tracing::warn!(
+            kind,
+            %namespace,
+            %name,
+            %agent,
+            "projection repaired: someone else had changed it; mandate's version is restored"
+        ),
     }
+}
+
+/// Publishes the assessment's events. Events are informational: the reconcile neither waits
+/// for nor fails on them.
+fn publish(ctx: &Context, identity: &AgentIdentity, events: Vec<Event>) {
     let reference = identity.object_ref(&());
-    for (type_, reason, note) in events {
-        // Events are informational: the reconcile neither waits for nor fails on them.
-        let (events, reference) = (Arc::clone(&ctx.events), reference.clone());
+    for event in events {
+        let (publisher, reference) = (Arc::clone(&ctx.events), reference.clone());
         tokio::spawn(async move {
-            if let Err(error) = events.publish(reference, type_, reason, note).await {
-                tracing::warn!(%error, reason, "publishing an event failed");
+            if let Err(error) = publisher
+                .publish(reference, event.type_, event.reason, event.note)
+                .await
+            {
+                tracing::warn!(%error, reason = event.reason, "publishing an event failed");
             }
         });
     }
@@ -403,8 +258,7 @@ pub(super) fn affected_by_endpoint_slice(
     stores: &Stores,
     slice: &EndpointSlice,
 ) -> Vec<ObjectRef<AgentIdentity>> {
-    let service = slice.labels().get("kubernetes.io/service-name");
-    match (slice.namespace(), service) {
+    match (slice.namespace(), service_name_of_slice(slice)) {
         (Some(namespace), Some(service)) => agents_using_service(stores, &namespace, service),
         _ => Vec::new(),
     }

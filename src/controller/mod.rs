@@ -1,8 +1,9 @@
 //! The controllers: watch events in, server-side applied projections, statuses and events out.
-//! The only place that writes to the API server. Each reconcile reads the shared stores, asks
-//! the pure `authority` and `project` modules what should be, and applies that.
+//! The only place that writes to the API server. Each reconcile is a thin shell around one pure
+//! assessment per kind (`crate::assess`) and holds no rule of its own:
 //!
-//! fetch (stores) -> authority -> project -> apply -> status
+//! fetch (stores, authority snapshot) -> assess (pure) -> apply projections -> write status ->
+//! publish events -> requeue at the assessment's next change
 
 mod binding;
 mod error;
@@ -302,9 +303,9 @@ fn error_policy<K>(kind: &'static str) -> impl Fn(Arc<K>, &ReconcileError, Arc<C
     }
 }
 
-/// What every reconcile starts from: the object's name and namespace, the instant it is judged
-/// at, and the live authority as of (at least) the event that triggered the reconcile.
-pub(crate) struct Scope {
+/// A reconcile under way on the leader: the object's name and namespace, the instant it is
+/// judged at, and the live authority as of (at least) the event that triggered it.
+pub(crate) struct Reconciling {
     pub(crate) name: String,
     pub(crate) namespace: String,
     pub(crate) now: k8s_openapi::jiff::Timestamp,
@@ -312,15 +313,15 @@ pub(crate) struct Scope {
     timer: Timer,
 }
 
-impl Scope {
+impl Reconciling {
     /// `None` on a follower, which only keeps its watches moving; the leader writes.
     // The error is built at most once per reconcile; boxing it would buy nothing.
     #[allow(clippy::result_large_err)]
-    pub(crate) async fn of<K: kube::ResourceExt>(
+    pub(crate) async fn start<K: kube::ResourceExt>(
         object: &K,
         kind: &'static str,
         ctx: &Context,
-    ) -> Result<Option<Scope>, ReconcileError> {
+    ) -> Result<Option<Reconciling>, ReconcileError> {
         if !ctx.is_leader() {
             return Ok(None);
         }
@@ -336,7 +337,7 @@ impl Scope {
                 source,
             }
         })?;
-        Ok(Some(Scope {
+        Ok(Some(Reconciling {
             name,
             namespace,
             now: now(),

@@ -1,7 +1,8 @@
 //! Applying projections (ServiceAccounts, NetworkPolicies) without repeating ourselves: the
 //! desired object and the store's resourceVersion in, a server-side apply out only when the
-//! object is not already the one mandate last applied with the same content. Also tells the
-//! watch echoes of mandate's own applies from changes someone else made.
+//! object is not already the one mandate last applied with the same content, and what the apply
+//! did (nothing, a change of mandate's own, or a repair of someone else's change). Also tells
+//! the watch echoes of mandate's own applies from changes someone else made.
 //!
 //! A server-side apply that changes nothing leaves the object alone but still costs the API
 //! server a full patch: without this every reconcile (one per trigger) paid two of them.
@@ -17,6 +18,18 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::api::MANAGER;
+
+/// What an apply did to a projected object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ApplyOutcome {
+    /// The object already was what mandate wants: no request, or an apply that changed nothing.
+    Unchanged,
+    /// The object was created or brought to a new desired content.
+    Changed,
+    /// Someone else had changed the object since mandate's last apply of this same content:
+    /// the apply put it back.
+    Repaired,
+}
 
 /// What mandate last applied to each projected object: keyed by a hash of (kind, namespace,
 /// name), the hash of the applied content and the resourceVersion the API server answered.
@@ -66,20 +79,26 @@ impl Applied {
         namespace: &str,
         desired: &K,
         stored_version: Option<&str>,
-    ) -> Result<(), kube::Error>
+    ) -> Result<ApplyOutcome, kube::Error>
     where
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
     {
         let name = desired.name_any();
         let key = self.key::<K>(namespace, &name);
         let content = self.content(desired);
-        let current = stored_version.is_some_and(|version| {
-            self.last()
-                .get(&key)
-                .is_some_and(|last| last.content == content && last.resource_version == version)
-        });
+        let (current, same_content_before) = {
+            let last = self.last();
+            let last = last.get(&key);
+            let same_content = last.filter(|last| last.content == content);
+            (
+                stored_version.is_some_and(|version| {
+                    same_content.is_some_and(|last| last.resource_version == version)
+                }),
+                same_content.map(|last| last.resource_version.clone()),
+            )
+        };
         if current {
-            return Ok(());
+            return Ok(ApplyOutcome::Unchanged);
         }
         let applied = api
             .patch(
@@ -88,7 +107,15 @@ impl Applied {
                 &Patch::Apply(desired),
             )
             .await?;
-        match applied.resource_version() {
+        let answered = applied.resource_version();
+        // A server-side apply that changes nothing keeps the resourceVersion.
+        let outcome = match (&answered, stored_version, same_content_before) {
+            (Some(now), Some(stored), _) if now == stored => ApplyOutcome::Unchanged,
+            (Some(now), _, Some(before)) if *now == before => ApplyOutcome::Unchanged,
+            (_, _, Some(_)) => ApplyOutcome::Repaired,
+            _ => ApplyOutcome::Changed,
+        };
+        match answered {
             Some(resource_version) => {
                 self.last().insert(
                     key,
@@ -102,7 +129,7 @@ impl Applied {
                 self.last().remove(&key);
             }
         }
-        Ok(())
+        Ok(outcome)
     }
 
     /// Whether this version of the object is exactly what mandate's last apply produced.

@@ -1,5 +1,5 @@
 //! Writing statuses: server-side apply of only the status, skipped when nothing changed so an
-//! in-sync reconcile writes nothing; and the requeue delay until the next validity boundary.
+//! in-sync reconcile writes nothing; and the requeue delay until an assessment's next change.
 
 use std::time::Duration;
 
@@ -11,7 +11,6 @@ use serde::de::DeserializeOwned;
 
 use super::{Context, ReconcileError};
 use crate::api::MANAGER;
-use crate::authority::Finding;
 
 /// Applies `status` to the object's status subresource with field manager `mandate`.
 pub(crate) async fn apply<K, S>(api: &Api<K>, name: &str, status: &S) -> Result<(), kube::Error>
@@ -63,21 +62,6 @@ where
             source,
         })?;
     Ok(true)
-}
-
-/// The Accepted condition's reason and message for validation findings.
-pub(crate) fn accepted(findings: &[Finding], what: &str) -> (&'static str, String) {
-    match findings.first() {
-        None => ("Valid", format!("the {what} passed validation")),
-        Some(first) => (
-            first.reason.code(),
-            findings
-                .iter()
-                .map(|f| format!("{}: {}", f.reason.code(), f.detail))
-                .collect::<Vec<_>>()
-                .join("; "),
-        ),
-    }
 }
 
 /// How long to wait before reconciling again: until just after the next validity boundary,

@@ -13,7 +13,7 @@ mod spiffe;
 
 pub use network_policy::{
     DesiredNetworkPolicy, DnsEgress, NetworkConfig, NetworkInputs, ServiceDirectory, Services,
-    Unresolvable, desired_network_policy, network_policy_name,
+    Unresolvable, desired_network_policy, network_policy_name, service_name_of_slice,
 };
 pub use service_account::desired_service_account;
 pub use spiffe::{TrustDomain, TrustDomainError, spiffe_id};

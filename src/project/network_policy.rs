@@ -172,14 +172,11 @@ impl Services {
 
     pub fn add_endpoint_slice(&mut self, slice: impl Into<Arc<EndpointSlice>>) {
         let slice = slice.into();
-        let service = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL));
-        if let (Some(ns), Some(service)) = (&slice.metadata.namespace, service) {
+        if let (Some(ns), Some(service)) =
+            (&slice.metadata.namespace, service_name_of_slice(&slice))
+        {
             self.slices
-                .entry((ns.clone(), service.clone()))
+                .entry((ns.clone(), service.to_owned()))
                 .or_default()
                 .push(Arc::clone(&slice));
         }
@@ -199,6 +196,16 @@ impl ServiceDirectory for Services {
             .cloned()
             .unwrap_or_default()
     }
+}
+
+/// The Service an EndpointSlice belongs to (its `kubernetes.io/service-name` label).
+pub fn service_name_of_slice(slice: &EndpointSlice) -> Option<&str> {
+    slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        .map(String::as_str)
 }
 
 /// `mandate-<agent>`.

@@ -1,0 +1,183 @@
+//! A ToolBinding assessed: the binding, the authority snapshot of its namespace and the instant
+//! in; its status (phase, expiry, the Accepted and Active conditions) and the next edge of its
+//! validity window out. Pure.
+//!
+//! The phase is the authority's (`Authority::binding_phase`): Invalid while the binding breaks a
+//! rule, else Pending, Active or Expired by its window.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use super::accepted;
+use crate::api::conditions::{self, ACCEPTED, ACTIVE};
+use crate::api::{ToolBinding, ToolBindingPhase, ToolBindingStatus};
+use crate::authority::{Authority, BindingWindow};
+
+/// What the operator makes true for one binding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BindingAssessment {
+    pub status: ToolBindingStatus,
+    /// The next edge of the validity window strictly after `now`.
+    pub next_change: Option<Timestamp>,
+}
+
+pub fn assess_binding(
+    binding: &ToolBinding,
+    authority: &Authority,
+    now: Timestamp,
+) -> BindingAssessment {
+    let findings = authority.validate_binding(binding, now);
+    let phase = authority.binding_phase(binding, now);
+    let generation = binding.metadata.generation;
+    let mut conditions_now = binding
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let (accepted_reason, accepted_message) = accepted(&findings, "binding");
+    conditions::set(
+        &mut conditions_now,
+        conditions::new(
+            ACCEPTED,
+            findings.is_empty(),
+            accepted_reason,
+            accepted_message,
+            generation,
+            Time(now),
+        ),
+    );
+    let (active_reason, active_message) = match phase {
+        ToolBindingPhase::Active => ("WithinWindow", "the tools are live"),
+        ToolBindingPhase::Pending => ("NotYetValid", "validFrom lies ahead"),
+        ToolBindingPhase::Expired => ("Expired", "validUntil has passed; the tools are withdrawn"),
+        ToolBindingPhase::Invalid => ("Invalid", "the binding grants nothing until it is fixed"),
+    };
+    conditions::set(
+        &mut conditions_now,
+        conditions::new(
+            ACTIVE,
+            phase == ToolBindingPhase::Active,
+            active_reason,
+            active_message,
+            generation,
+            Time(now),
+        ),
+    );
+    BindingAssessment {
+        status: ToolBindingStatus {
+            phase: Some(phase),
+            expires_at: binding.spec.valid_until.clone(),
+            observed_generation: generation,
+            conditions: conditions_now,
+        },
+        next_change: binding.next_window_edge(now),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use pretty_assertions::assert_eq;
+
+    use super::*;
+    use crate::api::conditions::{FALSE, TRUE};
+    use crate::api::{Action, AgentClass};
+    use crate::authority::fixtures::{NOW, binding, hours, identity, tool};
+
+    fn authority_with(binding: &ToolBinding) -> Authority {
+        Authority::builder()
+            .identity(identity("researcher").build())
+            .binding(binding.clone())
+            .build()
+    }
+
+    fn condition<'a>(status: &'a ToolBindingStatus, type_: &str) -> (&'a str, &'a str) {
+        let c = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .unwrap_or_else(|| panic!("no {type_} in {:#?}", status.conditions));
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    fn assess(binding: &ToolBinding, at: Timestamp) -> BindingAssessment {
+        assess_binding(binding, &authority_with(binding), at)
+    }
+
+    #[test]
+    fn a_binding_walks_from_pending_to_active_to_expired_and_requeues_at_each_edge() {
+        let b = binding("window")
+            .agent("researcher")
+            .tool(tool("search"))
+            .valid_from(hours(1))
+            .valid_until(hours(3))
+            .build();
+        let cases = [
+            (
+                NOW,
+                ToolBindingPhase::Pending,
+                FALSE,
+                "NotYetValid",
+                Some(hours(1)),
+            ),
+            (
+                hours(2),
+                ToolBindingPhase::Active,
+                TRUE,
+                "WithinWindow",
+                Some(hours(3)),
+            ),
+            (hours(4), ToolBindingPhase::Expired, FALSE, "Expired", None),
+        ];
+        for (at, phase, active, reason, next) in cases {
+            let assessment = assess(&b, at);
+            assert_eq!(assessment.status.phase, Some(phase), "at {at}");
+            assert_eq!(condition(&assessment.status, ACTIVE), (active, reason));
+            assert_eq!(condition(&assessment.status, ACCEPTED), (TRUE, "Valid"));
+            assert_eq!(assessment.next_change, next, "at {at}");
+            assert_eq!(assessment.status.expires_at, b.spec.valid_until);
+        }
+    }
+
+    #[test]
+    fn a_binding_that_breaks_a_rule_is_invalid_and_not_accepted_with_the_code() {
+        let b = binding("writes")
+            .agent("researcher")
+            .tool(tool("db").actions([Action::Write]))
+            .build();
+        let authority = Authority::builder()
+            .identity(identity("researcher").class(AgentClass::ReadOnly).build())
+            .binding(b.clone())
+            .build();
+        let assessment = assess_binding(&b, &authority, NOW);
+        assert_eq!(assessment.status.phase, Some(ToolBindingPhase::Invalid));
+        assert_eq!(
+            condition(&assessment.status, ACCEPTED),
+            (FALSE, "ClassViolation")
+        );
+        assert_eq!(condition(&assessment.status, ACTIVE), (FALSE, "Invalid"));
+    }
+
+    #[test]
+    fn a_binding_for_a_missing_agent_is_not_accepted() {
+        let b = binding("orphan")
+            .agent("nobody")
+            .tool(tool("search"))
+            .build();
+        let assessment = assess(&b, NOW);
+        assert_eq!(
+            condition(&assessment.status, ACCEPTED),
+            (FALSE, "MissingIdentity")
+        );
+    }
+
+    #[test]
+    fn reassessing_an_unchanged_binding_keeps_its_transition_times() {
+        let mut b = binding("steady")
+            .agent("researcher")
+            .tool(tool("search"))
+            .build();
+        let first = assess(&b, NOW);
+        b.status = Some(first.status.clone());
+        assert_eq!(assess(&b, hours(1)).status, first.status);
+    }
+}

@@ -1,0 +1,605 @@
+//! An AgentIdentity assessed: the identity, the authority snapshot of its namespace, the
+//! Services its tools name and the instant in; its projections (ServiceAccount, NetworkPolicy),
+//! its status (SPIFFE ID, live tools, delegation, escalation paths and the four conditions), the
+//! events that report what changed since the status it carries, and the next instant its
+//! authority changes by itself out. Pure.
+//!
+//! The conditions tell one story:
+//! - `Ready`: pods of this agent can run: its ServiceAccount and NetworkPolicy are applied and
+//!   it holds at least one live tool. False with the blocking finding's code when its
+//!   ServiceAccount belongs to someone else (never adopted), or `NoLiveTools`.
+//! - `ToolsBound`: at least one tool is live now.
+//! - `Isolated`: its NetworkPolicy is applied (tool destinations left out are named).
+//! - `DelegationSafe`: no delegation chain through it escalates authority.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::ResourceExt;
+
+use super::Event;
+use crate::api::conditions::{self, DELEGATION_SAFE, ISOLATED, READY, TOOLS_BOUND};
+use crate::api::{AgentIdentity, AgentIdentityStatus};
+use crate::authority::{Authority, Finding, Reason};
+use crate::project::{
+    self, NetworkConfig, NetworkInputs, ProjectError, ServiceDirectory, TrustDomain,
+};
+
+/// Ready's reason when the projections are applied and a tool is live.
+pub const PROJECTED: &str = "Projected";
+/// Ready's and ToolsBound's reason when no ToolBinding grants a tool now.
+pub const NO_LIVE_TOOLS: &str = "NoLiveTools";
+
+/// What an identity is assessed against besides itself.
+#[derive(Clone, Copy)]
+pub struct IdentityInputs<'a> {
+    pub authority: &'a Authority,
+    pub trust_domain: &'a TrustDomain,
+    pub network: &'a NetworkConfig,
+    pub services: &'a dyn ServiceDirectory,
+    pub now: Timestamp,
+}
+
+/// What the operator makes true for one identity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityAssessment {
+    /// `None` while the ServiceAccount belongs to another identity or to a workload mandate
+    /// does not manage: it is never adopted.
+    pub service_account: Option<ServiceAccount>,
+    pub network_policy: NetworkPolicy,
+    pub status: AgentIdentityStatus,
+    /// What changed since the status the identity carries (empty when nothing did).
+    pub events: Vec<Event>,
+    /// The next instant strictly after `now` at which the identity's authority changes.
+    pub next_change: Option<Timestamp>,
+}
+
+/// The findings that keep an identity's ServiceAccount from being projected: another identity
+/// claims it, or it exists without being mandate's.
+pub fn service_account_blockers(authority: &Authority, identity: &AgentIdentity) -> Vec<Finding> {
+    authority
+        .validate_identity(identity)
+        .into_iter()
+        .filter(|f| {
+            matches!(
+                f.reason,
+                Reason::ServiceAccountClaimed | Reason::ServiceAccountUnmanaged
+            )
+        })
+        .collect()
+}
+
+/// Whether an identity's status says its projections are applied, as admission reads it:
+/// `Ready`, or not Ready only for want of a live tool (which admission reports on its own, as
+/// `NoBoundTools`, from the live authority).
+pub fn projections_applied(status: Option<&AgentIdentityStatus>) -> bool {
+    status
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
+        .is_some_and(|ready| ready.status == conditions::TRUE || ready.reason == NO_LIVE_TOOLS)
+}
+
+/// Assesses `identity`. Fails only when it cannot be projected at all (no uid or namespace:
+/// it was not read from the API server).
+pub fn assess_identity(
+    identity: &AgentIdentity,
+    inputs: &IdentityInputs<'_>,
+) -> Result<IdentityAssessment, ProjectError> {
+    let IdentityInputs { authority, now, .. } = *inputs;
+    let name = identity.name_any();
+    let namespace = identity.namespace().unwrap_or_default();
+    let blockers = service_account_blockers(authority, identity);
+    let service_account = project::desired_service_account(identity, inputs.trust_domain)?;
+    let sa_name = service_account.name_any();
+
+    let graph = authority.delegation_graph(&namespace, now);
+    let desired = project::desired_network_policy(
+        identity,
+        &NetworkInputs {
+            authority,
+            graph: &graph,
+            services: inputs.services,
+            config: inputs.network,
+            now,
+        },
+    )?;
+    let np_name = desired.policy.name_any();
+
+    let tools = authority.live_tools(&namespace, &name, now);
+    let distinct_tools = tools
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect::<BTreeSet<_>>();
+    let tool_count = distinct_tools.len();
+    let escalation_paths = graph.escalation_paths(&name);
+    let generation = identity.metadata.generation;
+    let set = |conditions: &mut Vec<_>, type_, status, reason: &str, message: String| {
+        conditions::set(
+            conditions,
+            conditions::new(type_, status, reason, message, generation, Time(now)),
+        );
+    };
+
+    let previous = identity.status.clone().unwrap_or_default();
+    let mut conditions_now = previous.conditions.clone();
+    if tool_count == 0 {
+        set(
+            &mut conditions_now,
+            TOOLS_BOUND,
+            false,
+            NO_LIVE_TOOLS,
+            "no ToolBinding grants this agent a tool now".to_owned(),
+        );
+    } else {
+        set(
+            &mut conditions_now,
+            TOOLS_BOUND,
+            true,
+            "ToolsLive",
+            format!(
+                "{tool_count} tool(s) live: {}",
+                distinct_tools
+                    .iter()
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+    }
+    let left_out: Vec<String> = desired.problems.iter().map(ToString::to_string).collect();
+    set(
+        &mut conditions_now,
+        ISOLATED,
+        true,
+        "NetworkPolicyApplied",
+        if left_out.is_empty() {
+            format!("NetworkPolicy {np_name} applied")
+        } else {
+            format!(
+                "NetworkPolicy {np_name} applied; left out: {}",
+                left_out.join("; ")
+            )
+        },
+    );
+    if escalation_paths.is_empty() {
+        set(
+            &mut conditions_now,
+            DELEGATION_SAFE,
+            true,
+            "NoEscalation",
+            "no delegation chain through this agent escalates authority".to_owned(),
+        );
+    } else {
+        set(
+            &mut conditions_now,
+            DELEGATION_SAFE,
+            false,
+            "EscalationPath",
+            format!(
+                "network paths of unsafe delegations are withdrawn: {}",
+                escalation_paths.join("; ")
+            ),
+        );
+    }
+    match blockers.first() {
+        Some(finding) => set(
+            &mut conditions_now,
+            READY,
+            false,
+            finding.reason.code(),
+            finding.detail.clone(),
+        ),
+        None if tool_count == 0 => set(
+            &mut conditions_now,
+            READY,
+            false,
+            NO_LIVE_TOOLS,
+            format!(
+                "ServiceAccount {sa_name} and NetworkPolicy {np_name} applied, but no ToolBinding \
+                 grants a tool now: its pods are refused (NoBoundTools) until one does"
+            ),
+        ),
+        None => set(
+            &mut conditions_now,
+            READY,
+            true,
+            PROJECTED,
+            format!("ServiceAccount {sa_name} and NetworkPolicy {np_name} applied"),
+        ),
+    }
+
+    let status = AgentIdentityStatus {
+        spiffe_id: Some(project::spiffe_id(
+            inputs.trust_domain,
+            &namespace,
+            &sa_name,
+        )),
+        service_account: Some(sa_name),
+        network_policy: Some(np_name),
+        tool_count: i32::try_from(tool_count).unwrap_or(i32::MAX),
+        tools,
+        delegates_to: graph
+            .delegates_to(&name)
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        delegated_from: graph
+            .delegated_from(&name)
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        escalation_paths,
+        observed_generation: generation,
+        conditions: conditions_now,
+    };
+    Ok(IdentityAssessment {
+        service_account: blockers.is_empty().then_some(service_account),
+        network_policy: desired.policy,
+        events: changes(&previous, &status),
+        next_change: authority.next_boundary(&namespace, &name, now),
+        status,
+    })
+}
+
+/// One event per change of authority between two statuses: tools granted or withdrawn,
+/// escalation paths that appear or clear, and the identity falling out of Ready.
+fn changes(before: &AgentIdentityStatus, after: &AgentIdentityStatus) -> Vec<Event> {
+    let names = |s: &AgentIdentityStatus| -> BTreeSet<String> {
+        s.tools
+            .iter()
+            .map(|t| format!("{} (ToolBinding {})", t.name, t.binding))
+            .collect()
+    };
+    let (had, has) = (names(before), names(after));
+    let mut events = Vec::new();
+    let granted: Vec<_> = has.difference(&had).cloned().collect();
+    if !granted.is_empty() {
+        events.push(Event::normal(
+            "ToolsGranted",
+            format!("now holds {}", granted.join(", ")),
+        ));
+    }
+    let withdrawn: Vec<_> = had.difference(&has).cloned().collect();
+    if !withdrawn.is_empty() {
+        events.push(Event::normal(
+            "ToolsWithdrawn",
+            format!("no longer holds {}", withdrawn.join(", ")),
+        ));
+    }
+    for path in after
+        .escalation_paths
+        .iter()
+        .filter(|p| !before.escalation_paths.contains(p))
+    {
+        events.push(Event::warning(
+            "EscalationPath",
+            format!("{path}; its network path is withdrawn"),
+        ));
+    }
+    if !before.escalation_paths.is_empty() && after.escalation_paths.is_empty() {
+        events.push(Event::normal(
+            "DelegationSafe",
+            "no escalation path remains",
+        ));
+    }
+    fn ready(
+        s: &AgentIdentityStatus,
+    ) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+        s.conditions.iter().find(|c| c.type_ == READY)
+    }
+    let was_ready = ready(before).is_some_and(|c| c.status == conditions::TRUE);
+    let fell = match ready(after) {
+        Some(now) if now.status != conditions::TRUE => {
+            // First assessment, a fall from Ready, or a new reason for not being Ready.
+            was_ready || ready(before).is_none_or(|c| c.reason != now.reason)
+        }
+        _ => false,
+    };
+    if fell && let Some(c) = ready(after) {
+        events.push(Event::warning("NotReady", c.message.clone()));
+    }
+    events
+}
+
+#[cfg(test)]
+mod tests {
+    use pretty_assertions::assert_eq;
+
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+    use crate::api::conditions::{FALSE, TRUE};
+    use crate::authority::fixtures::{
+        NOW, binding, hours, identity, policy, service_account, tool,
+    };
+    use crate::project::Services;
+
+    struct World {
+        authority: Authority,
+        services: Services,
+        trust_domain: TrustDomain,
+        network: NetworkConfig,
+    }
+
+    impl World {
+        fn of(authority: Authority) -> Self {
+            World {
+                authority,
+                services: Services::new(),
+                trust_domain: TrustDomain::default(),
+                network: NetworkConfig::default(),
+            }
+        }
+
+        fn assess_at(&self, name: &str, now: Timestamp) -> IdentityAssessment {
+            let identity = self
+                .authority
+                .identity(crate::authority::fixtures::NS, name)
+                .unwrap_or_else(|| panic!("no identity {name}"))
+                .clone();
+            self.assess_object(&identity, now)
+        }
+
+        fn assess_object(&self, identity: &AgentIdentity, now: Timestamp) -> IdentityAssessment {
+            assess_identity(
+                identity,
+                &IdentityInputs {
+                    authority: &self.authority,
+                    trust_domain: &self.trust_domain,
+                    network: &self.network,
+                    services: &self.services,
+                    now,
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        }
+
+        fn assess(&self, name: &str) -> IdentityAssessment {
+            self.assess_at(name, NOW)
+        }
+    }
+
+    fn condition<'a>(
+        assessment: &'a IdentityAssessment,
+        type_: &str,
+    ) -> (&'a str, &'a str, &'a str) {
+        let c = assessment
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .unwrap_or_else(|| panic!("no {type_} in {:#?}", assessment.status.conditions));
+        (c.status.as_str(), c.reason.as_str(), c.message.as_str())
+    }
+
+    fn reasons(events: &[Event]) -> Vec<&str> {
+        events.iter().map(|e| e.reason).collect()
+    }
+
+    fn with_tools() -> World {
+        World::of(
+            Authority::builder()
+                .identity(identity("researcher").build())
+                .binding(
+                    binding("researcher-tools")
+                        .agent("researcher")
+                        .tool(tool("search"))
+                        .tool(tool("fetch"))
+                        .build(),
+                )
+                .build(),
+        )
+    }
+
+    #[test]
+    fn an_identity_with_a_live_tool_is_ready_and_projects_both_objects() {
+        let assessment = with_tools().assess("researcher");
+        assert_eq!(condition(&assessment, READY).0, TRUE);
+        assert_eq!(condition(&assessment, READY).1, PROJECTED);
+        assert_eq!(condition(&assessment, TOOLS_BOUND).0, TRUE);
+        assert_eq!(condition(&assessment, ISOLATED).0, TRUE);
+        assert_eq!(condition(&assessment, DELEGATION_SAFE).0, TRUE);
+        assert!(assessment.service_account.is_some());
+        assert_eq!(
+            assessment.network_policy.metadata.name.as_deref(),
+            Some("mandate-researcher")
+        );
+        assert_eq!(assessment.status.tool_count, 2);
+        assert_eq!(
+            assessment.status.spiffe_id.as_deref(),
+            Some("spiffe://cluster.local/ns/agents/sa/researcher")
+        );
+        assert!(projections_applied(Some(&assessment.status)));
+    }
+
+    #[test]
+    fn an_identity_without_a_live_tool_is_not_ready_for_want_of_tools_yet_is_projected() {
+        let world = World::of(
+            Authority::builder()
+                .identity(identity("idle").build())
+                .build(),
+        );
+        let assessment = world.assess("idle");
+        assert_eq!(condition(&assessment, READY).0, FALSE);
+        assert_eq!(condition(&assessment, READY).1, NO_LIVE_TOOLS);
+        assert!(condition(&assessment, READY).2.contains("NoBoundTools"));
+        assert_eq!(condition(&assessment, TOOLS_BOUND).1, NO_LIVE_TOOLS);
+        assert!(assessment.service_account.is_some());
+        assert_eq!(assessment.status.tool_count, 0);
+        assert!(
+            projections_applied(Some(&assessment.status)),
+            "admission reports the missing tools as NoBoundTools, not as IdentityNotReady"
+        );
+    }
+
+    #[test]
+    fn two_bindings_granting_the_same_tool_count_it_once() {
+        let world = World::of(
+            Authority::builder()
+                .identity(identity("researcher").build())
+                .binding(
+                    binding("one")
+                        .agent("researcher")
+                        .tool(tool("search"))
+                        .build(),
+                )
+                .binding(
+                    binding("two")
+                        .agent("researcher")
+                        .tool(tool("search"))
+                        .tool(tool("fetch"))
+                        .build(),
+                )
+                .build(),
+        );
+        let assessment = world.assess("researcher");
+        assert_eq!(assessment.status.tool_count, 2);
+        assert_eq!(assessment.status.tools.len(), 3, "one entry per grant");
+        assert_eq!(
+            condition(&assessment, TOOLS_BOUND).2,
+            "2 tool(s) live: fetch, search"
+        );
+    }
+
+    #[test]
+    fn a_service_account_held_by_another_workload_is_never_adopted_and_blocks_ready() {
+        let world = World::of(
+            Authority::builder()
+                .identity(identity("squatter").service_account("legacy").build())
+                .binding(binding("b").agent("squatter").tool(tool("search")).build())
+                .service_account(service_account("legacy").build())
+                .build(),
+        );
+        let assessment = world.assess("squatter");
+        assert_eq!(assessment.service_account, None);
+        assert_eq!(
+            condition(&assessment, READY).1,
+            Reason::ServiceAccountUnmanaged.code()
+        );
+        assert!(!projections_applied(Some(&assessment.status)));
+        assert_eq!(reasons(&assessment.events), ["ToolsGranted", "NotReady"]);
+    }
+
+    #[test]
+    fn a_service_account_claimed_by_another_identity_blocks_ready() {
+        let world = World::of(
+            Authority::builder()
+                .identity(identity("first").build())
+                .identity(identity("second").service_account("first").build())
+                .service_account(service_account("first").managed_for("first").build())
+                .build(),
+        );
+        let assessment = world.assess("second");
+        assert_eq!(
+            condition(&assessment, READY).1,
+            Reason::ServiceAccountClaimed.code()
+        );
+        assert_eq!(assessment.service_account, None);
+    }
+
+    #[test]
+    fn an_unresolvable_service_destination_is_named_in_isolated() {
+        let world = World::of(
+            Authority::builder()
+                .identity(identity("researcher").build())
+                .binding(
+                    binding("b")
+                        .agent("researcher")
+                        .tool(tool("db").service("missing", None, [IntOrString::Int(5432)]))
+                        .build(),
+                )
+                .build(),
+        );
+        let assessment = world.assess("researcher");
+        let (status, _, message) = condition(&assessment, ISOLATED);
+        assert_eq!(status, TRUE);
+        assert!(message.contains("left out"), "{message}");
+        assert!(message.contains("missing"), "{message}");
+    }
+
+    #[test]
+    fn an_escalating_delegation_turns_delegation_safe_false_and_reports_the_path() {
+        let world = World::of(
+            Authority::builder()
+                .identity(identity("planner").build())
+                .identity(identity("executor").build())
+                .binding(binding("p").agent("planner").tool(tool("search")).build())
+                .binding(
+                    binding("e")
+                        .agent("executor")
+                        .tool(tool("search"))
+                        .tool(tool("pay"))
+                        .build(),
+                )
+                .policy(
+                    policy("delegation")
+                        .delegator("planner")
+                        .delegate("executor", ["pay"])
+                        .build(),
+                )
+                .build(),
+        );
+        let assessment = world.assess("planner");
+        let (status, reason, _) = condition(&assessment, DELEGATION_SAFE);
+        assert_eq!((status, reason), (FALSE, "EscalationPath"));
+        assert!(!assessment.status.escalation_paths.is_empty());
+        assert!(reasons(&assessment.events).contains(&"EscalationPath"));
+    }
+
+    #[test]
+    fn a_binding_that_expires_is_the_next_change_and_after_it_the_tools_are_withdrawn() {
+        let world = World::of(
+            Authority::builder()
+                .identity(identity("researcher").build())
+                .binding(
+                    binding("b")
+                        .agent("researcher")
+                        .tool(tool("search"))
+                        .valid_until(hours(2))
+                        .build(),
+                )
+                .build(),
+        );
+        let before = world.assess("researcher");
+        assert_eq!(before.next_change, Some(hours(2)));
+        let mut identity = world
+            .authority
+            .identity(crate::authority::fixtures::NS, "researcher")
+            .cloned()
+            .unwrap_or_else(|| panic!("no identity"));
+        identity.status = Some(before.status.clone());
+        let after = world.assess_object(&identity, hours(3));
+        assert_eq!(condition(&after, READY).1, NO_LIVE_TOOLS);
+        assert_eq!(condition(&after, TOOLS_BOUND).0, FALSE);
+        assert_eq!(reasons(&after.events), ["ToolsWithdrawn", "NotReady"]);
+        assert_eq!(after.next_change, None);
+    }
+
+    #[test]
+    fn assessing_the_status_it_wrote_changes_nothing_and_reports_nothing() {
+        let world = with_tools();
+        let first = world.assess("researcher");
+        assert_eq!(
+            reasons(&first.events),
+            ["ToolsGranted"],
+            "a first Ready assessment only reports the grant"
+        );
+        let mut identity = world
+            .authority
+            .identity(crate::authority::fixtures::NS, "researcher")
+            .cloned()
+            .unwrap_or_else(|| panic!("no identity"));
+        identity.status = Some(first.status.clone());
+        let again = world.assess_object(&identity, hours(1));
+        assert_eq!(again.status, first.status, "transition times are kept");
+        assert!(again.events.is_empty());
+    }
+
+    #[test]
+    fn a_status_without_a_ready_condition_has_no_projections_applied() {
+        assert!(!projections_applied(None));
+        assert!(!projections_applied(Some(&AgentIdentityStatus::default())));
+    }
+}
