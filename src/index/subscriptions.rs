@@ -200,3 +200,78 @@ impl SnapshotSubscriptions {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::Stream;
+    use kube::ResourceExt;
+    use kube::runtime::watcher::Event;
+
+    use super::*;
+    use crate::index::Listed;
+
+    fn identity(name: &str) -> AgentIdentity {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "team"},
+            "spec": {"owner": {"kind": "User", "name": "alice"}, "purpose": "test"}
+        }))
+        .unwrap_or_else(|e| unreachable!("{e}"))
+    }
+
+    /// The names `objects` yields until it ends.
+    async fn names<K: kube::Resource>(objects: impl Stream<Item = Arc<K>>) -> Vec<String> {
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            objects.map(|object| object.name_any()).collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("the subscription did not end"))
+    }
+
+    #[tokio::test]
+    async fn every_consumer_subscribed_to_identities_gets_every_identity_change_and_deletion() {
+        let listed = Listed::new();
+        let mut watches = Watches::new(&listed);
+        let Subscriptions {
+            controllers,
+            snapshot,
+        } = Subscriptions::subscribe(&mut watches);
+        let events = [
+            Event::Init,
+            Event::InitDone,
+            Event::Apply(identity("planner")),
+            Event::Delete(identity("retired")),
+        ];
+        let started = watches.identities.start(
+            futures::stream::iter(events.into_iter().map(Ok)),
+            None,
+            |_| {},
+        );
+        started.run.await;
+
+        let ControllerSubscriptions {
+            identity_controller,
+            binding_controller,
+            policy_controller,
+        } = controllers;
+        let changes = [
+            identity_controller.primary.boxed(),
+            identity_controller.identities,
+            binding_controller.identities,
+            policy_controller.identities,
+            snapshot.identities.boxed(),
+        ];
+        for subscription in changes {
+            assert_eq!(names(subscription).await, ["planner"]);
+        }
+        let deletions = [
+            identity_controller.deleted_identities,
+            binding_controller.deleted_identities,
+            policy_controller.deleted_identities,
+        ];
+        for deleted in deletions {
+            assert_eq!(names(deleted).await, ["retired"]);
+        }
+    }
+}

@@ -265,3 +265,198 @@ impl<T: Clone> Fanout<T> {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::{SinkExt, poll};
+    use kube::runtime::watcher::Event;
+
+    use super::*;
+
+    fn service(name: &str) -> Service {
+        let mut service = Service::default();
+        service.metadata.namespace = Some("team".into());
+        service.metadata.name = Some(name.into());
+        service
+    }
+
+    fn names<K: Resource>(objects: Vec<Arc<K>>) -> Vec<String> {
+        objects
+            .iter()
+            .map(|object| object.meta().name.clone().unwrap_or_default())
+            .collect()
+    }
+
+    fn applies(count: usize) -> Vec<Event<Service>> {
+        (0..count)
+            .map(|i| Event::Apply(service(&format!("s{i}"))))
+            .collect()
+    }
+
+    /// Starts `watch` over `events`, which end the watch when they run out.
+    fn start(watch: SharedWatch<Service>, events: Vec<Event<Service>>) -> StartedWatch<Service> {
+        watch.start(
+            futures::stream::iter(events.into_iter().map(Ok)),
+            None,
+            slim,
+        )
+    }
+
+    fn slim(_: &mut Service) {}
+
+    async fn within_a_second<F: std::future::Future>(future: F) -> F::Output {
+        tokio::time::timeout(Duration::from_secs(1), future)
+            .await
+            .unwrap_or_else(|_| panic!("still waiting after a second"))
+    }
+
+    #[tokio::test]
+    async fn every_subscription_gets_every_applied_object_and_every_deletion_channel_every_deletion()
+     {
+        let listed = Listed::new();
+        let mut watch = SharedWatch::new(&listed);
+        let subscriptions = [watch.subscribe(), watch.subscribe(), watch.subscribe()];
+        let deletions = [watch.subscribe_deletions(), watch.subscribe_deletions()];
+        let started = start(
+            watch,
+            vec![
+                Event::Init,
+                Event::InitApply(service("listed")),
+                Event::InitDone,
+                Event::Apply(service("applied")),
+                Event::Delete(service("gone")),
+            ],
+        );
+        within_a_second(started.run).await;
+        for subscription in subscriptions {
+            assert_eq!(names(subscription.collect().await), ["listed", "applied"]);
+        }
+        for deleted in deletions {
+            assert_eq!(names(deleted.collect().await), ["gone"]);
+        }
+        assert_eq!(started.relists.count(), 1);
+        assert!(!listed.missing().contains(&"Service"));
+        let mut stored = names(started.reader.state());
+        stored.sort();
+        assert_eq!(stored, ["applied", "listed"]);
+    }
+
+    #[tokio::test]
+    async fn an_unpolled_subscription_holds_back_the_others_only_once_a_full_buffer_behind() {
+        let mut watch = SharedWatch::new(&Listed::new());
+        let mut polled = watch.subscribe();
+        let unpolled = watch.subscribe();
+        let started = start(watch, applies(SUBSCRIBER_BUFFER + 1));
+        let run = tokio::spawn(started.run);
+        for i in 0..SUBSCRIBER_BUFFER {
+            let object = within_a_second(polled.next()).await;
+            assert_eq!(names(object.into_iter().collect()), [format!("s{i}")]);
+        }
+        let next = tokio::time::timeout(Duration::from_millis(50), polled.next()).await;
+        assert!(
+            next.is_err(),
+            "the watch waits for the unpolled subscription"
+        );
+        assert!(!run.is_finished());
+
+        drop(unpolled);
+        let object = within_a_second(polled.next()).await;
+        assert_eq!(
+            names(object.into_iter().collect()),
+            [format!("s{SUBSCRIBER_BUFFER}")]
+        );
+        within_a_second(run).await.unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[tokio::test]
+    async fn a_watch_never_waits_on_a_dropped_subscription_nor_without_any() {
+        let mut watch = SharedWatch::new(&Listed::new());
+        drop(watch.subscribe());
+        drop(watch.subscribe_deletions());
+        within_a_second(start(watch, applies(3 * SUBSCRIBER_BUFFER)).run).await;
+
+        let watch = SharedWatch::new(&Listed::new());
+        within_a_second(start(watch, applies(3 * SUBSCRIBER_BUFFER)).run).await;
+    }
+
+    #[tokio::test]
+    async fn a_related_subscription_drops_what_it_reads_before_its_kind_has_listed() {
+        let mut watch = SharedWatch::new(&Listed::new());
+        let mut related = watch.subscribe_related();
+        let (mut events, stream) = mpsc::unbounded();
+        let mut run = watch.start(stream, None, slim).run;
+
+        events
+            .send(Ok(Event::Apply(service("before"))))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(poll!(&mut run).is_pending());
+        assert!(poll!(related.next()).is_pending(), "read before the list");
+
+        for event in [Event::Init, Event::InitDone, Event::Apply(service("after"))] {
+            events
+                .send(Ok(event))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        assert!(poll!(&mut run).is_pending());
+        let object = within_a_second(related.next()).await;
+        assert_eq!(names(object.into_iter().collect()), ["after"]);
+    }
+
+    fn account(name: &str, version: &str) -> PartialObjectMeta<ServiceAccount> {
+        let mut object = PartialObjectMeta::<ServiceAccount>::default();
+        object.metadata.namespace = Some("team".into());
+        object.metadata.name = Some(name.into());
+        object.metadata.resource_version = Some(version.into());
+        object
+    }
+
+    #[tokio::test]
+    async fn every_subscriber_to_a_projection_watch_gets_every_change_deletion_and_ping() {
+        let mut watch = ProjectionWatch::<ServiceAccount>::new(&Listed::new());
+        let changes = [watch.subscribe_changes(), watch.subscribe_changes()];
+        let deletions = [watch.subscribe_deletions(), watch.subscribe_deletions()];
+        let pings = [watch.subscribe_pings(), watch.subscribe_pings()];
+        let events = [
+            Event::Init,
+            Event::InitApply(account("listed", "1")),
+            Event::InitDone,
+            Event::Apply(account("changed", "2")),
+            Event::Delete(account("listed", "3")),
+        ];
+        let started = watch.start(
+            futures::stream::iter(events.into_iter().map(Ok)),
+            |_| {},
+            None,
+        );
+        within_a_second(started.run).await;
+        for changed in changes {
+            assert_eq!(names(changed.collect().await), ["changed"]);
+        }
+        for deleted in deletions {
+            assert_eq!(names(deleted.collect().await), ["listed"]);
+        }
+        for pinged in pings {
+            assert_eq!(pinged.count().await, 3, "the list, a change, a deletion");
+        }
+        assert_eq!(
+            started.versions.get("team", "changed").as_deref(),
+            Some("2")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_fanout_sends_every_item_to_every_receiver_still_listening() {
+        let mut fanout = Fanout::default();
+        let first = fanout.subscribe();
+        drop(fanout.subscribe());
+        let last = fanout.subscribe();
+        fanout.send(1);
+        fanout.send(2);
+        drop(fanout);
+        assert_eq!(first.collect::<Vec<_>>().await, [1, 2]);
+        assert_eq!(last.collect::<Vec<_>>().await, [1, 2]);
+    }
+}
