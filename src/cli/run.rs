@@ -1,6 +1,9 @@
-//! `mandate run`: the long-running process. Watches in (shared by everything), then on every
-//! replica the admin server and the webhook; the controllers write only while this replica
-//! holds the leader Lease. Returns when a signal asks it to stop.
+//! `mandate run`: the long-running process. Flags, the cluster's watches (one index shared by
+//! everything) and signals in; out, on every replica the admin server, the admission webhook
+//! and the three controllers, which write only while this replica holds the leader Lease. Each
+//! of the index's subscriptions is moved to the task that polls it (the snapshot publisher,
+//! the controllers); none is kept here, where nothing would poll it. Returns when a signal asks
+//! it to stop.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -144,10 +147,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     for watch in index.watches {
         tokio::spawn(watch);
     }
-    let handles = index.handles;
+    let index::Subscriptions {
+        controllers: controller_subscriptions,
+        snapshot: snapshot_subscriptions,
+    } = index.subscriptions;
     let snapshots = SnapshotSource::default();
     tokio::spawn(publish_snapshots(
-        handles.snapshot.changes(),
+        snapshot_subscriptions.changes(),
         index.listed.clone(),
         stores.clone(),
         snapshots.clone(),
@@ -203,7 +209,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics,
         leader.clone(),
     ));
-    let controllers = tokio::spawn(controller::run(ctx, handles.controllers, stopped()));
+    let controllers = tokio::spawn(controller::run(ctx, controller_subscriptions, stopped()));
     log_leadership(leader);
 
     shutdown_signal().await;

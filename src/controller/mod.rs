@@ -27,7 +27,10 @@ use kube::runtime::reflector::ObjectRef;
 use tokio::sync::watch;
 
 use crate::authority;
-use crate::index::{ControllerHandles, Stores};
+use crate::index::{
+    BindingControllerSubscriptions, ControllerSubscriptions, IdentityControllerSubscriptions,
+    PolicyControllerSubscriptions, Stores,
+};
 use crate::project::{NetworkConfig, TrustDomain};
 use crate::telemetry::{Metrics, ReconcileResult};
 
@@ -130,161 +133,188 @@ pub(crate) fn now() -> k8s_openapi::jiff::Timestamp {
 const CONCURRENCY: u16 = 16;
 
 /// Runs the three controllers until `shutdown` resolves. The stores must be fed by the
-/// index's watches, which the caller polls.
+/// index's watches, which the caller polls. Every subscription is moved into the controller
+/// it wakes, which polls it from the start: the patterns below name every field, so one the
+/// index adds cannot be left unconsumed here without a compile error.
 pub async fn run(
     ctx: Arc<Context>,
-    handles: ControllerHandles,
+    subscriptions: ControllerSubscriptions,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
+    let ControllerSubscriptions {
+        identity_controller: identity_subscriptions,
+        binding_controller: binding_subscriptions,
+        policy_controller: policy_subscriptions,
+    } = subscriptions;
     let config = ControllerConfig::default().concurrency(CONCURRENCY);
     let stores = ctx.stores.clone();
-    let identity_changes = |handle| {
+    let identity_changes = |objects| {
         triggers::spec_changes(
-            handle,
+            objects,
             stores.identities.clone(),
             stores.identity_relists.clone(),
         )
     };
-    let binding_changes = |handle| {
+    let binding_changes = |objects| {
         triggers::spec_changes(
-            handle,
+            objects,
             stores.bindings.clone(),
             stores.binding_relists.clone(),
         )
     };
-    let policy_changes = |handle| {
+    let policy_changes = |objects| {
         triggers::spec_changes(
-            handle,
+            objects,
             stores.policies.clone(),
             stores.policy_relists.clone(),
         )
     };
 
-    let identities = Controller::for_shared_stream(
-        identity_changes(handles.identities.boxed()),
-        stores.identities.clone(),
-    )
-    .with_config(config.clone())
-    .owns_shared_stream(
-        ctx.applied
-            .without_echoes(handles.service_accounts_for_identities),
-    )
-    .owns_shared_stream(
-        ctx.applied
-            .without_echoes(handles.network_policies_for_identities),
-    )
-    .watches_shared_stream(binding_changes(handles.bindings_for_identities), {
-        let stores = stores.clone();
-        move |binding| identity::affected_by_binding(&stores, &binding)
-    })
-    .watches_shared_stream(policy_changes(handles.policies_for_identities), {
-        let stores = stores.clone();
-        move |policy| identity::affected_by_policy(&stores, &policy)
-    })
-    .watches_shared_stream(identity_changes(handles.identities_for_identities), {
-        let stores = stores.clone();
-        move |other| identity::affected_by_identity(&stores, &other)
-    })
-    .watches_shared_stream(handles.services_for_identities, {
-        let stores = stores.clone();
-        move |service| identity::affected_by_service(&stores, &service)
-    })
-    .watches_shared_stream(handles.endpoint_slices_for_identities, {
-        let stores = stores.clone();
-        move |slice| identity::affected_by_endpoint_slice(&stores, &slice)
-    })
-    .reconcile_on(on_deletion(
-        handles.deleted_bindings_for_identities,
-        &stores,
-        identity::affected_by_binding,
-    ))
-    .reconcile_on(on_deletion(
-        handles.deleted_policies_for_identities,
-        &stores,
-        identity::affected_by_policy,
-    ))
-    .reconcile_on(on_deletion(
-        handles.deleted_identities_for_identities,
-        &stores,
-        identity::affected_by_identity,
-    ))
-    .reconcile_on(on_deletion(
-        handles.deleted_services_for_identities,
-        &stores,
-        identity::affected_by_service,
-    ))
-    .reconcile_on(on_deletion(
-        handles.deleted_endpoint_slices_for_identities,
-        &stores,
-        identity::affected_by_endpoint_slice,
-    ))
-    .reconcile_on(on_deletion(
-        handles.deleted_service_accounts_for_identities,
-        &stores,
-        identity::owner_of,
-    ))
-    .reconcile_on(on_deletion(
-        handles.deleted_network_policies_for_identities,
-        &stores,
-        identity::owner_of,
-    ))
-    .reconcile_all_on(on_becoming_leader(ctx.leader.clone()))
-    .graceful_shutdown_on(shutdown.clone())
-    .run(
-        identity::reconcile,
-        error_policy("AgentIdentity"),
-        ctx.clone(),
-    )
-    .for_each(|_| futures::future::ready(()));
+    let identity_controller = {
+        let IdentityControllerSubscriptions {
+            primary,
+            identities,
+            bindings,
+            policies,
+            service_accounts,
+            network_policies,
+            services,
+            endpoint_slices,
+            deleted_identities,
+            deleted_bindings,
+            deleted_policies,
+            deleted_services,
+            deleted_endpoint_slices,
+            deleted_service_accounts,
+            deleted_network_policies,
+        } = identity_subscriptions;
+        Controller::for_shared_stream(identity_changes(primary.boxed()), stores.identities.clone())
+            .with_config(config.clone())
+            .owns_shared_stream(ctx.applied.without_echoes(service_accounts))
+            .owns_shared_stream(ctx.applied.without_echoes(network_policies))
+            .watches_shared_stream(binding_changes(bindings), {
+                let stores = stores.clone();
+                move |binding| identity::affected_by_binding(&stores, &binding)
+            })
+            .watches_shared_stream(policy_changes(policies), {
+                let stores = stores.clone();
+                move |policy| identity::affected_by_policy(&stores, &policy)
+            })
+            .watches_shared_stream(identity_changes(identities), {
+                let stores = stores.clone();
+                move |other| identity::affected_by_identity(&stores, &other)
+            })
+            .watches_shared_stream(services, {
+                let stores = stores.clone();
+                move |service| identity::affected_by_service(&stores, &service)
+            })
+            .watches_shared_stream(endpoint_slices, {
+                let stores = stores.clone();
+                move |slice| identity::affected_by_endpoint_slice(&stores, &slice)
+            })
+            .reconcile_on(on_deletion(
+                deleted_bindings,
+                &stores,
+                identity::affected_by_binding,
+            ))
+            .reconcile_on(on_deletion(
+                deleted_policies,
+                &stores,
+                identity::affected_by_policy,
+            ))
+            .reconcile_on(on_deletion(
+                deleted_identities,
+                &stores,
+                identity::affected_by_identity,
+            ))
+            .reconcile_on(on_deletion(
+                deleted_services,
+                &stores,
+                identity::affected_by_service,
+            ))
+            .reconcile_on(on_deletion(
+                deleted_endpoint_slices,
+                &stores,
+                identity::affected_by_endpoint_slice,
+            ))
+            .reconcile_on(on_deletion(
+                deleted_service_accounts,
+                &stores,
+                identity::owner_of,
+            ))
+            .reconcile_on(on_deletion(
+                deleted_network_policies,
+                &stores,
+                identity::owner_of,
+            ))
+            .reconcile_all_on(on_becoming_leader(ctx.leader.clone()))
+            .graceful_shutdown_on(shutdown.clone())
+            .run(
+                identity::reconcile,
+                error_policy("AgentIdentity"),
+                ctx.clone(),
+            )
+            .for_each(|_| futures::future::ready(()))
+    };
 
-    let bindings = Controller::for_shared_stream(
-        binding_changes(handles.bindings.boxed()),
-        stores.bindings.clone(),
-    )
-    .with_config(config.clone())
-    .watches_shared_stream(identity_changes(handles.identities_for_bindings), {
-        let stores = stores.clone();
-        move |identity| binding::affected_by_identity(&stores, &identity)
-    })
-    .reconcile_on(on_deletion(
-        handles.deleted_identities_for_bindings,
-        &stores,
-        binding::affected_by_identity,
-    ))
-    .reconcile_all_on(on_becoming_leader(ctx.leader.clone()))
-    .graceful_shutdown_on(shutdown.clone())
-    .run(binding::reconcile, error_policy("ToolBinding"), ctx.clone())
-    .for_each(|_| futures::future::ready(()));
+    let binding_controller = {
+        let BindingControllerSubscriptions {
+            primary,
+            identities,
+            deleted_identities,
+        } = binding_subscriptions;
+        Controller::for_shared_stream(binding_changes(primary.boxed()), stores.bindings.clone())
+            .with_config(config.clone())
+            .watches_shared_stream(identity_changes(identities), {
+                let stores = stores.clone();
+                move |identity| binding::affected_by_identity(&stores, &identity)
+            })
+            .reconcile_on(on_deletion(
+                deleted_identities,
+                &stores,
+                binding::affected_by_identity,
+            ))
+            .reconcile_all_on(on_becoming_leader(ctx.leader.clone()))
+            .graceful_shutdown_on(shutdown.clone())
+            .run(binding::reconcile, error_policy("ToolBinding"), ctx.clone())
+            .for_each(|_| futures::future::ready(()))
+    };
 
-    let policies = Controller::for_shared_stream(
-        policy_changes(handles.policies.boxed()),
-        stores.policies.clone(),
-    )
-    .with_config(config)
-    .watches_shared_stream(binding_changes(handles.bindings_for_policies), {
-        let stores = stores.clone();
-        move |binding| policy::affected_by_binding(&stores, &binding)
-    })
-    .watches_shared_stream(identity_changes(handles.identities_for_policies), {
-        let stores = stores.clone();
-        move |identity| policy::affected_by_identity(&stores, &identity)
-    })
-    .reconcile_on(on_deletion(
-        handles.deleted_bindings_for_policies,
-        &stores,
-        policy::affected_by_binding,
-    ))
-    .reconcile_on(on_deletion(
-        handles.deleted_identities_for_policies,
-        &stores,
-        policy::affected_by_identity,
-    ))
-    .reconcile_all_on(on_becoming_leader(ctx.leader.clone()))
-    .graceful_shutdown_on(shutdown)
-    .run(policy::reconcile, error_policy("DelegationPolicy"), ctx)
-    .for_each(|_| futures::future::ready(()));
+    let policy_controller = {
+        let PolicyControllerSubscriptions {
+            primary,
+            identities,
+            bindings,
+            deleted_identities,
+            deleted_bindings,
+        } = policy_subscriptions;
+        Controller::for_shared_stream(policy_changes(primary.boxed()), stores.policies.clone())
+            .with_config(config)
+            .watches_shared_stream(binding_changes(bindings), {
+                let stores = stores.clone();
+                move |binding| policy::affected_by_binding(&stores, &binding)
+            })
+            .watches_shared_stream(identity_changes(identities), {
+                let stores = stores.clone();
+                move |identity| policy::affected_by_identity(&stores, &identity)
+            })
+            .reconcile_on(on_deletion(
+                deleted_bindings,
+                &stores,
+                policy::affected_by_binding,
+            ))
+            .reconcile_on(on_deletion(
+                deleted_identities,
+                &stores,
+                policy::affected_by_identity,
+            ))
+            .reconcile_all_on(on_becoming_leader(ctx.leader.clone()))
+            .graceful_shutdown_on(shutdown)
+            .run(policy::reconcile, error_policy("DelegationPolicy"), ctx)
+            .for_each(|_| futures::future::ready(()))
+    };
 
-    tokio::join!(identities, bindings, policies);
+    tokio::join!(identity_controller, binding_controller, policy_controller);
 }
 
 /// Invalid specs wait for a change (a status condition already says why); API errors back off

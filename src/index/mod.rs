@@ -1,23 +1,22 @@
-//! The reflector-backed view of the cluster that the controllers, the webhook and the CLI read:
-//! one shared watch per kind (mandate's three kinds, Namespaces and Secrets as metadata only,
-//! Services, EndpointSlices) with readable stores and subscriptions that trigger reconciles;
+//! The reflector-backed view of the cluster that the controllers, the webhook and the CLI read.
+//! Watch events in; out, from `build`: one shared watch per kind (mandate's three kinds,
+//! Namespaces and Secrets as metadata only, Services, EndpointSlices) with readable stores;
 //! ServiceAccounts and mandate's NetworkPolicies as resourceVersions only (see `projections`);
-//! and the live [`Authority`] kept current from mandate's three kinds and the ServiceAccounts.
-//! This module watches; it never writes to the API server.
+//! the live [`Authority`] kept current from mandate's three kinds and the ServiceAccounts; and
+//! each consumer's subscriptions as a struct of its own (see `subscriptions`), which wake
+//! reconciles and snapshot refreshes. This module watches; it never writes to the API server.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures::channel::mpsc;
-use futures::{FutureExt, Stream, StreamExt};
+use futures::Stream;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::core::PartialObjectMeta;
-use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::{self, ReflectHandle, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -30,8 +29,16 @@ use crate::authority::{self, Authority};
 use crate::project::ServiceDirectory;
 
 mod projections;
+mod subscriptions;
+mod watches;
+use projections::AuthorityHook;
 pub use projections::Versions;
-use projections::{AuthorityHook, Outputs};
+pub use subscriptions::{
+    BindingControllerSubscriptions, ControllerSubscriptions, Deletions,
+    IdentityControllerSubscriptions, PolicyControllerSubscriptions, Related, SnapshotSubscriptions,
+    Subscriptions,
+};
+use watches::Watches;
 
 /// Which watches have finished their first list. Tracked from the watch events themselves:
 /// kube's `Store::wait_until_ready` wakes only one waiter, and the controllers already wait on
@@ -265,37 +272,6 @@ where
     });
 }
 
-/// How many consumers a watch serves: subscribers to its applied objects, and receivers of
-/// its deletions (shared subscriptions never see deletions).
-#[derive(Clone, Copy)]
-struct Fan {
-    subscribers: usize,
-    deletions: usize,
-}
-
-impl Fan {
-    fn new(subscribers: usize, deletions: usize) -> Self {
-        Fan {
-            subscribers,
-            deletions,
-        }
-    }
-}
-
-const DELETIONS_AGENTIDENTITY: usize = 3;
-const DELETIONS_TOOLBINDING: usize = 2;
-const DELETIONS_DELEGATIONPOLICY: usize = 1;
-const DELETIONS_NAMESPACE: usize = 0;
-const DELETIONS_SECRET: usize = 0;
-const DELETIONS_SERVICE: usize = 1;
-const DELETIONS_ENDPOINTSLICE: usize = 1;
-
-/// Buffer of each shared stream: how many events a slow subscriber may lag behind before the
-/// watch waits for it. Allocated up front per watch (about 100 bytes a slot): 65,536 slots
-/// cost 7 MB per watch. Subscribers are polled continuously (kube's scheduler drains its
-/// triggers even at full concurrency), so a burst is only slowed, never stalled.
-const SUBSCRIBER_BUFFER: usize = 1024;
-
 /// The readable side of every watch.
 #[derive(Clone)]
 pub struct Stores {
@@ -318,104 +294,15 @@ pub struct Stores {
     pub policy_relists: Relists,
 }
 
-/// Subscriptions to the shared watches, one per consumer. Every handle must be polled by its
-/// consumer: a shared watch waits for its slowest subscriber, so a forgotten handle would stall
-/// it. Named fields (rather than a pool) make each consumer's share explicit.
-pub struct Handles {
-    pub controllers: ControllerHandles,
-    pub snapshot: SnapshotHandles,
-}
-
-/// Changes of a kind that wake reconciles of another (or of other objects of the same kind),
-/// without what the kind's first list dispatches: every object already on the API server when
-/// mandate starts. Those wake nothing new: every primary object is reconciled once its own kind
-/// has listed, reading an authority in which all four kinds have listed, and 10,000 such
-/// redundant wake-ups per kind filled the controllers' queues (12 MB at peak with 10,000
-/// agents). Later lists (after a watch fails) still pass: they may carry changes missed
-/// meanwhile. Services and EndpointSlices are not filtered: a reconcile does not wait for
-/// them to list, so their first list may still change a NetworkPolicy.
-pub type Related<K> = futures::stream::BoxStream<'static, Arc<K>>;
-
-/// What the three controllers consume.
-pub struct ControllerHandles {
-    /// Drives the AgentIdentity controller.
-    pub identities: ReflectHandle<AgentIdentity>,
-    /// Identity changes re-reconcile the agents delegating to or from it.
-    pub identities_for_identities: Related<AgentIdentity>,
-    /// Identity changes re-validate their ToolBindings.
-    pub identities_for_bindings: Related<AgentIdentity>,
-    /// Identity changes re-validate the DelegationPolicies naming them.
-    pub identities_for_policies: Related<AgentIdentity>,
-    /// Drives the ToolBinding controller.
-    pub bindings: ReflectHandle<ToolBinding>,
-    pub bindings_for_identities: Related<ToolBinding>,
-    pub bindings_for_policies: Related<ToolBinding>,
-    /// Drives the DelegationPolicy controller.
-    pub policies: ReflectHandle<DelegationPolicy>,
-    pub policies_for_identities: Related<DelegationPolicy>,
-    pub service_accounts_for_identities: Related<PartialObjectMeta<ServiceAccount>>,
-    pub network_policies_for_identities: Related<PartialObjectMeta<NetworkPolicy>>,
-    pub services_for_identities: ReflectHandle<Service>,
-    pub endpoint_slices_for_identities: ReflectHandle<EndpointSlice>,
-    /// Deletions, which the subscriptions above do not carry.
-    pub deleted_identities_for_identities: mpsc::UnboundedReceiver<Arc<AgentIdentity>>,
-    pub deleted_identities_for_bindings: mpsc::UnboundedReceiver<Arc<AgentIdentity>>,
-    pub deleted_identities_for_policies: mpsc::UnboundedReceiver<Arc<AgentIdentity>>,
-    pub deleted_bindings_for_identities: mpsc::UnboundedReceiver<Arc<ToolBinding>>,
-    pub deleted_bindings_for_policies: mpsc::UnboundedReceiver<Arc<ToolBinding>>,
-    pub deleted_policies_for_identities: mpsc::UnboundedReceiver<Arc<DelegationPolicy>>,
-    pub deleted_services_for_identities: mpsc::UnboundedReceiver<Arc<Service>>,
-    pub deleted_endpoint_slices_for_identities: mpsc::UnboundedReceiver<Arc<EndpointSlice>>,
-    /// A deleted projection is re-created by its identity's reconcile.
-    pub deleted_service_accounts_for_identities:
-        mpsc::UnboundedReceiver<Arc<PartialObjectMeta<ServiceAccount>>>,
-    pub deleted_network_policies_for_identities:
-        mpsc::UnboundedReceiver<Arc<PartialObjectMeta<NetworkPolicy>>>,
-}
-
-/// What the snapshot publisher consumes: every kind admission decisions read.
-pub struct SnapshotHandles {
-    pub identities: ReflectHandle<AgentIdentity>,
-    pub bindings: ReflectHandle<ToolBinding>,
-    pub policies: ReflectHandle<DelegationPolicy>,
-    pub service_accounts: mpsc::UnboundedReceiver<()>,
-    pub namespaces: ReflectHandle<PartialObjectMeta<Namespace>>,
-    pub secrets: ReflectHandle<PartialObjectMeta<Secret>>,
-}
-
-impl SnapshotHandles {
-    /// One `()` per change of any kind the snapshot is built from.
-    pub fn changes(self) -> futures::stream::SelectAll<futures::stream::BoxStream<'static, ()>> {
-        futures::stream::select_all([
-            self.identities.map(|_| ()).boxed(),
-            self.bindings.map(|_| ()).boxed(),
-            self.policies.map(|_| ()).boxed(),
-            self.service_accounts.boxed(),
-            self.namespaces.map(|_| ()).boxed(),
-            self.secrets.map(|_| ()).boxed(),
-        ])
-    }
-}
-
 /// Everything `build` returns: the stores, the subscriptions, and the watch streams, which
 /// must be polled (spawn them) for any of it to move.
 pub struct Index {
     pub stores: Stores,
-    pub handles: Handles,
+    /// Every consumer's subscriptions, one struct each: move each to its consumer.
+    pub subscriptions: Subscriptions,
     pub watches: Vec<futures::future::BoxFuture<'static, ()>>,
     /// Which watches have listed; readiness waits on it.
     pub listed: Listed,
-}
-
-struct Shared<K: Resource + Clone + 'static>
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    reader: Store<K>,
-    handles: Vec<ReflectHandle<K>>,
-    deleted: Vec<mpsc::UnboundedReceiver<Arc<K>>>,
-    watch: futures::future::BoxFuture<'static, ()>,
-    relists: Relists,
 }
 
 /// How many times a watch has begun a (re)list: counted when the list starts, so everything a
@@ -548,182 +435,19 @@ where
     }
 }
 
-fn shared<K, S>(
-    events: S,
-    fan: Fan,
-    listed: &Listed,
-    feed: Option<Feed<K>>,
-    trim: fn(&mut K),
-) -> Shared<K>
+impl<K> Feed<K>
 where
-    K: Resource + Clone + Send + Sync + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
-    S: Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
+    K: AuthorityFeed + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Default,
 {
-    let (reader, writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
-    // A writer made by store_shared always hands out subscriptions.
-    let handles = (0..fan.subscribers)
-        .filter_map(|_| writer.subscribe())
-        .collect();
-    let (deletion_senders, deleted): (Vec<_>, Vec<_>) =
-        (0..fan.deletions).map(|_| mpsc::unbounded()).unzip();
-    let listed = listed.clone();
-    let store = reader.clone();
-    let entering = feed.clone();
-    let relists = Relists::default();
-    let relisting = relists.clone();
-    let watch = events
-        .backoff(WatchBackoff::default())
-        .modify(trim)
-        .inspect(move |event| {
-            if let Ok(watcher::Event::Init) = event {
-                relisting.begun();
-            }
-            if let (Ok(_), Some(feed)) = (event, &entering) {
-                feed.live.entered(feed.index);
-            }
-        })
-        .reflect_shared(writer)
-        .for_each(move |event| {
-            if let (Ok(event), Some(feed)) = (&event, &feed) {
-                (feed.apply)(&feed.live, &store, event);
-            }
-            match event {
-                Err(error) => {
-                    tracing::warn!(%error, kind = %K::kind(&Default::default()), "watch failed; retrying")
-                }
-                Ok(watcher::Event::InitDone) => {
-                    let kind = K::kind(&Default::default()).into_owned();
-                    tracing::debug!(%kind, "listed");
-                    listed.mark(&kind);
-                }
-                Ok(watcher::Event::Delete(object)) => {
-                    let object = Arc::new(object);
-                    for sender in &deletion_senders {
-                        let _ = sender.unbounded_send(object.clone());
-                    }
-                }
-                Ok(_) => {}
-            }
-            futures::future::ready(())
-        })
-        .boxed();
-    Shared {
-        reader,
-        handles,
-        deleted,
-        watch,
-        relists,
+    /// The feed of a kind the live authority is made of.
+    fn new(live: &LiveAuthority) -> Self {
+        Feed {
+            live: live.clone(),
+            index: K::FEED,
+            apply: feed_event::<K>,
+        }
     }
-}
-
-impl<K: Resource + Clone + 'static> Shared<K>
-where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    /// One of the deletion receivers made in `shared`.
-    fn take_deleted(&mut self) -> mpsc::UnboundedReceiver<Arc<K>> {
-        self.deleted
-            .pop()
-            .expect("build() takes exactly as many deletion receivers as it creates")
-    }
-
-    /// One of the subscriptions made in `shared`; `build` takes exactly as many as it made.
-    fn take(&mut self) -> ReflectHandle<K> {
-        self.handles
-            .pop()
-            .expect("build() takes exactly as many subscriptions as it creates")
-    }
-
-    /// A subscription without the first list's dispatch (see [`Related`]).
-    fn take_related(&mut self, listed: &Listed) -> Related<K>
-    where
-        K: Send + Sync,
-        K::DynamicType: Default + Send + Sync,
-    {
-        let kind = K::kind(&Default::default()).into_owned();
-        let listed = listed.clone();
-        self.take()
-            .filter(move |_| futures::future::ready(listed.has(&kind)))
-            .boxed()
-    }
-}
-
-fn typed<K>(client: &Client, config: watcher::Config, fan: Fan, listed: &Listed) -> Shared<K>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    shared(
-        watcher(Api::<K>::all(client.clone()), config),
-        fan,
-        listed,
-        None,
-        slim,
-    )
-}
-
-/// A watch of a kind the live authority is made of.
-fn fed<K>(
-    client: &Client,
-    config: watcher::Config,
-    fan: Fan,
-    listed: &Listed,
-    live: &LiveAuthority,
-) -> Shared<K>
-where
-    K: AuthorityFeed
-        + Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let feed = Feed {
-        live: live.clone(),
-        index: K::FEED,
-        apply: feed_event::<K>,
-    };
-    shared(
-        watcher(Api::<K>::all(client.clone()), config),
-        fan,
-        listed,
-        Some(feed),
-        slim,
-    )
-}
-
-fn metadata<K>(
-    client: &Client,
-    config: watcher::Config,
-    fan: Fan,
-    listed: &Listed,
-    trim: fn(&mut PartialObjectMeta<K>),
-) -> Shared<PartialObjectMeta<K>>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    // An Api of PartialObjectMeta makes metadata-only requests.
-    shared(
-        watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config),
-        fan,
-        listed,
-        None,
-        trim,
-    )
 }
 
 /// How long one watch request lasts before the API server ends it and the watcher resumes
@@ -731,66 +455,6 @@ where
 /// default is 290 s: a watch that stops delivering without failing (a stall across an API
 /// server restart) would leave the index, and the webhook's view, stale that long.
 const WATCH_SECONDS: u32 = 60;
-
-/// A projection kind's watch (metadata only), its versions and the receiving ends of what the
-/// watch sends.
-struct Projection<K: Resource> {
-    versions: Versions,
-    watch: futures::future::BoxFuture<'static, ()>,
-    changed: mpsc::UnboundedReceiver<Arc<PartialObjectMeta<K>>>,
-    deleted: mpsc::UnboundedReceiver<Arc<PartialObjectMeta<K>>>,
-    pinged: Option<mpsc::UnboundedReceiver<()>>,
-}
-
-impl<K> Projection<K>
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    /// `pings`: whether the admission snapshot is told of each change; `hook`: whether the
-    /// kind enters the live authority.
-    fn new(
-        client: &Client,
-        config: watcher::Config,
-        trim: fn(&mut PartialObjectMeta<K>),
-        listed: &Listed,
-        hook: Option<AuthorityHook<K>>,
-        pings: bool,
-    ) -> Self {
-        let (changed_tx, changed) = mpsc::unbounded();
-        let (deleted_tx, deleted) = mpsc::unbounded();
-        let (pinged_tx, pinged) = if pings {
-            let (tx, rx) = mpsc::unbounded();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
-        let versions = Versions::default();
-        let outputs = Outputs {
-            changed: changed_tx,
-            deleted: deleted_tx,
-            pinged: pinged_tx,
-        };
-        // An Api of PartialObjectMeta makes metadata-only requests.
-        let events = watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), config)
-            .backoff(WatchBackoff::default())
-            .modify(trim);
-        let watch =
-            projections::run(events, versions.clone(), outputs, listed.clone(), hook).boxed();
-        Projection {
-            versions,
-            watch,
-            changed,
-            deleted,
-            pinged,
-        }
-    }
-}
 
 impl<K: Resource> AuthorityHook<K>
 where
@@ -807,103 +471,44 @@ where
     }
 }
 
-/// Builds the watches (poll `Index::watches` to run them) and their subscriptions.
+/// Builds the watches (poll `Index::watches` to run them) and every consumer's subscriptions.
 pub fn build(client: &Client, config: authority::Config) -> Index {
     let listed = Listed::new();
     let live = LiveAuthority::new(config);
     let all = || watcher::Config::default().timeout(WATCH_SECONDS);
     let managed = || all().labels(&format!("{MANAGED_BY_LABEL}={MANAGER}"));
 
-    let mut identities = fed::<AgentIdentity>(
-        client,
-        all(),
-        Fan::new(5, DELETIONS_AGENTIDENTITY),
-        &listed,
-        &live,
-    );
-    let mut bindings = fed::<ToolBinding>(
-        client,
-        all(),
-        Fan::new(4, DELETIONS_TOOLBINDING),
-        &listed,
-        &live,
-    );
-    let mut policies = fed::<DelegationPolicy>(
-        client,
-        all(),
-        Fan::new(3, DELETIONS_DELEGATIONPOLICY),
-        &listed,
-        &live,
-    );
+    let mut watches = Watches::new(&listed);
+    let subscriptions = Subscriptions::subscribe(&mut watches);
+    // Every consumer has subscribed; starting a watch consumes it, so nothing subscribes later.
+    let Watches {
+        identities,
+        bindings,
+        policies,
+        service_accounts,
+        network_policies,
+        namespaces,
+        secrets,
+        services,
+        endpoint_slices,
+    } = watches;
+    let identities = identities.start(watch_all(client, all()), Some(Feed::new(&live)), slim);
+    let bindings = bindings.start(watch_all(client, all()), Some(Feed::new(&live)), slim);
+    let policies = policies.start(watch_all(client, all()), Some(Feed::new(&live)), slim);
     // Projections are kept as versions, not objects (see `projections`). Admission decisions
-    // read ServiceAccount ownership: the snapshot follows their changes.
-    let service_accounts = Projection::<ServiceAccount>::new(
-        client,
-        all(),
+    // read ServiceAccount ownership: the snapshot subscribes to their pings.
+    let service_accounts = service_accounts.start(
+        watch_all(client, all()),
         slim_projection,
-        &listed,
         Some(AuthorityHook::new(&live)),
-        true,
     );
-    let network_policies = Projection::<NetworkPolicy>::new(
-        client,
-        managed(),
-        slim_network_policy,
-        &listed,
-        None,
-        false,
-    );
-    let mut namespaces = metadata::<Namespace>(
-        client,
-        all(),
-        Fan::new(1, DELETIONS_NAMESPACE),
-        &listed,
-        slim,
-    );
+    let network_policies =
+        network_policies.start(watch_all(client, managed()), slim_network_policy, None);
+    let namespaces = namespaces.start(watch_all(client, all()), None, slim);
     // A legacy token Secret's annotations name its ServiceAccount: kept.
-    let mut secrets =
-        metadata::<Secret>(client, all(), Fan::new(1, DELETIONS_SECRET), &listed, slim);
-    let mut services = typed::<Service>(client, all(), Fan::new(1, DELETIONS_SERVICE), &listed);
-    let mut endpoint_slices =
-        typed::<EndpointSlice>(client, all(), Fan::new(1, DELETIONS_ENDPOINTSLICE), &listed);
-
-    let handles = Handles {
-        controllers: ControllerHandles {
-            identities: identities.take(),
-            identities_for_identities: identities.take_related(&listed),
-            identities_for_bindings: identities.take_related(&listed),
-            identities_for_policies: identities.take_related(&listed),
-            bindings: bindings.take(),
-            bindings_for_identities: bindings.take_related(&listed),
-            bindings_for_policies: bindings.take_related(&listed),
-            policies: policies.take(),
-            policies_for_identities: policies.take_related(&listed),
-            service_accounts_for_identities: service_accounts.changed.boxed(),
-            network_policies_for_identities: network_policies.changed.boxed(),
-            services_for_identities: services.take(),
-            endpoint_slices_for_identities: endpoint_slices.take(),
-            deleted_identities_for_identities: identities.take_deleted(),
-            deleted_identities_for_bindings: identities.take_deleted(),
-            deleted_identities_for_policies: identities.take_deleted(),
-            deleted_bindings_for_identities: bindings.take_deleted(),
-            deleted_bindings_for_policies: bindings.take_deleted(),
-            deleted_policies_for_identities: policies.take_deleted(),
-            deleted_services_for_identities: services.take_deleted(),
-            deleted_endpoint_slices_for_identities: endpoint_slices.take_deleted(),
-            deleted_service_accounts_for_identities: service_accounts.deleted,
-            deleted_network_policies_for_identities: network_policies.deleted,
-        },
-        snapshot: SnapshotHandles {
-            identities: identities.take(),
-            bindings: bindings.take(),
-            policies: policies.take(),
-            service_accounts: service_accounts
-                .pinged
-                .expect("a ServiceAccount projection pings the snapshot"),
-            namespaces: namespaces.take(),
-            secrets: secrets.take(),
-        },
-    };
+    let secrets = secrets.start(watch_all(client, all()), None, slim);
+    let services = services.start(watch_all(client, all()), None, slim);
+    let endpoint_slices = endpoint_slices.start(watch_all(client, all()), None, slim);
 
     let stores = Stores {
         identities: identities.reader,
@@ -916,27 +521,45 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
         services: services.reader,
         endpoint_slices: endpoint_slices.reader,
         authority: live,
-        identity_relists: identities.relists.clone(),
-        binding_relists: bindings.relists.clone(),
-        policy_relists: policies.relists.clone(),
+        identity_relists: identities.relists,
+        binding_relists: bindings.relists,
+        policy_relists: policies.relists,
     };
     let watches = vec![
-        identities.watch,
-        bindings.watch,
-        policies.watch,
-        service_accounts.watch,
-        network_policies.watch,
-        namespaces.watch,
-        secrets.watch,
-        services.watch,
-        endpoint_slices.watch,
+        identities.run,
+        bindings.run,
+        policies.run,
+        service_accounts.run,
+        network_policies.run,
+        namespaces.run,
+        secrets.run,
+        services.run,
+        endpoint_slices.run,
     ];
     Index {
         stores,
-        handles,
+        subscriptions,
         watches,
         listed,
     }
+}
+
+/// A watch of every `K` in the cluster. An Api of `PartialObjectMeta` makes metadata-only
+/// requests.
+fn watch_all<K>(
+    client: &Client,
+    config: watcher::Config,
+) -> impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    watcher(Api::<K>::all(client.clone()), config)
 }
 
 impl ServiceDirectory for Stores {

@@ -1,8 +1,9 @@
 //! The ServiceAccounts and NetworkPolicies mandate projects, watched as metadata and kept as
 //! versions, not objects: watch events in; out, a resourceVersion per (namespace, name) for
-//! the reconcilers' apply memo, the changed and deleted objects for the AgentIdentity
-//! controller, a ping per change for the admission snapshot, and (ServiceAccounts only) every
-//! change applied to the live authority.
+//! the reconcilers' apply memo, the changed and deleted objects and a ping per change to every
+//! channel subscribed to each (the AgentIdentity controller takes the objects, the admission
+//! snapshot the ServiceAccounts' pings), and (ServiceAccounts only) every change applied to the
+//! live authority. Never writes to the API server.
 //!
 //! There are as many of each as there are agents, and a reconcile reads nothing of them but
 //! their resourceVersion: a kube store kept a key and a whole ObjectMeta per object (23 MB of
@@ -11,12 +12,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use futures::channel::mpsc::UnboundedSender;
 use futures::{Stream, StreamExt};
 use kube::Resource;
 use kube::core::PartialObjectMeta;
 use kube::runtime::watcher;
 
+use super::watches::Fanout;
 use super::{Listed, LiveAuthority};
 use crate::authority::{Authority, ObjectKind};
 
@@ -106,14 +107,14 @@ pub(super) struct AuthorityHook<K: Resource> {
     pub upsert: fn(&mut Authority, Arc<PartialObjectMeta<K>>),
 }
 
-/// Where a projection watch sends what it sees.
+/// Where a projection watch sends what it sees: to every receiver subscribed to each.
 pub(super) struct Outputs<K: Resource> {
     /// Objects changed by anyone (the controller drops its own applies' echoes).
-    pub changed: UnboundedSender<Arc<PartialObjectMeta<K>>>,
+    pub changed: Fanout<Arc<PartialObjectMeta<K>>>,
     /// Objects deleted, so their identity re-creates them.
-    pub deleted: UnboundedSender<Arc<PartialObjectMeta<K>>>,
+    pub deleted: Fanout<Arc<PartialObjectMeta<K>>>,
     /// One ping per change, for the admission snapshot.
-    pub pinged: Option<UnboundedSender<()>>,
+    pub pinged: Fanout<()>,
 }
 
 /// Runs one projection watch until its stream ends: keeps `versions`, feeds the authority
@@ -192,13 +193,13 @@ pub(super) async fn run<K>(
             listed.mark(&kind);
         }
         for object in changed {
-            let _ = outputs.changed.unbounded_send(object);
+            outputs.changed.send(object);
         }
         for object in deleted {
-            let _ = outputs.deleted.unbounded_send(object);
+            outputs.deleted.send(object);
         }
-        if let (true, Some(pinged)) = (any, &outputs.pinged) {
-            let _ = pinged.unbounded_send(());
+        if any {
+            outputs.pinged.send(());
         }
     }
 }
@@ -208,7 +209,6 @@ mod tests {
     use super::*;
     use crate::authority::{self, ServiceAccountOwnership};
     use crate::index::AuthorityFeed;
-    use futures::channel::mpsc;
     use k8s_openapi::api::core::v1::ServiceAccount;
 
     type Meta = PartialObjectMeta<ServiceAccount>;
@@ -247,17 +247,18 @@ mod tests {
         let versions = Versions::default();
         let live = LiveAuthority::new(authority::Config::default());
         let listed = Listed::new();
-        let (changed_tx, changed_rx) = mpsc::unbounded();
-        let (deleted_tx, deleted_rx) = mpsc::unbounded();
-        let (pinged_tx, pinged_rx) = mpsc::unbounded();
+        let mut outputs = Outputs {
+            changed: Fanout::default(),
+            deleted: Fanout::default(),
+            pinged: Fanout::default(),
+        };
+        let changed_rx = outputs.changed.subscribe();
+        let deleted_rx = outputs.deleted.subscribe();
+        let pinged_rx = outputs.pinged.subscribe();
         run(
             futures::stream::iter(events.into_iter().map(Ok)),
             versions.clone(),
-            Outputs {
-                changed: changed_tx,
-                deleted: deleted_tx,
-                pinged: Some(pinged_tx),
-            },
+            outputs,
             listed.clone(),
             Some(AuthorityHook {
                 live: live.clone(),

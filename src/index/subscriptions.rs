@@ -1,0 +1,277 @@
+//! What each consumer of the index subscribes to: the watches, before they start, in; out, one
+//! struct per consumer whose fields are its subscriptions, handed out by value. Each field is
+//! minted by one `subscribe*` call in its struct's `subscribe`, so a watch has exactly as many
+//! subscribers as there are fields naming it, fixed at compile time; the consumer takes the
+//! struct apart and moves each field into whatever polls it. Never holds a subscription after
+//! handing it out, and never subscribes to a started watch (starting one consumes it).
+//!
+//! A new consumer: a struct with one field per subscription and a `subscribe(&mut Watches)`
+//! that fills every field, a field of that type in [`Subscriptions`] (or in the struct of the
+//! consumer it belongs to), and a consumer that destructures it without `..`.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use futures::channel::mpsc;
+use futures::stream::{BoxStream, SelectAll};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::core::PartialObjectMeta;
+use kube::runtime::reflector::ReflectHandle;
+
+use super::watches::Watches;
+use crate::api::{AgentIdentity, DelegationPolicy, ToolBinding};
+
+/// Changes of a kind that wake reconciles of another (or of other objects of the same kind),
+/// without what the kind's first list dispatches: every object already on the API server when
+/// mandate starts. Those wake nothing new: every primary object is reconciled once its own kind
+/// has listed, reading an authority in which all four kinds have listed, and 10,000 such
+/// redundant wake-ups per kind filled the controllers' queues (12 MB at peak with 10,000
+/// agents). Later lists (after a watch fails) still pass: they may carry changes missed
+/// meanwhile. Services and EndpointSlices are not filtered: a reconcile does not wait for
+/// them to list, so their first list may still change a NetworkPolicy.
+pub type Related<K> = BoxStream<'static, Arc<K>>;
+
+/// Objects of a kind deleted, which shared subscriptions never carry.
+pub type Deletions<K> = mpsc::UnboundedReceiver<Arc<K>>;
+
+/// Every consumer's subscriptions. Each must be polled by its consumer (or dropped): a shared
+/// watch waits for its slowest subscriber once that one is a full buffer behind (1,024 events,
+/// `SUBSCRIBER_BUFFER`), so a subscription held but never polled stalls its watch for everyone.
+pub struct Subscriptions {
+    pub controllers: ControllerSubscriptions,
+    pub snapshot: SnapshotSubscriptions,
+}
+
+impl Subscriptions {
+    pub(super) fn subscribe(watches: &mut Watches) -> Self {
+        Subscriptions {
+            controllers: ControllerSubscriptions::subscribe(watches),
+            snapshot: SnapshotSubscriptions::subscribe(watches),
+        }
+    }
+}
+
+/// What the three controllers consume, one struct each.
+pub struct ControllerSubscriptions {
+    pub identity_controller: IdentityControllerSubscriptions,
+    pub binding_controller: BindingControllerSubscriptions,
+    pub policy_controller: PolicyControllerSubscriptions,
+}
+
+impl ControllerSubscriptions {
+    fn subscribe(watches: &mut Watches) -> Self {
+        ControllerSubscriptions {
+            identity_controller: IdentityControllerSubscriptions::subscribe(watches),
+            binding_controller: BindingControllerSubscriptions::subscribe(watches),
+            policy_controller: PolicyControllerSubscriptions::subscribe(watches),
+        }
+    }
+}
+
+/// What wakes the AgentIdentity controller.
+pub struct IdentityControllerSubscriptions {
+    /// Drives the controller: every AgentIdentity.
+    pub primary: ReflectHandle<AgentIdentity>,
+    /// An identity's changes re-reconcile the agents delegating to or from it.
+    pub identities: Related<AgentIdentity>,
+    pub bindings: Related<ToolBinding>,
+    pub policies: Related<DelegationPolicy>,
+    /// Changes of the projections it owns, by anyone (the controller drops its own echoes).
+    pub service_accounts: Related<PartialObjectMeta<ServiceAccount>>,
+    pub network_policies: Related<PartialObjectMeta<NetworkPolicy>>,
+    pub services: ReflectHandle<Service>,
+    pub endpoint_slices: ReflectHandle<EndpointSlice>,
+    pub deleted_identities: Deletions<AgentIdentity>,
+    pub deleted_bindings: Deletions<ToolBinding>,
+    pub deleted_policies: Deletions<DelegationPolicy>,
+    pub deleted_services: Deletions<Service>,
+    pub deleted_endpoint_slices: Deletions<EndpointSlice>,
+    /// A deleted projection is re-created by its identity's reconcile.
+    pub deleted_service_accounts: Deletions<PartialObjectMeta<ServiceAccount>>,
+    pub deleted_network_policies: Deletions<PartialObjectMeta<NetworkPolicy>>,
+}
+
+impl IdentityControllerSubscriptions {
+    fn subscribe(watches: &mut Watches) -> Self {
+        IdentityControllerSubscriptions {
+            primary: watches.identities.subscribe(),
+            identities: watches.identities.subscribe_related(),
+            bindings: watches.bindings.subscribe_related(),
+            policies: watches.policies.subscribe_related(),
+            service_accounts: watches.service_accounts.subscribe_changes(),
+            network_policies: watches.network_policies.subscribe_changes(),
+            services: watches.services.subscribe(),
+            endpoint_slices: watches.endpoint_slices.subscribe(),
+            deleted_identities: watches.identities.subscribe_deletions(),
+            deleted_bindings: watches.bindings.subscribe_deletions(),
+            deleted_policies: watches.policies.subscribe_deletions(),
+            deleted_services: watches.services.subscribe_deletions(),
+            deleted_endpoint_slices: watches.endpoint_slices.subscribe_deletions(),
+            deleted_service_accounts: watches.service_accounts.subscribe_deletions(),
+            deleted_network_policies: watches.network_policies.subscribe_deletions(),
+        }
+    }
+}
+
+/// What wakes the ToolBinding controller.
+pub struct BindingControllerSubscriptions {
+    /// Drives the controller: every ToolBinding.
+    pub primary: ReflectHandle<ToolBinding>,
+    /// An identity's changes re-validate its ToolBindings.
+    pub identities: Related<AgentIdentity>,
+    pub deleted_identities: Deletions<AgentIdentity>,
+}
+
+impl BindingControllerSubscriptions {
+    fn subscribe(watches: &mut Watches) -> Self {
+        BindingControllerSubscriptions {
+            primary: watches.bindings.subscribe(),
+            identities: watches.identities.subscribe_related(),
+            deleted_identities: watches.identities.subscribe_deletions(),
+        }
+    }
+}
+
+/// What wakes the DelegationPolicy controller.
+pub struct PolicyControllerSubscriptions {
+    /// Drives the controller: every DelegationPolicy.
+    pub primary: ReflectHandle<DelegationPolicy>,
+    /// An identity's changes re-validate the DelegationPolicies naming it.
+    pub identities: Related<AgentIdentity>,
+    pub bindings: Related<ToolBinding>,
+    pub deleted_identities: Deletions<AgentIdentity>,
+    pub deleted_bindings: Deletions<ToolBinding>,
+}
+
+impl PolicyControllerSubscriptions {
+    fn subscribe(watches: &mut Watches) -> Self {
+        PolicyControllerSubscriptions {
+            primary: watches.policies.subscribe(),
+            identities: watches.identities.subscribe_related(),
+            bindings: watches.bindings.subscribe_related(),
+            deleted_identities: watches.identities.subscribe_deletions(),
+            deleted_bindings: watches.bindings.subscribe_deletions(),
+        }
+    }
+}
+
+/// What the admission snapshot publisher consumes: every kind admission decisions read.
+pub struct SnapshotSubscriptions {
+    pub identities: ReflectHandle<AgentIdentity>,
+    pub bindings: ReflectHandle<ToolBinding>,
+    pub policies: ReflectHandle<DelegationPolicy>,
+    pub service_accounts: mpsc::UnboundedReceiver<()>,
+    pub namespaces: ReflectHandle<PartialObjectMeta<Namespace>>,
+    pub secrets: ReflectHandle<PartialObjectMeta<Secret>>,
+}
+
+impl SnapshotSubscriptions {
+    fn subscribe(watches: &mut Watches) -> Self {
+        SnapshotSubscriptions {
+            identities: watches.identities.subscribe(),
+            bindings: watches.bindings.subscribe(),
+            policies: watches.policies.subscribe(),
+            service_accounts: watches.service_accounts.subscribe_pings(),
+            namespaces: watches.namespaces.subscribe(),
+            secrets: watches.secrets.subscribe(),
+        }
+    }
+
+    /// One `()` per change of any kind the snapshot is built from.
+    pub fn changes(self) -> SelectAll<BoxStream<'static, ()>> {
+        let SnapshotSubscriptions {
+            identities,
+            bindings,
+            policies,
+            service_accounts,
+            namespaces,
+            secrets,
+        } = self;
+        futures::stream::select_all([
+            identities.map(|_| ()).boxed(),
+            bindings.map(|_| ()).boxed(),
+            policies.map(|_| ()).boxed(),
+            service_accounts.boxed(),
+            namespaces.map(|_| ()).boxed(),
+            secrets.map(|_| ()).boxed(),
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::Stream;
+    use kube::ResourceExt;
+    use kube::runtime::watcher::Event;
+
+    use super::*;
+    use crate::index::Listed;
+
+    fn identity(name: &str) -> AgentIdentity {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "team"},
+            "spec": {"owner": {"kind": "User", "name": "alice"}, "purpose": "test"}
+        }))
+        .unwrap_or_else(|e| unreachable!("{e}"))
+    }
+
+    /// The names `objects` yields until it ends.
+    async fn names<K: kube::Resource>(objects: impl Stream<Item = Arc<K>>) -> Vec<String> {
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            objects.map(|object| object.name_any()).collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("the subscription did not end"))
+    }
+
+    #[tokio::test]
+    async fn every_consumer_subscribed_to_identities_gets_every_identity_change_and_deletion() {
+        let listed = Listed::new();
+        let mut watches = Watches::new(&listed);
+        let Subscriptions {
+            controllers,
+            snapshot,
+        } = Subscriptions::subscribe(&mut watches);
+        let events = [
+            Event::Init,
+            Event::InitDone,
+            Event::Apply(identity("planner")),
+            Event::Delete(identity("retired")),
+        ];
+        let started = watches.identities.start(
+            futures::stream::iter(events.into_iter().map(Ok)),
+            None,
+            |_| {},
+        );
+        started.run.await;
+
+        let ControllerSubscriptions {
+            identity_controller,
+            binding_controller,
+            policy_controller,
+        } = controllers;
+        let changes = [
+            identity_controller.primary.boxed(),
+            identity_controller.identities,
+            binding_controller.identities,
+            policy_controller.identities,
+            snapshot.identities.boxed(),
+        ];
+        for subscription in changes {
+            assert_eq!(names(subscription).await, ["planner"]);
+        }
+        let deletions = [
+            identity_controller.deleted_identities,
+            binding_controller.deleted_identities,
+            policy_controller.deleted_identities,
+        ];
+        for deleted in deletions {
+            assert_eq!(names(deleted).await, ["retired"]);
+        }
+    }
+}
