@@ -18,7 +18,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, watcher};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
@@ -571,11 +571,7 @@ impl ServiceDirectory for Stores {
     fn endpoint_slices(&self, namespace: &str, service: &str) -> Vec<Arc<EndpointSlice>> {
         self.endpoint_slices.state_filter(|slice| {
             slice.metadata.namespace.as_deref() == Some(namespace)
-                && slice
-                    .labels()
-                    .get("kubernetes.io/service-name")
-                    .map(String::as_str)
-                    == Some(service)
+                && crate::project::service_name_of_slice(slice) == Some(service)
         })
     }
 }
