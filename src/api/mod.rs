@@ -40,6 +40,20 @@ pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`] and the server-side apply field manager.
 pub const MANAGER: &str = "mandate";
 
+/// The ServiceAccount a pod runs as: `serviceAccountName`, the deprecated `serviceAccount`, or
+/// `default`, which the API server's ServiceAccount admission plugin fills in before validating
+/// webhooks see the pod (so the fallback matters for manifests and for pods read elsewhere).
+pub fn pod_service_account(spec: &k8s_openapi::api::core::v1::PodSpec) -> &str {
+    spec.service_account_name
+        .as_deref()
+        .filter(|name| !name.is_empty())
+        .or(spec
+            .service_account
+            .as_deref()
+            .filter(|name| !name.is_empty()))
+        .unwrap_or("default")
+}
+
 /// The CustomResourceDefinitions of all three kinds, in a stable order. Use this rather than
 /// `AgentIdentity::crd()`: only this one is accepted by a real API server, since it declares
 /// `metadata.name` for the name-length rule.

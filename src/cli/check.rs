@@ -33,13 +33,15 @@ use kube::core::admission::{AdmissionRequest, AdmissionReview};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::cluster::{self, FetchError, Scope};
+use super::cluster::{self, FetchError, Namespaces};
 use super::manifests::{self, Manifest, ManifestError};
 use super::report::Objects;
 use crate::admission::pod::AUTOMOUNT_VOLUME_PREFIX;
 use crate::admission::snapshot::{DEFAULT_APPROVER_GROUP, DEFAULT_NAMESPACE};
 use crate::admission::{AdmissionConfig, Decision, Mode, Snapshot, Verdict, decide};
-use crate::api::{AgentIdentity, DelegationPolicy, GROUP, ToolBinding, VERSION};
+use crate::api::{
+    AgentIdentity, DelegationPolicy, GROUP, ToolBinding, VERSION, pod_service_account,
+};
 use crate::assess::{IdentityInputs, assess_identity};
 use crate::authority::{self, Authority};
 use crate::project::{NetworkConfig, Services, TrustDomain};
@@ -74,7 +76,7 @@ pub struct CheckArgs {
     #[arg(short, long, value_enum, default_value_t = CheckOutput::Text)]
     pub output: CheckOutput,
     /// The installation's mode for agent pods outside labelled namespaces.
-    #[arg(long, default_value = "enforce", value_parser = parse_mode)]
+    #[arg(long, default_value = "enforce", value_parser = super::parse_mode)]
     pub default_mode: Mode,
     /// The installation's approver group for High-risk ToolBindings.
     #[arg(long, default_value = DEFAULT_APPROVER_GROUP)]
@@ -177,10 +179,6 @@ fn parse_time(value: &str) -> Result<Timestamp, String> {
         .map_err(|e| format!("{value:?} is not an RFC 3339 time (2027-01-15T08:00:00Z): {e}"))
 }
 
-fn parse_mode(value: &str) -> Result<Mode, String> {
-    Mode::parse(value).ok_or_else(|| format!("{value:?} is not one of enforce, warn, audit"))
-}
-
 /// Reads the manifests (and the cluster with `--cluster`), reviews them and prints the
 /// results. Returns whether anything would be refused.
 pub async fn run(args: CheckArgs) -> Result<bool, CheckError> {
@@ -188,7 +186,7 @@ pub async fn run(args: CheckArgs) -> Result<bool, CheckError> {
     let manifests = with_namespace(manifests, &args.namespace);
     let cluster_objects = if args.cluster {
         let (client, server) = cluster::connect(args.context.as_deref()).await?;
-        let scope = Scope::Namespaces(namespaces_of(&manifests, &args.namespace));
+        let scope = Namespaces::Only(namespaces_of(&manifests, &args.namespace));
         Some(cluster::fetch(&client, &server, &scope).await?)
     } else {
         None
@@ -399,12 +397,7 @@ pub fn as_admitted_pod(object: &Value, snapshot: &Snapshot) -> Value {
     let Some(spec) = pod.spec.as_mut() else {
         return object.clone();
     };
-    let service_account = spec
-        .service_account_name
-        .clone()
-        .filter(|s| !s.is_empty())
-        .or_else(|| spec.service_account.clone().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| "default".to_owned());
+    let service_account = pod_service_account(spec).to_owned();
     spec.service_account_name = Some(service_account.clone());
     let sa_automount = snapshot
         .authority()

@@ -16,11 +16,11 @@ use crate::api::{AgentIdentity, DelegationPolicy, GROUP, ToolBinding};
 
 /// Which namespaces to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Scope {
+pub enum Namespaces {
     /// Every namespace (`-A`).
     All,
     /// These namespaces only.
-    Namespaces(Vec<String>),
+    Only(Vec<String>),
 }
 
 /// Why reading the cluster failed.
@@ -89,11 +89,15 @@ pub async fn connect(context: Option<&str>) -> Result<(Client, String), FetchErr
 
 /// Everything [`Objects`] holds, for the namespaces of `scope`. A namespace that does not
 /// exist is simply empty.
-pub async fn fetch(client: &Client, server: &str, scope: &Scope) -> Result<Objects, FetchError> {
+pub async fn fetch(
+    client: &Client,
+    server: &str,
+    scope: &Namespaces,
+) -> Result<Objects, FetchError> {
     let mut objects = Objects::default();
     let namespaces: Vec<Option<&str>> = match scope {
-        Scope::All => vec![None],
-        Scope::Namespaces(names) => names.iter().map(|n| Some(n.as_str())).collect(),
+        Namespaces::All => vec![None],
+        Namespaces::Only(names) => names.iter().map(|n| Some(n.as_str())).collect(),
     };
     for ns in namespaces {
         let fetcher = Fetcher { client, server, ns };

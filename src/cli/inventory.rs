@@ -6,7 +6,7 @@
 use clap::{Args, ValueEnum};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use super::cluster::{self, FetchError, Scope};
+use super::cluster::{self, FetchError, Namespaces};
 use super::render;
 use super::report::{self, DurationError, Report};
 use crate::authority;
@@ -63,13 +63,13 @@ pub enum InventoryError {
 pub async fn run(args: InventoryArgs) -> Result<(), InventoryError> {
     let (client, server) = cluster::connect(args.context.as_deref()).await?;
     let scope = if args.all_namespaces {
-        Scope::All
+        Namespaces::All
     } else {
         let namespace = args
             .namespace
             .clone()
             .unwrap_or_else(|| client.default_namespace().to_owned());
-        Scope::Namespaces(vec![namespace])
+        Namespaces::Only(vec![namespace])
     };
     let objects = cluster::fetch(&client, &server, &scope).await?;
     let config = authority::Config {

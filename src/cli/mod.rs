@@ -15,6 +15,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+use crate::admission::Mode;
+
 /// Accountable owners, workload identity, time-bounded tools and bounded delegation for AI
 /// agents on Kubernetes.
 #[derive(Debug, Parser)]
@@ -42,4 +44,9 @@ pub enum Command {
     /// Predict the admission decisions for manifests (offline, or with --cluster) with the
     /// webhook's own rules; exits 1 when anything would be refused.
     Check(check::CheckArgs),
+}
+
+/// `enforce`, `warn` or `audit`, for the flags that take an admission mode.
+pub(crate) fn parse_mode(value: &str) -> Result<Mode, String> {
+    Mode::parse(value).ok_or_else(|| format!("{value:?} is not one of enforce, warn, audit"))
 }

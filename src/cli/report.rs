@@ -482,13 +482,7 @@ fn token_secrets(
 fn pod_service_account(pod: &Pod) -> &str {
     pod.spec
         .as_ref()
-        .and_then(|s| {
-            s.service_account_name
-                .as_deref()
-                .or(s.service_account.as_deref())
-        })
-        .filter(|s| !s.is_empty())
-        .unwrap_or("default")
+        .map_or("default", crate::api::pod_service_account)
 }
 
 fn strings(items: Vec<&str>) -> Vec<String> {

@@ -68,7 +68,7 @@ pub struct RunArgs {
     #[arg(long, env = "MANDATE_TLS_KEY", default_value = "/tls/tls.key")]
     pub tls_key: PathBuf,
     /// Mode for agent pods in namespaces without a mandate.dev/mode label: enforce, warn or audit.
-    #[arg(long, env = "MANDATE_DEFAULT_MODE", default_value = "enforce", value_parser = parse_mode)]
+    #[arg(long, env = "MANDATE_DEFAULT_MODE", default_value = "enforce", value_parser = super::parse_mode)]
     pub default_mode: Mode,
     /// Group whose members may approve High-risk ToolBindings (and are not the agent's owner).
     #[arg(
@@ -83,10 +83,6 @@ pub struct RunArgs {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "MANDATE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
-}
-
-fn parse_mode(value: &str) -> Result<Mode, String> {
-    Mode::parse(value).ok_or_else(|| format!("{value:?} is not one of enforce, warn, audit"))
 }
 
 impl RunArgs {
