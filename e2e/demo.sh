@@ -4,7 +4,9 @@
 # Starts the control plane (building it on first use), installs the CRDs and the Helm chart's
 # ServiceAccount and RBAC, runs mandate as a local process with a token of that ServiceAccount,
 # registers the chart's webhook configuration pointed at it, and walks through the samples.
-# The control plane and mandate keep running afterwards so you can explore.
+# Every manifest it pipes into kubectl is printed first. The webhooks are scoped to namespaces
+# labelled for the demo, and the demo shows what that leaves unreviewed (an agent pod in
+# `default`). The control plane and mandate keep running afterwards so you can explore.
 #
 # Usage: e2e/demo.sh          run the demo
 #        e2e/demo.sh stop     stop the demo's mandate process and remove its webhook configuration
@@ -45,6 +47,22 @@ step() {
 show() {
   printf '%s$ %s%s\n' "$dim" "$*" "$reset"
   "$@"
+}
+# Shows the manifest on stdin as the here-document of the kubectl command that applies it
+# (after comment lines saying where it came from, when given), then runs that command on it.
+# Only a caBundle is shortened in what is shown: a base64 certificate tells a reader nothing.
+show_apply() { # comment lines or "", kubectl arguments (the manifest goes in as -f -)
+  local comment=$1 manifest line
+  shift
+  manifest=$(cat)
+  if [[ -n "$comment" ]]; then
+    while IFS= read -r line; do printf '%s# %s%s\n' "$dim" "$line" "$reset"; done <<<"$comment"
+  fi
+  printf '%s$ kubectl %s -f - <<EOF%s\n' "$dim" "$*" "$reset"
+  sed -E 's|^([[:space:]]*caBundle: ).{64,}$|\1<base64 of the CA from e2e/certs.sh, shortened here>|' \
+    <<<"$manifest"
+  printf '%sEOF%s\n' "$dim" "$reset"
+  kubectl "$@" -f - <<<"$manifest"
 }
 
 stop_mandate() {
@@ -103,7 +121,9 @@ step "Install mandate's ServiceAccount and RBAC from the Helm chart" \
   "get), write Events, and renew its leader Lease."
 kubectl create namespace "$system" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 helm template "$release" charts/mandate --namespace "$system" --kube-version "$KUBE_VERSION" \
-  --show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml | show kubectl apply -f -
+  --show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml |
+  show_apply "rendered by: helm template $release charts/mandate --namespace $system --kube-version $KUBE_VERSION \\
+    --show-only templates/serviceaccount.yaml --show-only templates/rbac.yaml" apply
 
 step "Run mandate as a local process, as that ServiceAccount" \
   "It authenticates with a token from 'kubectl create token', so everything below also proves the" \
@@ -145,14 +165,24 @@ echo
 
 step "Register the admission webhook (the chart's webhook configuration)" \
   "In a cluster the API server calls mandate's Service; here it calls the local process at" \
-  "https://127.0.0.1:$webhook_port with a certificate from e2e/certs.sh. Scoped to namespaces" \
-  "labelled $demo_label=true for this demo only."
+  "https://127.0.0.1:$webhook_port with a certificate from e2e/certs.sh." \
+  "${bold}Scoped to this demo:${reset} every webhook's namespaceSelector also requires the label" \
+  "$demo_label=true (webhook.namespaceSelector.matchLabels), so mandate reviews nothing in a" \
+  "namespace without it. An agent pod in 'default' is admitted unreviewed (a later step shows" \
+  "it); so are Deployments and legacy token Secrets there, and mandate resources there get" \
+  "only the API server's schema checks. A real install has no such selector: its webhooks" \
+  "cover every namespace but kube-system, kube-node-lease and its own."
 helm template "$webhook_name" charts/mandate --namespace "$system" --kube-version "$KUBE_VERSION" \
   --set fullnameOverride="$webhook_name" --set certManager.enabled=true \
   --set webhook.url="https://127.0.0.1:$webhook_port" \
   --set webhook.caBundle="$(base64 -w0 <"$demo/certs/ca.crt")" \
   --set-string "webhook.namespaceSelector.matchLabels.mandate\.dev/demo=true" \
-  --show-only templates/webhook.yaml | show kubectl apply -f -
+  --show-only templates/webhook.yaml |
+  show_apply "rendered by: helm template $webhook_name charts/mandate --namespace $system --kube-version $KUBE_VERSION \\
+    --set fullnameOverride=$webhook_name --set certManager.enabled=true \\
+    --set webhook.url=https://127.0.0.1:$webhook_port --set webhook.caBundle=<base64 CA> \\
+    --set-string 'webhook.namespaceSelector.matchLabels.mandate\\.dev/demo=true' \\
+    --show-only templates/webhook.yaml" apply
 
 step "Create a namespace for agents and turn admission on" \
   "Like Pod Security Admission: label it audit, then warn, then enforce. We go straight to enforce."
@@ -197,23 +227,22 @@ show kubectl describe networkpolicy mandate-researcher -n "$ns"
 
 step "An agent pod with a mandate is admitted" \
   "It names its identity, runs as the identity's ServiceAccount and mounts no long-lived token."
-pod() { # name, labels (JSON), serviceAccountName, automount
+pod() { # name, labels (JSON), serviceAccountName, automount[, namespace (default: the demo's)]
   cat <<EOF
 {"apiVersion": "v1", "kind": "Pod",
- "metadata": {"name": "$1", "namespace": "$ns", "labels": $2},
+ "metadata": {"name": "$1", "namespace": "${5:-$ns}", "labels": $2},
  "spec": {"serviceAccountName": "$3", "automountServiceAccountToken": $4,
           "containers": [{"name": "agent", "image": "registry.example/agent:1"}]}}
 EOF
 }
-pod researcher '{"mandate.dev/agent": "researcher"}' researcher false |
-  show kubectl apply -f -
+pod researcher '{"mandate.dev/agent": "researcher"}' researcher false | show_apply "" apply
 
 step "A pod without a mandate is refused, with every reason" \
   "No mandate.dev/agent label: in an enforce namespace every pod is an agent pod."
-pod stray '{}' default true | show kubectl apply -f - || true
+pod stray '{}' default true | show_apply "" apply || true
 echo
 echo "   An agent whose identity has no tools bound, running as the default ServiceAccount:"
-cat <<EOF | kubectl apply -n "$ns" -f - >/dev/null
+show_apply "" apply -n "$ns" <<EOF
 apiVersion: mandate.dev/v1alpha1
 kind: AgentIdentity
 metadata: {name: intern}
@@ -223,7 +252,20 @@ spec:
   purpose: Summarises tickets (no tools granted yet)
 EOF
 sleep 1
-pod intern '{"mandate.dev/agent": "intern"}' default true | show kubectl apply -f - || true
+pod intern '{"mandate.dev/agent": "intern"}' default true | show_apply "" apply || true
+
+step "What this demo's scoping leaves out: an agent pod in 'default'" \
+  "The demo's webhooks only see namespaces labelled $demo_label=true, and 'default' is not." \
+  "So this pod, which claims to be the researcher, runs as the default ServiceAccount and" \
+  "automounts its token, is admitted without mandate ever seeing it. A real install would refuse it" \
+  "(no AgentIdentity researcher in 'default'; mandate's --default-mode is enforce)." \
+  "--dry-run=server goes through admission like a real create but stores nothing."
+pod impostor '{"mandate.dev/agent": "researcher"}' default true default |
+  show_apply "" apply --dry-run=server || true
+echo
+echo "   The same pod in $ns (labelled $demo_label=true) is refused:"
+pod impostor '{"mandate.dev/agent": "researcher"}' default true |
+  show_apply "" apply --dry-run=server || true
 
 step "The inventory" "Every agent with owner, class, SPIFFE ID, tools and expiry, and what is unmanaged."
 if "$mandate" inventory --help >/dev/null 2>&1; then
@@ -241,6 +283,9 @@ ${bold}Done.${reset} The control plane and mandate keep running, so you can expl
   kubectl get mandate -n $ns
   kubectl describe agentidentity researcher -n $ns
   tail -f $demo/mandate.log
+
+Here mandate's webhooks see only namespaces labelled $demo_label=true: add that label (and
+mandate.dev/mode) to a namespace to try mandate there.
 
 Stop mandate:            bash e2e/demo.sh stop
 Stop the control plane:  make cluster-down

@@ -1,7 +1,7 @@
 //! `mandate inventory` and `mandate check` on the real control plane, with the operator running
 //! so statuses are real: the inventory of the samples plus deliberately unmanaged objects (its
-//! JSON asserted, its table's width, its dot output rendered by Graphviz, the kubectl plugin
-//! name), clear errors, and the parity of `mandate check` with the webhook on every fixture of
+//! JSON asserted, its table's width and whole SPIFFE IDs, its dot output rendered by Graphviz,
+//! the kubectl plugin name), clear errors, and the parity of `mandate check` with the webhook on every fixture of
 //! `e2e/fixtures/check/`.
 //!
 //! Tests here run one at a time (each starts its own operator), serialised by `SERIAL`.
@@ -285,10 +285,16 @@ async fn inventory_lists_agents_edges_escalations_and_exactly_the_unmanaged() ->
     let yaml: Value = serde_yaml::from_str(&mandate_ok(&["inventory", "-n", n, "-o", "yaml"])?)?;
     assert_eq!(names_and_tools(&yaml), names_and_tools(&json));
 
-    // The table fits 120 columns.
+    // The table fits 120 columns, and every SPIFFE ID in it is whole.
     let table = mandate_ok(&["inventory", "-n", n])?;
     for line in table.lines() {
         assert!(line.chars().count() <= 120, "wider than 120: {line:?}");
+    }
+    for agent in ["code-agent", "executor", "planner", "researcher"] {
+        assert!(
+            table.contains(&format!("  {}\n", spiffe(agent))),
+            "the whole SPIFFE ID of {agent} ends its row:\n{table}"
+        );
     }
     assert!(table.contains("ESCALATION PATHS (1)"), "{table}");
     println!("{table}");

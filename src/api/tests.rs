@@ -1,8 +1,9 @@
 //! The CRD types on their own: serde defaults and the schema defaults the API server applies
 //! agree, every kind survives JSON and YAML round trips with its status, every sample in
 //! `config/samples/` is one of these types without dropped fields, and every field of every
-//! generated schema carries a description (`kubectl explain` prints it). No API server here:
-//! what it decides is tested in `e2e/tests/crds.rs`.
+//! generated schema carries a description (`kubectl explain` prints it), and no printer column
+//! shows a future instant as a `date` (kubectl would print `<invalid>`). No API server here:
+//! what it decides is tested in `e2e/tests/crds.rs` and `e2e/tests/tables.rs`.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -123,6 +124,44 @@ fn the_schema_defaults_are_the_serde_defaults() {
     assert_eq!(
         schema("DelegationPolicy").pointer(&format!("{spec}/maxDepth/default")),
         Some(&json!(1))
+    );
+}
+
+#[test]
+fn only_past_instants_are_date_printer_columns_so_kubectl_never_prints_invalid() {
+    // The API server prints a `date` column as the time since the instant; an instant ahead
+    // (an expiry) comes out as `<invalid>`. Creation is always behind; anything else is a string.
+    let mut columns = Vec::new();
+    for crd in crds() {
+        for column in crd.spec.versions[0]
+            .additional_printer_columns
+            .iter()
+            .flatten()
+        {
+            columns.push((
+                crd.spec.names.kind.clone(),
+                column.name.clone(),
+                column.type_.clone(),
+                column.json_path.clone(),
+            ));
+        }
+    }
+    let misdated: Vec<_> = columns
+        .iter()
+        .filter(|(_, _, type_, path)| type_ == "date" && path != ".metadata.creationTimestamp")
+        .collect();
+    assert!(
+        misdated.is_empty(),
+        "date columns of a future instant: {misdated:?}"
+    );
+    assert!(
+        columns.contains(&(
+            "ToolBinding".into(),
+            "Expires".into(),
+            "string".into(),
+            ".status.expiresAt".into()
+        )),
+        "{columns:?}"
     );
 }
 

@@ -26,7 +26,14 @@ use super::schema::{DNS_LABEL, DNS_SUBDOMAIN};
     doc = "ToolBinding grants one AgentIdentity an explicit list of tools, each with one destination, declared actions and a risk, optionally inside a validity window. High-risk tools need an approval.",
     printcolumn(name = "Agent", type_ = "string", json_path = ".spec.agent"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Expires", type_ = "date", json_path = ".status.expiresAt"),
+    // A `date` column prints the time since an instant, so a future expiry shows as
+    // `<invalid>`: the instant itself, as the RFC 3339 string the status holds, says it.
+    printcolumn(
+        name = "Expires",
+        type_ = "string",
+        json_path = ".status.expiresAt",
+        description = "When the tools expire (RFC 3339, UTC); absent when they do not."
+    ),
     printcolumn(
         name = "Age",
         type_ = "date",

@@ -1,7 +1,7 @@
-//! Renders an inventory [`Report`]: a report in; a table that fits a terminal width, a Graphviz
-//! dot graph or a Mermaid flowchart out (JSON and YAML are serde's). Graphs draw agents, the
-//! tools they hold and delegation edges; edges of unsafe chains and escalated tools are red.
-//! Pure: never does I/O.
+//! Renders an inventory [`Report`]: a report in; a table that fits a terminal width (SPIFFE IDs
+//! always whole, other long cells cut), a Graphviz dot graph or a Mermaid flowchart out (JSON
+//! and YAML are serde's). Graphs draw agents, the tools they hold and delegation edges; edges
+//! of unsafe chains and escalated tools are red. Pure: never does I/O.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -11,11 +11,18 @@ use super::report::{Report, human_duration};
 /// The widest line the table output may print.
 pub const TABLE_WIDTH: usize = 120;
 
-/// Columns of text, shrunk to fit a width by truncating the widest cells with `…`.
+/// A cut cell keeps at least this many characters (or its header's), so it still says what
+/// it is: below that, a line runs past the width instead.
+const READABLE: usize = 12;
+
+/// Columns of text, shrunk to fit a width by truncating the widest cells with `…`, except
+/// columns kept whole.
 #[derive(Debug, Clone, Default)]
 pub struct Table {
     headers: Vec<&'static str>,
     rows: Vec<Vec<String>>,
+    /// Headers of the columns never cut: identifiers a reader must be able to copy.
+    whole: Vec<&'static str>,
 }
 
 impl Table {
@@ -23,7 +30,16 @@ impl Table {
         Table {
             headers: headers.to_vec(),
             rows: Vec::new(),
+            whole: Vec::new(),
         }
+    }
+
+    /// The table with the column headed `header` never cut: the other columns shrink to make
+    /// room, and when they cannot, the line runs past the width rather than cut it.
+    #[must_use]
+    pub fn keep_whole(mut self, header: &'static str) -> Self {
+        self.whole.push(header);
+        self
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
@@ -48,8 +64,9 @@ impl Table {
         self
     }
 
-    /// The table, every line at most `width` characters (columns are separated by two spaces;
-    /// no column shrinks below its header or 8 characters, whichever is smaller).
+    /// The table, its lines at most `width` characters where cutting cells can get them there
+    /// (columns are separated by two spaces; the widest shrinks first, none below its header or
+    /// [`READABLE`] characters, and a column kept whole not at all).
     pub fn render(&self, width: usize) -> String {
         let columns = self.headers.len();
         let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
@@ -61,7 +78,14 @@ impl Table {
         let floor: Vec<usize> = self
             .headers
             .iter()
-            .map(|h| h.chars().count().min(8))
+            .zip(&widths)
+            .map(|(h, w)| {
+                if self.whole.contains(h) {
+                    *w
+                } else {
+                    (*w).min(h.chars().count().max(READABLE))
+                }
+            })
             .collect();
         let total = |w: &[usize]| w.iter().sum::<usize>() + 2 * w.len().saturating_sub(1);
         while total(&widths) > width {
@@ -145,6 +169,7 @@ pub fn table(report: &Report, width: usize) -> String {
         out.push('\n');
     };
 
+    // The SPIFFE ID is the one identifier a reader copies into a mesh or SPIRE policy: whole.
     let mut agents = Table::new(&[
         "NAMESPACE",
         "AGENT",
@@ -153,7 +178,8 @@ pub fn table(report: &Report, width: usize) -> String {
         "READY",
         "TOOLS",
         "SPIFFE ID",
-    ]);
+    ])
+    .keep_whole("SPIFFE ID");
     for a in &report.agents {
         agents.row(vec![
             a.namespace.clone(),
@@ -699,16 +725,105 @@ mod tests {
         }
     }
 
+    /// The report with everything in `namespace` (SPIFFE IDs to match).
+    fn report_in(namespace: &str) -> Report {
+        let mut report = report();
+        for a in &mut report.agents {
+            a.namespace = namespace.to_owned();
+            a.spiffe_id = Some(format!(
+                "spiffe://cluster.local/ns/{namespace}/sa/{}",
+                a.name
+            ));
+        }
+        let namespaces = report
+            .edges
+            .iter_mut()
+            .map(|e| &mut e.namespace)
+            .chain(report.escalation_paths.iter_mut().map(|p| &mut p.namespace))
+            .chain(report.unmanaged.pods.iter_mut().map(|p| &mut p.namespace))
+            .chain(report.expiring.iter_mut().map(|t| &mut t.namespace));
+        for ns in namespaces {
+            *ns = namespace.to_owned();
+        }
+        report
+    }
+
     #[test]
-    fn every_table_line_fits_the_width_and_cut_cells_end_in_an_ellipsis() {
+    fn every_line_a_spiffe_id_does_not_widen_fits_and_cut_cells_end_in_an_ellipsis() {
         let out = table(&report(), TABLE_WIDTH);
         for line in out.lines() {
-            assert!(line.chars().count() <= TABLE_WIDTH, "too wide: {line}");
+            assert!(
+                line.chars().count() <= TABLE_WIDTH || line.contains("spiffe://"),
+                "too wide: {line}"
+            );
         }
         assert!(out.contains("AGENTS (2)"));
         assert!(out.contains("NO (withdrawn)"));
         assert!(out.contains('…'), "{out}");
         assert!(out.contains("EXPIRING WITHIN 1d0h"));
+    }
+
+    #[test]
+    fn spiffe_ids_are_printed_whole_while_the_other_columns_shrink_to_fit() {
+        let out = table(&report_in("finance"), TABLE_WIDTH);
+        for agent in ["planner", "executor"] {
+            let row = out
+                .lines()
+                .find(|line| line.starts_with(&format!("{agent} ")))
+                .unwrap_or_else(|| panic!("a row for {agent}:\n{out}"));
+            assert!(
+                row.ends_with(&format!("  spiffe://cluster.local/ns/finance/sa/{agent}")),
+                "the whole SPIFFE ID of {agent}: {row}"
+            );
+            assert!(row.chars().count() <= TABLE_WIDTH, "too wide: {row}");
+            assert!(
+                row.contains("Group:finance-automation-an…"),
+                "the owner gave way: {row}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_spiffe_id_too_long_to_fit_runs_past_the_width_and_the_rest_stays_readable() {
+        let long = "n".repeat(63);
+        let mut report = report_in(&long);
+        report.agents.truncate(1);
+        report.agents[0].name = "a".repeat(63);
+        let id = format!("spiffe://cluster.local/ns/{long}/sa/{}", "a".repeat(63));
+        report.agents[0].spiffe_id = Some(id.clone());
+        let out = table(&report, TABLE_WIDTH);
+        let too_wide: Vec<&str> = out
+            .lines()
+            .filter(|line| line.chars().count() > TABLE_WIDTH)
+            .collect();
+        assert_eq!(too_wide.len(), 1, "only the long agent's row: {out}");
+        assert!(too_wide[0].ends_with(&id), "{out}");
+        assert!(
+            too_wide[0].starts_with("aaaaaaaaaaa…  Group:finan…  Transaction…  True"),
+            "cut cells keep 12 characters: {out}"
+        );
+    }
+
+    #[test]
+    fn a_column_kept_whole_is_never_cut_while_the_others_are() {
+        let mut t = Table::new(&["NAME", "ID"]).keep_whole("ID");
+        t.row(vec![
+            "a-rather-long-name-indeed".into(),
+            "id-that-must-stay-whole".into(),
+        ]);
+        assert_eq!(
+            t.render(40),
+            "NAME             ID\na-rather-long-…  id-that-must-stay-whole\n"
+        );
+        assert_eq!(
+            t.render(20),
+            "NAME          ID\na-rather-lo…  id-that-must-stay-whole\n",
+            "below 12 characters a line runs past the width instead"
+        );
+        assert_eq!(
+            t.without_column("NAME").render(10),
+            "ID\nid-that-must-stay-whole\n"
+        );
     }
 
     #[test]
