@@ -549,6 +549,57 @@ mod tests {
     }
 
     #[test]
+    fn an_escalation_path_that_clears_turns_delegation_safe_true_with_an_event() {
+        let policy = policy("delegation")
+            .delegator("planner")
+            .delegate("executor", ["pay"])
+            .build();
+        let executor = binding("e")
+            .agent("executor")
+            .tool(tool("search"))
+            .tool(tool("pay"))
+            .build();
+        let unsafe_world = World::of(
+            Authority::builder()
+                .identity(identity("planner").build())
+                .identity(identity("executor").build())
+                .binding(binding("p").agent("planner").tool(tool("search")).build())
+                .binding(executor.clone())
+                .policy(policy.clone())
+                .build(),
+        );
+        let mut planner = unsafe_world
+            .authority
+            .identity(crate::authority::fixtures::NS, "planner")
+            .cloned()
+            .unwrap_or_else(|| panic!("no planner"));
+        planner.status = Some(unsafe_world.assess("planner").status);
+        // The planner is granted pay too: the delegation now only hands on what it holds.
+        let safe_world = World::of(
+            Authority::builder()
+                .identity(planner.clone())
+                .identity(identity("executor").build())
+                .binding(
+                    binding("p")
+                        .agent("planner")
+                        .tool(tool("search"))
+                        .tool(tool("pay"))
+                        .build(),
+                )
+                .binding(executor)
+                .policy(policy)
+                .build(),
+        );
+        let after = safe_world.assess_object(&planner, NOW);
+        assert_eq!(
+            condition(&after, DELEGATION_SAFE),
+            (TRUE, "NoEscalation", "no delegation chain through this agent escalates authority")
+        );
+        assert!(after.status.escalation_paths.is_empty());
+        assert_eq!(reasons(&after.events), ["ToolsGranted", "DelegationSafe"]);
+    }
+
+    #[test]
     fn a_binding_that_expires_is_the_next_change_and_after_it_the_tools_are_withdrawn() {
         let world = World::of(
             Authority::builder()
