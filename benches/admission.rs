@@ -1,6 +1,8 @@
 //! One admission decision with 10,000 identities in the snapshot: the realistic ~5 KB pod
 //! review of tests/fixtures/admission/pod-create.json, parsed and decided, and decided alone.
-//! Run with `cargo bench --bench admission` (part of `make bench-admission`).
+//! Run with `cargo bench --bench admission` (part of `make bench-admission`); the synthetic
+//! snapshot comes with the `fixtures` feature, which the package's dev-dependency on itself
+//! turns on.
 
 use std::sync::Arc;
 

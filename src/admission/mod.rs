@@ -8,6 +8,9 @@ pub mod reviewer;
 pub mod secret;
 pub mod server;
 pub mod snapshot;
+/// A synthetic cluster for benchmarks and load tests: only in test builds, or with the
+/// `fixtures` feature (the benches and the e2e crate enable it), never in the shipped binary.
+#[cfg(any(test, feature = "fixtures"))]
 #[doc(hidden)]
 pub mod synthetic;
 pub mod tls;

@@ -1,6 +1,8 @@
 //! A synthetic cluster for benchmarks and load tests: `n` Ready identities spread over
 //! namespaces, each with one live binding and its managed ServiceAccount, namespaces labelled
-//! `enforce`. Plain data in, a [`Snapshot`] out; never used on a decision path.
+//! `enforce`. Plain data in, a [`Snapshot`] out; never used on a decision path. Compiled only
+//! for tests and with the `fixtures` feature (benches, the e2e crate's load target), never into
+//! the shipped binary.
 //!
 //! The identity `researcher` in namespace `agents` always exists, so the realistic pod review
 //! in `tests/fixtures/admission/pod-create.json` is admitted against it.

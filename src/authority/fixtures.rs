@@ -1,5 +1,6 @@
-//! Test fixtures: small builders for AgentIdentities, ToolBindings, DelegationPolicies and
-//! ServiceAccounts with sensible defaults, so tests state only what matters. Test-only, no I/O.
+//! Test fixtures: names in, AgentIdentities, ToolBindings, DelegationPolicies, ServiceAccounts
+//! and Pods with sensible defaults out, so tests state only what matters. Compiled only into the
+//! crate's own unit tests (`#[cfg(test)]`), never into the library; no I/O.
 
 use std::collections::BTreeMap;
 
