@@ -61,13 +61,7 @@ pub fn review_identity(
     if old.is_some_and(|old| old.spec == identity.spec) {
         return verdict;
     }
-    verdict.findings(
-        snapshot
-            .authority()
-            .validate_identity(identity)
-            .into_iter()
-            .map(Finding::from),
-    )
+    verdict.findings(snapshot.authority().validate_identity(identity))
 }
 
 /// Reviews a ToolBinding being created (`old` is `None`) or changed: the validator's rules, no
@@ -93,13 +87,7 @@ pub fn review_binding(
     }
     verdict
         .findings(four_eyes(binding, requester, snapshot, config))
-        .findings(
-            snapshot
-                .authority()
-                .validate_binding(binding, now)
-                .into_iter()
-                .map(Finding::from),
-        )
+        .findings(snapshot.authority().validate_binding(binding, now))
 }
 
 /// Reviews a DelegationPolicy being created (`old` is `None`) or changed: the validator judges
@@ -125,13 +113,7 @@ pub fn review_policy(
     if old.is_some_and(|old| old.spec == policy.spec) {
         return verdict;
     }
-    verdict.findings(
-        snapshot
-            .authority()
-            .validate_policy(policy, now)
-            .into_iter()
-            .map(Finding::from),
-    )
+    verdict.findings(snapshot.authority().validate_policy(policy, now))
 }
 
 fn names(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (&str, &str) {

@@ -17,9 +17,11 @@ pub mod tls;
 pub mod verdict;
 pub mod workload;
 
+/// The one reason set and the one finding, defined in `crate::authority` (`authority::reason`).
+pub use crate::authority::{Finding, Reason};
 pub use reviewer::{Clock, FixedClock, MandateReviewer, SnapshotSource, SystemClock, decide};
 pub use snapshot::{AdmissionConfig, Snapshot, SnapshotBuilder};
-pub use verdict::{Decision, Finding, Mode, Reason, Verdict};
+pub use verdict::{Decision, Mode, Verdict};
 
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse};

@@ -10,7 +10,8 @@ use kube::core::{DynamicObject, Status};
 
 use super::{AUDIT_AGENT, AUDIT_DECISION, AUDIT_MODE, AUDIT_OWNER, AUDIT_REASON};
 use crate::api::{Owner, OwnerKind};
-use crate::authority;
+/// The one reason set and the one finding (`crate::authority::reason`), by their admission path.
+pub use crate::authority::{Finding, Reason};
 
 /// How a namespace (or the installation, for agent pods elsewhere) wants findings treated: the
 /// value of the `mandate.dev/mode` namespace label.
@@ -23,50 +24,6 @@ pub enum Mode {
     Warn,
     /// Admit silently; the audit annotations record the findings.
     Audit,
-}
-
-/// Why a request is refused (or warned about). A closed set: the codes are metric labels, log
-/// fields and documentation anchors, so they never change. Declaration order is importance:
-/// findings and codes are listed in this order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Reason {
-    /// mandate has not synced its caches yet, so it cannot judge the request.
-    NotReady,
-    /// The request's object cannot be read as the kind it claims to be.
-    InvalidObject,
-    /// A ServiceAccount that belongs to an agent tries to create or change a mandate resource.
-    SelfEscalation,
-    /// A High-risk grant is not applied by an approver other than the agent's owner.
-    FourEyes,
-    /// The pod names no AgentIdentity, or one that does not exist in its namespace.
-    NoIdentity,
-    /// The pod's AgentIdentity names no accountable owner.
-    NoOwner,
-    /// The pod's AgentIdentity is not Ready (its projections are not applied yet).
-    IdentityNotReady,
-    /// The pod's AgentIdentity holds no live tool now.
-    NoBoundTools,
-    /// The pod runs as an agent's ServiceAccount without being that agent.
-    ServiceAccountHijack,
-    /// The pod does not run as its AgentIdentity's ServiceAccount.
-    ServiceAccountMismatch,
-    /// The pod uses the host's network, which bypasses its NetworkPolicy.
-    HostNetwork,
-    /// A projected token lives longer, or serves an audience, than the identity allows; or the
-    /// pod asks for an automounted token.
-    TokenTTL,
-    /// A legacy (never-expiring) service-account-token Secret of an agent is mounted or created.
-    LongLivedToken,
-    /// A rule of the shared validator (the one the reconciler applies too).
-    Rule(authority::Reason),
-}
-
-/// One failed rule and what to do about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    pub reason: Reason,
-    /// What is wrong and what to change, in one sentence.
-    pub detail: String,
 }
 
 /// What became of a request. The value of the `decision` audit annotation.
@@ -130,94 +87,6 @@ impl Mode {
 impl fmt::Display for Mode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl Reason {
-    /// Every admission reason, the validator's included, in order of importance.
-    pub const ALL: [Reason; 13 + authority::Reason::ALL.len()] = {
-        let own = [
-            Reason::NotReady,
-            Reason::InvalidObject,
-            Reason::SelfEscalation,
-            Reason::FourEyes,
-            Reason::NoIdentity,
-            Reason::NoOwner,
-            Reason::IdentityNotReady,
-            Reason::NoBoundTools,
-            Reason::ServiceAccountHijack,
-            Reason::ServiceAccountMismatch,
-            Reason::HostNetwork,
-            Reason::TokenTTL,
-            Reason::LongLivedToken,
-        ];
-        let mut all = [Reason::NotReady; 13 + authority::Reason::ALL.len()];
-        let mut i = 0;
-        while i < own.len() {
-            all[i] = own[i];
-            i += 1;
-        }
-        while i < all.len() {
-            all[i] = Reason::Rule(authority::Reason::ALL[i - own.len()]);
-            i += 1;
-        }
-        all
-    };
-
-    /// The stable code: a metrics label, a log field, a docs anchor.
-    pub fn code(self) -> &'static str {
-        match self {
-            Reason::NotReady => "NotReady",
-            Reason::InvalidObject => "InvalidObject",
-            Reason::SelfEscalation => "SelfEscalation",
-            Reason::FourEyes => "FourEyes",
-            Reason::NoIdentity => "NoIdentity",
-            Reason::NoOwner => "NoOwner",
-            Reason::IdentityNotReady => "IdentityNotReady",
-            Reason::NoBoundTools => "NoBoundTools",
-            Reason::ServiceAccountHijack => "ServiceAccountHijack",
-            Reason::ServiceAccountMismatch => "ServiceAccountMismatch",
-            Reason::HostNetwork => "HostNetwork",
-            Reason::TokenTTL => "TokenTTL",
-            Reason::LongLivedToken => "LongLivedToken",
-            Reason::Rule(rule) => rule.code(),
-        }
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.code())
-    }
-}
-
-impl From<authority::Reason> for Reason {
-    fn from(rule: authority::Reason) -> Self {
-        Reason::Rule(rule)
-    }
-}
-
-impl Finding {
-    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
-        Finding {
-            reason,
-            detail: detail.into(),
-        }
-    }
-}
-
-impl From<authority::Finding> for Finding {
-    fn from(finding: authority::Finding) -> Self {
-        Finding {
-            reason: Reason::Rule(finding.reason),
-            detail: finding.detail,
-        }
-    }
-}
-
-impl fmt::Display for Finding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.reason.code(), self.detail)
     }
 }
 
@@ -465,19 +334,6 @@ mod tests {
     }
 
     #[test]
-    fn every_reason_has_a_distinct_code_equal_to_its_name() {
-        let codes: std::collections::BTreeSet<&str> =
-            Reason::ALL.iter().map(|r| r.code()).collect();
-        assert_eq!(codes.len(), Reason::ALL.len());
-        for reason in Reason::ALL {
-            match reason {
-                Reason::Rule(rule) => assert_eq!(format!("{rule:?}"), reason.code()),
-                _ => assert_eq!(format!("{reason:?}"), reason.code()),
-            }
-        }
-    }
-
-    #[test]
     fn the_mode_label_values_round_trip_and_nothing_else_parses() {
         for mode in Mode::ALL {
             assert_eq!(Mode::parse(mode.as_str()), Some(mode));
@@ -583,15 +439,5 @@ mod tests {
         );
         assert!(Verdict::ignored().audit_annotations().is_empty());
         assert_eq!(Verdict::ignored().decision(), None);
-    }
-
-    #[test]
-    fn validator_findings_keep_their_codes() {
-        let finding = Finding::from(authority::Finding::new(
-            authority::Reason::ClassViolation,
-            "declare only read",
-        ));
-        assert_eq!(finding.reason.code(), "ClassViolation");
-        assert_eq!(finding.to_string(), "ClassViolation: declare only read");
     }
 }

@@ -10,6 +10,7 @@
 
 mod config;
 mod graph;
+mod reason;
 mod tools;
 mod validate;
 
@@ -18,8 +19,8 @@ pub(crate) mod fixtures;
 
 pub use config::Config;
 pub use graph::{DelegationGraph, Edge, Violation, ViolationKind};
+pub use reason::{Finding, Reason, codes};
 pub use tools::{BindingWindow, HeldTool};
-pub use validate::{Finding, Reason, codes};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
