@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use super::Reviewer;
-use super::mandate_resources::{Requester, review_binding, review_identity, review_policy};
+use super::mandate_resources::{Requester, review_resource};
 use super::pod::review_pod;
 use super::secret::review_secret;
 use super::snapshot::{AdmissionConfig, Snapshot};
@@ -325,7 +325,7 @@ fn decide_mandate(
             } else {
                 old.as_ref()
             };
-            review_identity(&identity, old, requester, snapshot)
+            review_resource(&identity, old, requester, snapshot, config, now)
         }
         Target::Binding => {
             let binding = match read_spec::<ToolBindingSpec>(object, "ToolBinding") {
@@ -348,7 +348,7 @@ fn decide_mandate(
             } else {
                 old.as_ref()
             };
-            review_binding(&binding, old, requester, snapshot, config, now)
+            review_resource(&binding, old, requester, snapshot, config, now)
         }
         _ => {
             let policy = match read_spec::<DelegationPolicySpec>(object, "DelegationPolicy") {
@@ -371,7 +371,7 @@ fn decide_mandate(
             } else {
                 old.as_ref()
             };
-            review_policy(&policy, old, requester, snapshot, now)
+            review_resource(&policy, old, requester, snapshot, config, now)
         }
     }
 }
