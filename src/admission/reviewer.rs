@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+use kube::core::admission::{AdmissionRequest, Operation};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -123,8 +123,8 @@ impl MandateReviewer {
 }
 
 impl Reviewer for MandateReviewer {
-    fn review(&self, request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
-        self.verdict(request).respond(request)
+    fn review(&self, request: &AdmissionRequest<DynamicObject>) -> Verdict {
+        self.verdict(request)
     }
 }
 
@@ -568,8 +568,14 @@ mod tests {
         let reviewer = MandateReviewer::new(Arc::clone(&source), AdmissionConfig::default())
             .with_clock(FixedClock(NOW));
         let request = request(("", "v1", "Pod"), "CREATE", agent_pod());
-        assert!(!reviewer.review(&request).allowed);
+        assert_eq!(
+            Reviewer::review(&reviewer, &request).decision(),
+            Some(Decision::Denied)
+        );
         source.store(Some(Arc::new(snapshot())));
-        assert!(reviewer.review(&request).allowed);
+        assert_eq!(
+            Reviewer::review(&reviewer, &request).decision(),
+            Some(Decision::Allowed)
+        );
     }
 }

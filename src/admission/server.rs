@@ -1,7 +1,8 @@
 //! The HTTPS admission webhook: TLS connections from the API server in, AdmissionReview JSON
-//! answers out. Parses and checks the body, hands the request to a [`Reviewer`], echoes the uid,
-//! and records one metric sample and one log line per request. Bad input is answered with 4xx and
-//! a JSON error, never a panic. Decides nothing itself.
+//! answers out. Parses and checks the body, hands the request to a [`Reviewer`], answers with
+//! its [`Verdict`] ([`respond`], echoing the uid), and records one metric sample and one log line
+//! per request, both carrying the verdict's [`Decision`]. Bad input is answered with 4xx and a
+//! JSON error, never a panic. Decides nothing itself.
 //!
 //! Status codes: 200 with an AdmissionReview for every request the reviewer answered (allowed or
 //! denied); 400 for a body that is not a readable `admission.k8s.io/v1` AdmissionReview; 413 for a
@@ -21,9 +22,7 @@ use futures::{Stream, StreamExt};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use kube::core::admission::{
-    AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND,
-};
+use kube::core::admission::{AdmissionRequest, AdmissionReview, META_API_VERSION_V1, META_KIND};
 use kube::core::{DynamicObject, TypeMeta};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
@@ -37,9 +36,10 @@ use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use warp::path::FullPath;
 use warp::reply::{Reply, Response};
 
+use super::Reviewer;
 use super::tls::{CertificateReloader, TlsError, TlsFiles, server_config};
-use super::{AUDIT_MODE, AUDIT_REASON, Reviewer};
-use crate::telemetry::metrics::{AdmissionDecision, AdmissionLabels, Metrics};
+use super::verdict::{Decision, Verdict};
+use crate::telemetry::metrics::{AdmissionLabels, Metrics};
 
 /// Every path that serves admission reviews; all route to the same reviewer (it tells resources
 /// apart by the request's `resource`). One path per webhook entry keeps the API server's metrics
@@ -215,13 +215,13 @@ fn classify_json_error(error: serde_json::Error) -> BadReview {
     }
 }
 
-/// Wraps the reviewer's answer for `request` in an `admission.k8s.io/v1` AdmissionReview with the
-/// request's uid (whatever uid the reviewer set). Pure.
+/// Wraps the answer to `request` in an `admission.k8s.io/v1` AdmissionReview: the verdict's
+/// decision, message, warnings and audit annotations, with the request's uid. Pure.
 pub fn respond(
     request: &AdmissionRequest<DynamicObject>,
-    mut response: AdmissionResponse,
+    verdict: &Verdict,
 ) -> AdmissionReview<DynamicObject> {
-    response.uid.clone_from(&request.uid);
+    let mut response = verdict.respond(request);
     let types = TypeMeta {
         api_version: META_API_VERSION_V1.to_owned(),
         kind: META_KIND.to_owned(),
@@ -250,26 +250,21 @@ fn resource_label(request: &AdmissionRequest<DynamicObject>) -> Cow<'static, str
     }
 }
 
-/// The first reason code in the response's audit annotations, or `none`.
-fn primary_reason(response: &AdmissionResponse) -> Cow<'static, str> {
-    response
-        .audit_annotations
-        .get(AUDIT_REASON)
-        .and_then(|codes| {
-            codes
-                .split(',')
-                .map(str::trim)
-                .find(|code| !code.is_empty())
-        })
-        .map_or(Cow::Borrowed("none"), |code| Cow::Owned(code.to_owned()))
-}
-
-fn mode_label(response: &AdmissionResponse) -> Cow<'static, str> {
-    response
-        .audit_annotations
-        .get(AUDIT_MODE)
-        .filter(|mode| !mode.is_empty())
-        .map_or(Cow::Borrowed("none"), |mode| Cow::Owned(mode.clone()))
+/// The labels of an answered request, all from its verdict: the decision (a request of a kind
+/// mandate does not review counts as `allowed`, as it is), the first reason code or `none`, the
+/// mode or `none`.
+fn labels(request: &AdmissionRequest<DynamicObject>, verdict: &Verdict) -> AdmissionLabels {
+    AdmissionLabels {
+        resource: resource_label(request),
+        decision: verdict.decision().unwrap_or(Decision::Allowed),
+        reason: Cow::Borrowed(
+            verdict
+                .all_findings()
+                .first()
+                .map_or("none", |finding| finding.reason.code()),
+        ),
+        mode: Cow::Borrowed(verdict.mode().map_or("none", |mode| mode.as_str())),
+    }
 }
 
 struct State {
@@ -353,10 +348,10 @@ where
         Err(error) => return refuse(state, path, &error, started),
     };
     let reviewer = &state.reviewer;
-    let Ok(response) = catch_unwind(AssertUnwindSafe(|| reviewer.review(&request))) else {
+    let Ok(verdict) = catch_unwind(AssertUnwindSafe(|| reviewer.review(&request))) else {
         return reviewer_failed(state, path, &request, started);
     };
-    answer(state, path, &request, response, started)
+    answer(state, path, &request, &verdict, started)
 }
 
 /// Collects the body. A body over `limit` is refused with [`BadReview::BodyTooLarge`], but up to
@@ -410,7 +405,7 @@ fn refuse(state: &State, path: &str, error: &BadReview, started: Instant) -> Res
     state.metrics.record_admission(
         &AdmissionLabels {
             resource: Cow::Borrowed("unknown"),
-            decision: AdmissionDecision::Invalid,
+            decision: Decision::Invalid,
             reason: Cow::Borrowed(error.code()),
             mode: Cow::Borrowed("none"),
         },
@@ -436,7 +431,7 @@ fn reviewer_failed(
     state.metrics.record_admission(
         &AdmissionLabels {
             resource: resource_label(request),
-            decision: AdmissionDecision::Error,
+            decision: Decision::Error,
             reason: Cow::Borrowed("ReviewerPanicked"),
             mode: Cow::Borrowed("none"),
         },
@@ -461,26 +456,13 @@ fn answer(
     state: &State,
     path: &str,
     request: &AdmissionRequest<DynamicObject>,
-    response: AdmissionResponse,
+    verdict: &Verdict,
     started: Instant,
 ) -> Response {
-    let labels = AdmissionLabels {
-        resource: resource_label(request),
-        decision: if response.allowed {
-            AdmissionDecision::Allowed
-        } else {
-            AdmissionDecision::Denied
-        },
-        reason: primary_reason(&response),
-        mode: mode_label(&response),
-    };
-    let allowed = response.allowed;
-    let reasons = response
-        .audit_annotations
-        .get(AUDIT_REASON)
-        .cloned()
-        .unwrap_or_default();
-    let review = respond(request, response);
+    let labels = labels(request, verdict);
+    let allowed = labels.decision != Decision::Denied;
+    let reasons = verdict.codes().join(",");
+    let review = respond(request, verdict);
     let body = match serde_json::to_vec(&review) {
         Ok(body) => body,
         Err(error) => {
@@ -653,6 +635,8 @@ async fn stop_signal(mut stop: watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admission::verdict::Mode;
+    use crate::authority::{Finding, Reason};
 
     const POD_CREATE: &str = include_str!("../../tests/fixtures/admission/pod-create.json");
     const POD_CREATE_TRUNCATED: &str =
@@ -698,35 +682,45 @@ mod tests {
     }
 
     #[test]
-    fn the_answer_echoes_the_request_uid_even_when_the_reviewer_sets_another()
-    -> Result<(), BadReview> {
+    fn the_answer_echoes_the_request_uid_and_carries_the_verdict() -> Result<(), BadReview> {
         let request = parse_review(POD_CREATE.as_bytes())?;
-        let mut response = AdmissionResponse::invalid("reviewer lost the uid");
-        response.uid = "something-else".to_owned();
-        let review = respond(&request, response);
+        let verdict = Verdict::judged("Pod agents/p", Mode::Enforce)
+            .finding(Finding::new(Reason::NoIdentity, "label the pod"));
+        let review = respond(&request, &verdict);
         assert_eq!(review.types.kind, "AdmissionReview");
         assert_eq!(review.types.api_version, "admission.k8s.io/v1");
+        let response = review.response.unwrap_or_else(|| panic!("no response"));
+        assert_eq!(response.uid, "7f3c1a52-94b1-4e1e-8d4b-2b6a0c9d5e11");
+        assert!(!response.allowed);
+        assert_eq!(response.result.code, 403);
         assert_eq!(
-            review.response.map(|r| r.uid).as_deref(),
-            Some("7f3c1a52-94b1-4e1e-8d4b-2b6a0c9d5e11")
+            response
+                .audit_annotations
+                .get("decision")
+                .map(String::as_str),
+            Some("denied")
         );
         Ok(())
     }
 
     #[test]
-    fn the_reason_label_is_the_first_code_and_none_when_there_is_none() -> Result<(), BadReview> {
+    fn the_labels_come_from_the_verdict_first_code_and_mode_or_none() -> Result<(), BadReview> {
         let request = parse_review(POD_CREATE.as_bytes())?;
-        let mut response = AdmissionResponse::from(&request);
-        assert_eq!(primary_reason(&response), "none");
-        assert_eq!(mode_label(&response), "none");
-        response
-            .audit_annotations
-            .insert(AUDIT_REASON.to_owned(), " NoIdentity , TokenTTL".to_owned());
-        response
-            .audit_annotations
-            .insert(AUDIT_MODE.to_owned(), "warn".to_owned());
-        assert_eq!(primary_reason(&response), "NoIdentity");
-        assert_eq!(mode_label(&response), "warn");
+        let skipped = labels(&request, &Verdict::skipped("Pod agents/p"));
+        assert_eq!(
+            (skipped.decision, &*skipped.reason, &*skipped.mode),
+            (Decision::Skipped, "none", "none")
+        );
+        let warned = Verdict::judged("Pod agents/p", Mode::Warn)
+            .finding(Finding::new(Reason::TokenTTL, "shorten it"))
+            .finding(Finding::new(Reason::NoIdentity, "label it"));
+        let warned = labels(&request, &warned);
+        assert_eq!(
+            (warned.decision, &*warned.reason, &*warned.mode),
+            (Decision::Warned, "NoIdentity", "warn")
+        );
+        let ignored = labels(&request, &Verdict::ignored());
+        assert_eq!(ignored.decision, Decision::Allowed);
         Ok(())
     }
 

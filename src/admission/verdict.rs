@@ -1,7 +1,8 @@
 //! Verdicts: the findings of one review (a reason code and what to change) and the mode they
-//! were judged in; the decision, the one denial message, the warnings and the audit annotations
-//! out. This is the only place that words an admission answer, so every message reads alike.
-//! Pure: never does I/O.
+//! were judged in; the [`Decision`] (the one the audit annotation, the log line and the
+//! `decision` metric label all carry), the one denial message, the warnings and the audit
+//! annotations out. This is the only place that words an admission answer, so every message
+//! reads alike. Pure: never does I/O.
 
 use std::fmt;
 
@@ -26,7 +27,12 @@ pub enum Mode {
     Audit,
 }
 
-/// What became of a request. The value of the `decision` audit annotation.
+/// What became of a request: the value of the `decision` audit annotation, of the `decision`
+/// field of the webhook's log line and of the `decision` label of
+/// `mandate_admission_requests_total`. One enum from the verdict to the metrics.
+///
+/// A [`Verdict`] yields the first five; the webhook server adds the last two for requests no
+/// verdict answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Decision {
     /// Reviewed and nothing failed.
@@ -39,6 +45,12 @@ pub enum Decision {
     Audited,
     /// Not subject to the rules (not an agent pod, an unchanged update, mandate's namespace).
     Skipped,
+    /// The body was not an AdmissionReview the server could read (HTTP 400, 408 or 413). Never
+    /// a verdict's.
+    Invalid,
+    /// The reviewer failed (panicked) or the answer could not be written (HTTP 500). Never a
+    /// verdict's.
+    Error,
 }
 
 /// The outcome of reviewing one request: who it concerns, the findings, and how they count.
@@ -91,7 +103,7 @@ impl fmt::Display for Mode {
 }
 
 impl Decision {
-    /// The `decision` audit annotation value.
+    /// The value of the audit annotation, the log field and the metric label.
     pub fn as_str(self) -> &'static str {
         match self {
             Decision::Allowed => "allowed",
@@ -99,6 +111,8 @@ impl Decision {
             Decision::Warned => "warned",
             Decision::Audited => "audited",
             Decision::Skipped => "skipped",
+            Decision::Invalid => "invalid",
+            Decision::Error => "error",
         }
     }
 }

@@ -10,18 +10,18 @@ use std::sync::Arc;
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse};
+use kube::core::admission::AdmissionRequest;
 use mandate::admission::server::{WebhookConfig, serve};
 use mandate::admission::tls::TlsFiles;
-use mandate::admission::{AdmissionConfig, MandateReviewer, Reviewer, synthetic};
+use mandate::admission::{AdmissionConfig, MandateReviewer, Reviewer, Verdict, synthetic};
 use mandate::telemetry::Metrics;
 
 /// Parses (the server does) and allows: the floor any webhook pays.
 struct AllowAll;
 
 impl Reviewer for AllowAll {
-    fn review(&self, request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
-        AdmissionResponse::from(request)
+    fn review(&self, _request: &AdmissionRequest<DynamicObject>) -> Verdict {
+        Verdict::ignored()
     }
 }
 
