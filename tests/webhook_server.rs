@@ -17,11 +17,9 @@ use hyper::body::Frame;
 use hyper::client::conn::{http1, http2};
 use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use kube::core::DynamicObject;
-use kube::core::admission::AdmissionRequest;
 use mandate::admission::server::{self, WebhookConfig, WebhookServer};
 use mandate::admission::tls::TlsFiles;
-use mandate::admission::{Finding, Mode, Reason, Reviewer, Verdict};
+use mandate::admission::{Finding, Mode, Reason, Request as Review, Reviewer, Verdict};
 use mandate::telemetry::{Metrics, Readiness, serve_admin};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
@@ -52,13 +50,13 @@ const WAIT: Duration = Duration::from_secs(10);
 struct DenyLabelled;
 
 impl Reviewer for DenyLabelled {
-    fn review(&self, request: &AdmissionRequest<DynamicObject>) -> Verdict {
+    fn review(&self, request: &Review) -> Verdict {
         let denied = request
             .object
-            .as_ref()
-            .and_then(|object| object.metadata.labels.as_ref())
+            .metadata()
+            .and_then(|metadata| metadata.labels.as_ref())
             .is_some_and(|labels| labels.contains_key(DENY_LABEL));
-        let verdict = Verdict::judged(format!("Pod {}", request.name), Mode::Enforce);
+        let verdict = Verdict::reviewed(format!("Pod {}", request.name), Mode::Enforce);
         if !denied {
             return verdict;
         }
@@ -74,7 +72,7 @@ impl Reviewer for DenyLabelled {
 struct Panicking;
 
 impl Reviewer for Panicking {
-    fn review(&self, _request: &AdmissionRequest<DynamicObject>) -> Verdict {
+    fn review(&self, _request: &Review) -> Verdict {
         panic!("stub reviewer panics on purpose");
     }
 }

@@ -206,8 +206,8 @@ pub fn review_resource<R: MandateResource>(
 ) -> Verdict {
     let (namespace, name) = names(object.meta());
     let kind = R::kind(&());
-    let mut verdict =
-        Verdict::judged(format!("{kind} {namespace}/{name}"), Mode::Enforce).agent(object.agent());
+    let mut verdict = Verdict::reviewed(format!("{kind} {namespace}/{name}"), Mode::Enforce)
+        .agent(object.agent());
     if let Some(owner) = object.owner(snapshot) {
         verdict = verdict.owner(owner);
     }
@@ -484,7 +484,7 @@ mod tests {
             NOW,
         );
         assert_eq!(verdict.codes()[0], "SelfEscalation");
-        // Another ServiceAccount (a CI pipeline, mandate itself) is judged on the object alone.
+        // Another ServiceAccount (a CI pipeline, mandate itself) is reviewed on the object alone.
         let ci = Requester::new("system:serviceaccount:ci:deployer", &groups);
         let verdict = review_resource(
             &identity("new").build(),

@@ -1,9 +1,12 @@
-//! Admission: AdmissionRequests in, AdmissionResponses out. The decisions (pure, per resource) sit
-//! behind the [`Reviewer`] trait; [`server`] is the HTTPS webhook around them and [`tls`] its
-//! reloadable certificate. Decisions never do I/O and never wait on the API server.
+//! Admission: AdmissionReview bodies in, AdmissionReview answers out. [`request`] reads a body
+//! once into a typed [`Request`]; the reviews (pure, one per kind) turn it into a [`Verdict`]
+//! behind the [`Reviewer`] trait; [`server`] is the HTTPS webhook around them, answering with
+//! the verdict and counting its [`Decision`], and [`tls`] its reloadable certificate. Reviews
+//! never do I/O and never wait on the API server.
 
 pub mod mandate_resources;
 pub mod pod;
+pub mod request;
 pub mod reviewer;
 pub mod secret;
 pub mod server;
@@ -19,12 +22,10 @@ pub mod workload;
 
 /// The one reason set and the one finding, defined in `crate::authority` (`authority::reason`).
 pub use crate::authority::{Finding, Reason};
-pub use reviewer::{Clock, FixedClock, MandateReviewer, SnapshotSource, SystemClock, decide};
+pub use request::{BadReview, Object, Request, parse_review};
+pub use reviewer::{Clock, FixedClock, MandateReviewer, SnapshotSource, SystemClock, review};
 pub use snapshot::{AdmissionConfig, Snapshot, SnapshotBuilder};
 pub use verdict::{Decision, Mode, Verdict};
-
-use kube::core::DynamicObject;
-use kube::core::admission::AdmissionRequest;
 
 /// `auditAnnotations` key for the decision (`allowed`, `denied`, `warned`, ...). Keys carry no
 /// prefix: the API server prefixes them with the webhook's name.
@@ -41,7 +42,7 @@ pub const AUDIT_AGENT: &str = "agent";
 /// `auditAnnotations` key for the agent's owner.
 pub const AUDIT_OWNER: &str = "owner";
 
-/// Decides one admission request. The server calls it on its async hot path, so it must answer
+/// Reviews one admission request. The server calls it on its async hot path, so it must answer
 /// from memory (an authority snapshot) without blocking.
 ///
 /// Contract with the server:
@@ -52,5 +53,5 @@ pub const AUDIT_OWNER: &str = "owner";
 /// - A panic is caught, logged and answered with HTTP 500 (the API server then applies the
 ///   webhook's failurePolicy); it never takes the server down.
 pub trait Reviewer: Send + Sync + 'static {
-    fn review(&self, request: &AdmissionRequest<DynamicObject>) -> Verdict;
+    fn review(&self, request: &Request) -> Verdict;
 }

@@ -1,8 +1,8 @@
 //! The HTTPS admission webhook: TLS connections from the API server in, AdmissionReview JSON
-//! answers out. Parses and checks the body, hands the request to a [`Reviewer`], answers with
-//! its [`Verdict`] ([`respond`], echoing the uid), and records one metric sample and one log line
-//! per request, both carrying the verdict's [`Decision`]. Bad input is answered with 4xx and a
-//! JSON error, never a panic. Decides nothing itself.
+//! answers out. Reads the body once into a typed [`Request`] ([`parse_review`]), hands it to a
+//! [`Reviewer`], answers with the [`Verdict`] ([`respond`], echoing the uid), and records one
+//! metric sample and one log line per request, both carrying the verdict's [`Decision`]. Bad
+//! input is answered with 4xx and a JSON error, never a panic. Reviews nothing itself.
 //!
 //! Status codes: 200 with an AdmissionReview for every request the reviewer answered (allowed or
 //! denied); 400 for a body that is not a readable `admission.k8s.io/v1` AdmissionReview; 413 for a
@@ -22,7 +22,7 @@ use futures::{Stream, StreamExt};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use kube::core::admission::{AdmissionRequest, AdmissionReview, META_API_VERSION_V1, META_KIND};
+use kube::core::admission::{AdmissionReview, META_API_VERSION_V1, META_KIND};
 use kube::core::{DynamicObject, TypeMeta};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
@@ -37,6 +37,8 @@ use warp::path::FullPath;
 use warp::reply::{Reply, Response};
 
 use super::Reviewer;
+use super::request::Request;
+pub use super::request::{BadReview, parse_review};
 use super::tls::{CertificateReloader, TlsError, TlsFiles, server_config};
 use super::verdict::{Decision, Verdict};
 use crate::telemetry::metrics::{AdmissionLabels, Metrics};
@@ -116,56 +118,6 @@ pub enum ServeError {
     LocalAddr(#[source] std::io::Error),
 }
 
-/// Why a request body was refused before it reached the reviewer. `code()` is the `reason` label
-/// and the `reason` field of the JSON error.
-#[derive(Debug, thiserror::Error)]
-pub enum BadReview {
-    #[error("reading the request body: {0}")]
-    ReadBody(#[source] warp::Error),
-    #[error("request body did not arrive within {timeout:?}")]
-    BodyTimeout { timeout: Duration },
-    #[error("request body is larger than the limit of {limit} bytes")]
-    BodyTooLarge { limit: usize },
-    #[error("request body is not valid JSON: {0}")]
-    MalformedJson(#[source] serde_json::Error),
-    #[error("request body ends before its JSON does (truncated?): {0}")]
-    TruncatedJson(#[source] serde_json::Error),
-    #[error("request body is JSON but not an AdmissionReview: {0}")]
-    NotAdmissionReview(#[source] serde_json::Error),
-    #[error("request body has kind {kind:?}; expected {META_KIND:?}")]
-    WrongKind { kind: String },
-    #[error(
-        "request body has apiVersion {api_version:?}; only {META_API_VERSION_V1:?} is served (set admissionReviewVersions: [v1])"
-    )]
-    UnsupportedApiVersion { api_version: String },
-    #[error("AdmissionReview has no request")]
-    MissingRequest,
-}
-
-impl BadReview {
-    pub fn code(&self) -> &'static str {
-        match self {
-            BadReview::ReadBody(_) => "ReadBody",
-            BadReview::BodyTimeout { .. } => "BodyTimeout",
-            BadReview::BodyTooLarge { .. } => "BodyTooLarge",
-            BadReview::MalformedJson(_) => "MalformedJson",
-            BadReview::TruncatedJson(_) => "TruncatedJson",
-            BadReview::NotAdmissionReview(_) => "NotAdmissionReview",
-            BadReview::WrongKind { .. } => "WrongKind",
-            BadReview::UnsupportedApiVersion { .. } => "UnsupportedApiVersion",
-            BadReview::MissingRequest => "MissingRequest",
-        }
-    }
-
-    pub fn status(&self) -> StatusCode {
-        match self {
-            BadReview::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            BadReview::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            _ => StatusCode::BAD_REQUEST,
-        }
-    }
-}
-
 /// A running webhook server.
 #[derive(Debug)]
 pub struct WebhookServer {
@@ -186,41 +138,9 @@ impl WebhookServer {
     }
 }
 
-/// Reads and checks an AdmissionReview body: JSON, `kind: AdmissionReview`,
-/// `apiVersion: admission.k8s.io/v1`, with a request. Pure.
-pub fn parse_review(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, BadReview> {
-    // Kind and version first, so a Pod posted by mistake is called what it is rather than
-    // failing on some missing field.
-    let types: TypeMeta = serde_json::from_slice(body).map_err(classify_json_error)?;
-    if types.kind != META_KIND {
-        return Err(BadReview::WrongKind { kind: types.kind });
-    }
-    if types.api_version != META_API_VERSION_V1 {
-        return Err(BadReview::UnsupportedApiVersion {
-            api_version: types.api_version,
-        });
-    }
-    let review: AdmissionReview<DynamicObject> =
-        serde_json::from_slice(body).map_err(classify_json_error)?;
-    review.try_into().map_err(|_| BadReview::MissingRequest)
-}
-
-fn classify_json_error(error: serde_json::Error) -> BadReview {
-    match error.classify() {
-        serde_json::error::Category::Eof => BadReview::TruncatedJson(error),
-        serde_json::error::Category::Syntax | serde_json::error::Category::Io => {
-            BadReview::MalformedJson(error)
-        }
-        serde_json::error::Category::Data => BadReview::NotAdmissionReview(error),
-    }
-}
-
 /// Wraps the answer to `request` in an `admission.k8s.io/v1` AdmissionReview: the verdict's
 /// decision, message, warnings and audit annotations, with the request's uid. Pure.
-pub fn respond(
-    request: &AdmissionRequest<DynamicObject>,
-    verdict: &Verdict,
-) -> AdmissionReview<DynamicObject> {
+pub fn respond(request: &Request, verdict: &Verdict) -> AdmissionReview<DynamicObject> {
     let mut response = verdict.respond(request);
     let types = TypeMeta {
         api_version: META_API_VERSION_V1.to_owned(),
@@ -236,7 +156,7 @@ pub fn respond(
 
 /// The `resource` label: the request's resource if it looks like a resource name, else `other`
 /// (bounds the label's values when something other than the API server calls).
-fn resource_label(request: &AdmissionRequest<DynamicObject>) -> Cow<'static, str> {
+fn resource_label(request: &Request) -> Cow<'static, str> {
     let resource = request.resource.resource.as_str();
     let plausible = !resource.is_empty()
         && resource.len() <= 63
@@ -253,7 +173,7 @@ fn resource_label(request: &AdmissionRequest<DynamicObject>) -> Cow<'static, str
 /// The labels of an answered request, all from its verdict: the decision (a request of a kind
 /// mandate does not review counts as `allowed`, as it is), the first reason code or `none`, the
 /// mode or `none`.
-fn labels(request: &AdmissionRequest<DynamicObject>, verdict: &Verdict) -> AdmissionLabels {
+fn labels(request: &Request, verdict: &Verdict) -> AdmissionLabels {
     AdmissionLabels {
         resource: resource_label(request),
         decision: verdict.decision().unwrap_or(Decision::Allowed),
@@ -421,12 +341,7 @@ fn refuse(state: &State, path: &str, error: &BadReview, started: Instant) -> Res
     error_reply(error.status(), error.code(), &error.to_string())
 }
 
-fn reviewer_failed(
-    state: &State,
-    path: &str,
-    request: &AdmissionRequest<DynamicObject>,
-    started: Instant,
-) -> Response {
+fn reviewer_failed(state: &State, path: &str, request: &Request, started: Instant) -> Response {
     let elapsed = started.elapsed();
     state.metrics.record_admission(
         &AdmissionLabels {
@@ -455,7 +370,7 @@ fn reviewer_failed(
 fn answer(
     state: &State,
     path: &str,
-    request: &AdmissionRequest<DynamicObject>,
+    request: &Request,
     verdict: &Verdict,
     started: Instant,
 ) -> Response {
@@ -635,6 +550,7 @@ async fn stop_signal(mut stop: watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admission::request::Object;
     use crate::admission::verdict::Mode;
     use crate::authority::{Finding, Reason};
 
@@ -645,16 +561,21 @@ mod tests {
     const V1BETA1: &str = include_str!("../../tests/fixtures/admission/pod-create-v1beta1.json");
 
     #[test]
-    fn the_pod_create_fixture_parses_into_a_pod_request() -> Result<(), BadReview> {
+    fn the_pod_create_fixture_parses_into_a_typed_pod_request() -> Result<(), BadReview> {
         let request = parse_review(POD_CREATE.as_bytes())?;
         assert_eq!(request.uid, "7f3c1a52-94b1-4e1e-8d4b-2b6a0c9d5e11");
         assert_eq!(request.resource.resource, "pods");
         assert_eq!(request.namespace.as_deref(), Some("agents"));
-        let labels = request.object.and_then(|pod| pod.metadata.labels);
+        let Object::Pod(pods) = &request.object else {
+            panic!("not read as a Pod: {:?}", request.object);
+        };
+        let pod = pods.object.get().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            labels
-                .and_then(|l| l.get("mandate.dev/agent").cloned())
-                .as_deref(),
+            pod.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("mandate.dev/agent"))
+                .map(String::as_str),
             Some("researcher")
         );
         Ok(())
@@ -682,9 +603,18 @@ mod tests {
     }
 
     #[test]
+    fn a_body_of_the_wrong_kind_is_called_so_even_when_its_request_is_unreadable() {
+        let body = r#"{"kind":"Pod","apiVersion":"v1","request":{"uid":1}}"#;
+        assert_eq!(
+            parse_review(body.as_bytes()).err().map(|e| e.code()),
+            Some("WrongKind")
+        );
+    }
+
+    #[test]
     fn the_answer_echoes_the_request_uid_and_carries_the_verdict() -> Result<(), BadReview> {
         let request = parse_review(POD_CREATE.as_bytes())?;
-        let verdict = Verdict::judged("Pod agents/p", Mode::Enforce)
+        let verdict = Verdict::reviewed("Pod agents/p", Mode::Enforce)
             .finding(Finding::new(Reason::NoIdentity, "label the pod"));
         let review = respond(&request, &verdict);
         assert_eq!(review.types.kind, "AdmissionReview");
@@ -711,7 +641,7 @@ mod tests {
             (skipped.decision, &*skipped.reason, &*skipped.mode),
             (Decision::Skipped, "none", "none")
         );
-        let warned = Verdict::judged("Pod agents/p", Mode::Warn)
+        let warned = Verdict::reviewed("Pod agents/p", Mode::Warn)
             .finding(Finding::new(Reason::TokenTTL, "shorten it"))
             .finding(Finding::new(Reason::NoIdentity, "label it"));
         let warned = labels(&request, &warned);

@@ -1,14 +1,15 @@
 //! Verdicts: the findings of one review (a reason code and what to change) and the mode they
-//! were judged in; the [`Decision`] (the one the audit annotation, the log line and the
+//! were reviewed in; the [`Decision`] (the one the audit annotation, the log line and the
 //! `decision` metric label all carry), the one denial message, the warnings and the audit
 //! annotations out. This is the only place that words an admission answer, so every message
 //! reads alike. Pure: never does I/O.
 
 use std::fmt;
 
-use kube::core::admission::{AdmissionRequest, AdmissionResponse};
-use kube::core::{DynamicObject, Status};
+use kube::core::Status;
+use kube::core::admission::AdmissionResponse;
 
+use super::request::Request;
 use super::{AUDIT_AGENT, AUDIT_DECISION, AUDIT_MODE, AUDIT_OWNER, AUDIT_REASON};
 use crate::api::{Owner, OwnerKind};
 /// The one reason set and the one finding (`crate::authority::reason`), by their admission path.
@@ -54,7 +55,7 @@ pub enum Decision {
 }
 
 /// The outcome of reviewing one request: who it concerns, the findings, and how they count.
-/// Build one with [`Verdict::judged`], [`Verdict::skipped`] or [`Verdict::ignored`]; answer
+/// Build one with [`Verdict::reviewed`], [`Verdict::skipped`] or [`Verdict::ignored`]; answer
 /// with [`Verdict::respond`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
@@ -73,8 +74,8 @@ enum Scope {
     Ignored,
     /// Reviewed and found not subject to the rules.
     Skipped,
-    /// Judged in `mode`; `warn_only` findings never deny (workload templates).
-    Judged { mode: Mode, warn_only: bool },
+    /// Reviewed in `mode`; `warn_only` findings never deny (workload templates).
+    Reviewed { mode: Mode, warn_only: bool },
 }
 
 impl Mode {
@@ -149,15 +150,15 @@ impl Verdict {
     pub fn skipped(subject: impl Into<String>) -> Self {
         Verdict {
             scope: Scope::Skipped,
-            ..Verdict::judged(subject, Mode::Audit)
+            ..Verdict::reviewed(subject, Mode::Audit)
         }
     }
 
-    /// A request judged in `mode`: denied (enforce), warned (warn) or audited (audit) when it
+    /// A request reviewed in `mode`: denied (enforce), warned (warn) or audited (audit) when it
     /// has findings, allowed when it has none.
-    pub fn judged(subject: impl Into<String>, mode: Mode) -> Self {
+    pub fn reviewed(subject: impl Into<String>, mode: Mode) -> Self {
         Verdict {
-            scope: Scope::Judged {
+            scope: Scope::Reviewed {
                 mode,
                 warn_only: false,
             },
@@ -169,10 +170,10 @@ impl Verdict {
     }
 
     /// Findings only warn, whatever the mode (audit mode still records silently). Workload
-    /// templates are judged this way.
+    /// templates are reviewed this way.
     #[must_use]
     pub fn warn_only(mut self) -> Self {
-        if let Scope::Judged { warn_only, .. } = &mut self.scope {
+        if let Scope::Reviewed { warn_only, .. } = &mut self.scope {
             *warn_only = true;
         }
         self
@@ -212,7 +213,7 @@ impl Verdict {
 
     /// The decision; `None` for an ignored request.
     pub fn decision(&self) -> Option<Decision> {
-        let Scope::Judged { mode, warn_only } = self.scope else {
+        let Scope::Reviewed { mode, warn_only } = self.scope else {
             return match self.scope {
                 Scope::Ignored => None,
                 _ => Some(Decision::Skipped),
@@ -226,10 +227,10 @@ impl Verdict {
         })
     }
 
-    /// The mode the request was judged in; `None` when it was not judged.
+    /// The mode the request was reviewed in; `None` when it was skipped or ignored.
     pub fn mode(&self) -> Option<Mode> {
         match self.scope {
-            Scope::Judged { mode, .. } => Some(mode),
+            Scope::Reviewed { mode, .. } => Some(mode),
             _ => None,
         }
     }
@@ -290,7 +291,7 @@ impl Verdict {
     }
 
     /// The audit annotations (keys without prefix; the API server adds the webhook's name).
-    /// Judged requests carry all five keys (`agent` and `owner` empty when unknown); skipped ones
+    /// Reviewed requests carry all five keys (`agent` and `owner` empty when unknown); skipped ones
     /// the decision and any reason recorded; ignored ones none.
     pub fn audit_annotations(&self) -> Vec<(&'static str, String)> {
         let Some(decision) = self.decision() else {
@@ -315,10 +316,15 @@ impl Verdict {
         }
     }
 
-    /// The answer to `request`: allowed or denied (403 with [`Verdict::message`]), warnings and
-    /// audit annotations.
-    pub fn respond(&self, request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
-        let mut response = AdmissionResponse::from(request);
+    /// The answer to `request`: its uid, allowed or denied (403 with [`Verdict::message`]),
+    /// warnings and audit annotations.
+    pub fn respond(&self, request: &Request) -> AdmissionResponse {
+        // kube builds an allowing answer only from its own AdmissionRequest type; `invalid` is
+        // its one constructor that needs none, so start from it and make it an allowing answer.
+        let mut response = AdmissionResponse::invalid("");
+        response.allowed = true;
+        response.result = Status::default();
+        response.uid.clone_from(&request.uid);
         if let Some(message) = self.message() {
             response.allowed = false;
             response.result = Status::failure(&message, "Forbidden").with_code(403);
@@ -341,7 +347,7 @@ mod tests {
     use super::*;
 
     fn two_findings(mode: Mode) -> Verdict {
-        Verdict::judged("Pod agents/p", mode)
+        Verdict::reviewed("Pod agents/p", mode)
             .agent("researcher")
             .finding(Finding::new(Reason::TokenTTL, "shorten the token"))
             .finding(Finding::new(Reason::NoIdentity, "label the pod"))
@@ -414,8 +420,8 @@ mod tests {
     }
 
     #[test]
-    fn a_judged_verdict_without_findings_is_allowed_and_annotated_in_full() {
-        let verdict = Verdict::judged("Pod agents/p", Mode::Enforce)
+    fn a_reviewed_verdict_without_findings_is_allowed_and_annotated_in_full() {
+        let verdict = Verdict::reviewed("Pod agents/p", Mode::Enforce)
             .agent("researcher")
             .owner(&Owner {
                 kind: OwnerKind::Group,

@@ -38,7 +38,7 @@ use super::manifests::{self, Manifest, ManifestError};
 use super::report::Objects;
 use crate::admission::pod::AUTOMOUNT_VOLUME_PREFIX;
 use crate::admission::snapshot::{DEFAULT_APPROVER_GROUP, DEFAULT_NAMESPACE};
-use crate::admission::{AdmissionConfig, Decision, Mode, Snapshot, Verdict, decide};
+use crate::admission::{AdmissionConfig, Decision, Mode, Request, Snapshot, Verdict, review};
 use crate::api::conditions::{self, READY};
 use crate::api::{
     AGENT_LABEL, AgentIdentity, AgentIdentityStatus, DelegationPolicy, GROUP, MANAGED_BY_LABEL,
@@ -536,7 +536,7 @@ pub fn review_all(
                     message,
                 }
             })?;
-        let verdict = decide(&request, Some(snapshot), config, at);
+        let verdict = review(&Request::from(&request), Some(snapshot), config, at);
         let Some(decision) = verdict.decision() else {
             not_reviewed += 1;
             continue;
