@@ -24,7 +24,7 @@ pub mod workload;
 pub use crate::authority::{Finding, Reason};
 pub use request::{BadReview, Object, Request, parse_review};
 pub use reviewer::{Clock, FixedClock, MandateReviewer, SnapshotSource, SystemClock, review};
-pub use snapshot::{AdmissionConfig, Snapshot, SnapshotBuilder};
+pub use snapshot::{AdmissionConfig, Snapshot, SnapshotBuilder, Unmanaged};
 pub use verdict::{Decision, Mode, Verdict};
 
 /// `auditAnnotations` key for the decision (`allowed`, `denied`, `warned`, ...). Keys carry no

@@ -366,6 +366,11 @@ pub fn service_account(name: &str) -> ServiceAccountBuilder {
 }
 
 impl ServiceAccountBuilder {
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        self.service_account.metadata.namespace = Some(namespace.to_owned());
+        self
+    }
+
     /// Labels it as mandate's, for `agent`.
     pub fn managed_for(mut self, agent: &str) -> Self {
         self.service_account.metadata.labels = Some(BTreeMap::from([

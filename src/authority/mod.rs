@@ -502,6 +502,13 @@ impl Authority {
             .map_or(ServiceAccountOwnership::Absent, |e| e.ownership.clone())
     }
 
+    /// The names of a namespace's ServiceAccounts, managed or not, sorted.
+    pub fn service_accounts_in(&self, namespace: &str) -> impl Iterator<Item = &str> {
+        self.namespace(namespace)
+            .into_iter()
+            .flat_map(|ns| ns.service_accounts.keys().map(String::as_str))
+    }
+
     /// The agent a mandate-managed ServiceAccount is labelled for.
     pub fn managed_service_account_agent(&self, namespace: &str, name: &str) -> Option<&str> {
         match &self.service_account_entry(namespace, name)?.ownership {

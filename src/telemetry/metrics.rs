@@ -164,7 +164,8 @@ impl Metrics {
         let unmanaged_workloads = Gauge::default();
         registry.register(
             "unmanaged_workloads",
-            "Pods, ServiceAccounts and token Secrets in mandate namespaces that no identity owns",
+            "ServiceAccounts in mandate namespaces that no identity owns, and legacy token Secrets \
+             there or of agents (what mandate inventory lists as unmanaged, pods aside)",
             unmanaged_workloads.clone(),
         );
         // Both readiness series exist from the start, so dashboards see 0 rather than nothing.
@@ -218,6 +219,8 @@ impl Metrics {
         self.escalation_paths.set(saturating_i64(count));
     }
 
+    /// Sets the number of unmanaged ServiceAccounts and legacy token Secrets
+    /// (`Snapshot::unmanaged`).
     pub fn set_unmanaged_workloads(&self, count: u64) {
         self.unmanaged_workloads.set(saturating_i64(count));
     }
