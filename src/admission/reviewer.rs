@@ -24,8 +24,10 @@ use super::workload::{PodTemplate, review_workload};
 use crate::api::AGENT_LABEL;
 use crate::authority::{Finding, Reason};
 
-/// Where the reviewer reads the current snapshot: `None` until the caches have synced. The
-/// index publishes a new snapshot with `store`; the hot path takes no lock.
+/// Where the reviewer reads the current snapshot: `None` until the caches have synced. `mandate
+/// run` publishes into it with `store` (`cli::run::publish_snapshots`): a first snapshot once
+/// every watch of the index has listed, then one after every batch of changes. The index only
+/// watches and keeps the live authority; the hot path takes no lock.
 pub type SnapshotSource = Arc<ArcSwapOption<Snapshot>>;
 
 /// What the reviewer reads the time from.
