@@ -1,22 +1,29 @@
 //! Admission rules end to end in-process: real `admission.k8s.io/v1` AdmissionReview JSON (files
-//! under `tests/fixtures/admission/`, one per rule) in through `server::parse_review`, decided by
-//! `MandateReviewer` over a snapshot built from manifests, and out through `server::respond` as
-//! the JSON the API server would read: allowed, the message with its codes, warnings and audit
-//! annotations. No network.
+//! under `tests/fixtures/admission/`, one per rule) in through `server::parse_review`, reviewed
+//! by `MandateReviewer` over a snapshot built from manifests, and out through `server::respond`
+//! as the JSON the API server would read: allowed, the message with its codes, warnings and
+//! audit annotations; and through the webhook's routes, out as the
+//! `mandate_admission_requests_total` series each decision is counted under. No network.
 
 use std::sync::Arc;
 
 use anyhow::{Context, Result, ensure};
 use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::Service as _;
+use hyper_util::service::TowerToHyperService;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use mandate::admission::server::{parse_review, respond};
+use mandate::admission::server::{self, WebhookConfig, parse_review, respond};
+use mandate::admission::tls::TlsFiles;
 use mandate::admission::{
     AdmissionConfig, FixedClock, MandateReviewer, Reviewer, Snapshot, SnapshotSource,
 };
 use mandate::api::{AgentIdentity, DelegationPolicy, ToolBinding};
 use mandate::authority::{Authority, Config};
+use mandate::telemetry::Metrics;
 use serde_json::{Value, json};
 
 /// The instant the fixtures were written for.
@@ -186,14 +193,10 @@ fn reviewer(snapshot: Option<Snapshot>) -> Result<MandateReviewer> {
 }
 
 fn review_with(reviewer: &MandateReviewer, fixture: &str) -> Result<Answer> {
-    let path = format!(
-        "{}/tests/fixtures/admission/{fixture}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let body = std::fs::read(&path).with_context(|| format!("reading {path}"))?;
+    let body = fixture_body(fixture)?;
     let request = parse_review(&body).with_context(|| format!("parsing {fixture}"))?;
-    let response = reviewer.review(&request);
-    let answer = serde_json::to_value(respond(&request, response))?;
+    let verdict = reviewer.review(&request);
+    let answer = serde_json::to_value(respond(&request, &verdict))?;
     ensure!(
         answer["response"]["uid"] == json!(request.uid),
         "the answer must echo the request's uid"
@@ -203,6 +206,14 @@ fn review_with(reviewer: &MandateReviewer, fixture: &str) -> Result<Answer> {
 
 fn review(fixture: &str) -> Result<Answer> {
     review_with(&reviewer(Some(snapshot()?))?, fixture)
+}
+
+fn fixture_body(fixture: &str) -> Result<Vec<u8>> {
+    let path = format!(
+        "{}/tests/fixtures/admission/{fixture}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read(&path).with_context(|| format!("reading {path}"))
 }
 
 /// Asserts a denial in enforce mode carrying exactly `codes`, each named in the message.
@@ -509,6 +520,79 @@ fn a_policy_handing_on_a_tool_the_delegator_lacks_is_refused_with_delegation_esc
         answer.message().contains("idle does not hold web-search"),
         "{}",
         answer.message()
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Counting decisions
+
+/// Posts each fixture to the webhook's routes in-process (no socket, no TLS), as the API server
+/// would to `/validate/pods`, and returns the metrics as `/metrics` would serve them.
+async fn count(fixtures: &[&str]) -> Result<String> {
+    let metrics = Metrics::new();
+    let config = WebhookConfig::new(
+        ([127, 0, 0, 1], 0).into(),
+        TlsFiles::new("unused.crt", "unused.key"),
+    );
+    let routes = server::routes(
+        Arc::new(reviewer(Some(snapshot()?))?),
+        metrics.clone(),
+        &config,
+    );
+    let service = TowerToHyperService::new(warp::service(routes));
+    for fixture in fixtures {
+        let request = hyper::Request::post(server::VALIDATE_PODS_PATH)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(fixture_body(fixture)?)))?;
+        let response = service.call(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        ensure!(
+            status == hyper::StatusCode::OK,
+            "{fixture}: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    Ok(metrics.encode()?)
+}
+
+#[tokio::test]
+async fn warned_audited_skipped_and_denied_requests_are_each_counted_as_such() -> Result<()> {
+    let metrics = count(&[
+        "pod-warn-namespace.json",
+        "pod-audit-namespace.json",
+        "pod-unlabelled-namespace.json",
+        "pod-no-identity.json",
+        "pod-no-identity.json",
+    ])
+    .await?;
+    for expected in [
+        r#"mandate_admission_requests_total{resource="pods",decision="warned",reason="NoIdentity",mode="warn"} 1"#,
+        r#"mandate_admission_requests_total{resource="pods",decision="audited",reason="NoIdentity",mode="audit"} 1"#,
+        r#"mandate_admission_requests_total{resource="pods",decision="skipped",reason="none",mode="none"} 1"#,
+        r#"mandate_admission_requests_total{resource="pods",decision="denied",reason="NoIdentity",mode="enforce"} 2"#,
+        "mandate_admission_duration_seconds_count 5",
+    ] {
+        assert!(
+            metrics.contains(&format!("{expected}\n")),
+            "missing {expected:?} in\n{metrics}"
+        );
+    }
+    assert!(
+        !metrics.contains(r#"decision="allowed""#),
+        "admitted with findings, or skipped, is not allowed:\n{metrics}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_allowed_request_is_counted_as_allowed_with_no_reason() -> Result<()> {
+    let metrics = count(&["pod-create.json"]).await?;
+    let expected = r#"mandate_admission_requests_total{resource="pods",decision="allowed",reason="none",mode="enforce"} 1"#;
+    assert!(
+        metrics.contains(expected),
+        "missing {expected:?} in\n{metrics}"
     );
     Ok(())
 }

@@ -17,11 +17,9 @@ use hyper::body::Frame;
 use hyper::client::conn::{http1, http2};
 use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse};
 use mandate::admission::server::{self, WebhookConfig, WebhookServer};
 use mandate::admission::tls::TlsFiles;
-use mandate::admission::{AUDIT_MODE, AUDIT_REASON, Reviewer};
+use mandate::admission::{Finding, Mode, Reason, Request as Review, Reviewer, Verdict};
 use mandate::telemetry::{Metrics, Readiness, serve_admin};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
@@ -52,30 +50,29 @@ const WAIT: Duration = Duration::from_secs(10);
 struct DenyLabelled;
 
 impl Reviewer for DenyLabelled {
-    fn review(&self, request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    fn review(&self, request: &Review) -> Verdict {
         let denied = request
             .object
-            .as_ref()
-            .and_then(|object| object.metadata.labels.as_ref())
+            .metadata()
+            .and_then(|metadata| metadata.labels.as_ref())
             .is_some_and(|labels| labels.contains_key(DENY_LABEL));
-        let mut response = AdmissionResponse::from(request);
-        if denied {
-            response = response.deny(format!("{DENY_LABEL} is set"));
-            response
-                .audit_annotations
-                .insert(AUDIT_REASON.to_owned(), "NoIdentity,NoOwner".to_owned());
+        let verdict = Verdict::reviewed(format!("Pod {}", request.name), Mode::Enforce);
+        if !denied {
+            return verdict;
         }
-        response
-            .audit_annotations
-            .insert(AUDIT_MODE.to_owned(), "enforce".to_owned());
-        response
+        verdict
+            .finding(Finding::new(
+                Reason::NoIdentity,
+                format!("{DENY_LABEL} is set"),
+            ))
+            .finding(Finding::new(Reason::NoOwner, "the stub wants an owner"))
     }
 }
 
 struct Panicking;
 
 impl Reviewer for Panicking {
-    fn review(&self, _request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    fn review(&self, _request: &Review) -> Verdict {
         panic!("stub reviewer panics on purpose");
     }
 }
@@ -357,9 +354,12 @@ async fn a_denied_pod_is_answered_with_allowed_false_and_the_reviewers_message()
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["response"]["uid"], POD_CREATE_UID);
     assert_eq!(answer["response"]["allowed"], false);
-    assert_eq!(
-        answer["response"]["status"]["message"],
-        format!("{DENY_LABEL} is set")
+    let message = answer["response"]["status"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains(&format!("NoIdentity: {DENY_LABEL} is set")),
+        "{answer}"
     );
     assert_eq!(
         answer["response"]["auditAnnotations"]["reason"],

@@ -1,16 +1,24 @@
 //! Admission of mandate's own resources: a proposed AgentIdentity, ToolBinding or
 //! DelegationPolicy (and the object it replaces, on update), the requesting user, a
-//! [`Snapshot`] and the time in; an always-enforced [`Verdict`] out. The shared validator
-//! (`Authority::validate_*`, the reconciler's rulebook) decides what the object may say; this
-//! module adds the rules that need the requester: no self-escalation and four eyes on High-risk
-//! grants. Pure: never does I/O.
+//! [`Snapshot`] and the time in; an always-enforced [`Verdict`] out. One review for the three
+//! kinds ([`review_resource`]), each kind saying what differs through [`MandateResource`] (as
+//! linkerd's policy controller admits every kind through one generic `admit_spec`). The shared
+//! validator (`Authority::validate_*`, the reconciler's rulebook) decides what the object may
+//! say; this module adds the rules that need the requester: no self-escalation and four eyes on
+//! High-risk grants. Pure: never does I/O.
 
 use k8s_openapi::api::authentication::v1::UserInfo;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
+use serde::de::DeserializeOwned;
 
 use super::snapshot::{AdmissionConfig, Snapshot};
-use super::verdict::{Finding, Mode, Reason, Verdict};
-use crate::api::{AgentIdentity, DelegationPolicy, OwnerKind, Risk, ToolBinding};
+use super::verdict::{Mode, Verdict};
+use crate::api::{
+    AgentIdentity, AgentIdentitySpec, DelegationPolicy, DelegationPolicySpec, Owner, OwnerKind,
+    Risk, ToolBinding, ToolBindingSpec,
+};
+use crate::authority::{Finding, Reason};
 
 /// Who sends a request, as the API server's authentication saw them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,95 +54,171 @@ impl<'a> Requester<'a> {
     }
 }
 
-/// Reviews an AgentIdentity being created (`old` is `None`) or changed.
-pub fn review_identity(
-    identity: &AgentIdentity,
-    old: Option<&AgentIdentity>,
-    requester: Requester<'_>,
-    snapshot: &Snapshot,
-) -> Verdict {
-    let (namespace, name) = names(&identity.metadata);
-    let mut verdict = Verdict::judged(format!("AgentIdentity {namespace}/{name}"), Mode::Enforce)
-        .agent(name)
-        .owner(&identity.spec.owner);
-    verdict = verdict.findings(self_escalation(requester, snapshot));
-    if old.is_some_and(|old| old.spec == identity.spec) {
-        return verdict;
-    }
-    verdict.findings(
-        snapshot
-            .authority()
-            .validate_identity(identity)
-            .into_iter()
-            .map(Finding::from),
-    )
+/// What admission needs to know of one of mandate's own kinds: how its spec reads, whom it
+/// concerns, and the rules it is held to besides self-escalation. Implemented by
+/// [`AgentIdentity`], [`ToolBinding`] and [`DelegationPolicy`]; [`review_resource`] is the one
+/// review of all three.
+pub trait MandateResource: kube::Resource<DynamicType = ()> + Sized {
+    /// The spec: what an update must change to be reviewed again.
+    type Spec: DeserializeOwned + PartialEq;
+
+    /// The object made of its metadata and spec. Admission reads nothing else: a status is the
+    /// reconciler's, and a request never changes who may write it.
+    fn from_parts(metadata: ObjectMeta, spec: Self::Spec) -> Self;
+
+    fn spec(&self) -> &Self::Spec;
+
+    /// The agent the object concerns (the `agent` audit annotation).
+    fn agent(&self) -> &str;
+
+    /// The agent's accountable owner, as the object says or the snapshot knows it.
+    fn owner<'a>(&'a self, snapshot: &'a Snapshot) -> Option<&'a Owner>;
+
+    /// The rules of this kind: the shared validator's (the reconciler's rulebook), and any that
+    /// need the requester.
+    fn rules(
+        &self,
+        requester: Requester<'_>,
+        snapshot: &Snapshot,
+        config: &AdmissionConfig,
+        now: Timestamp,
+    ) -> Vec<Finding>;
 }
 
-/// Reviews a ToolBinding being created (`old` is `None`) or changed: the validator's rules, no
-/// self-escalation, and four eyes when it grants a High-risk tool.
-pub fn review_binding(
-    binding: &ToolBinding,
-    old: Option<&ToolBinding>,
+impl MandateResource for AgentIdentity {
+    type Spec = AgentIdentitySpec;
+
+    fn from_parts(metadata: ObjectMeta, spec: Self::Spec) -> Self {
+        AgentIdentity {
+            metadata,
+            spec,
+            status: None,
+        }
+    }
+
+    fn spec(&self) -> &Self::Spec {
+        &self.spec
+    }
+
+    fn agent(&self) -> &str {
+        names(&self.metadata).1
+    }
+
+    fn owner<'a>(&'a self, _snapshot: &'a Snapshot) -> Option<&'a Owner> {
+        Some(&self.spec.owner)
+    }
+
+    fn rules(
+        &self,
+        _requester: Requester<'_>,
+        snapshot: &Snapshot,
+        _config: &AdmissionConfig,
+        _now: Timestamp,
+    ) -> Vec<Finding> {
+        snapshot.authority().validate_identity(self)
+    }
+}
+
+impl MandateResource for ToolBinding {
+    type Spec = ToolBindingSpec;
+
+    fn from_parts(metadata: ObjectMeta, spec: Self::Spec) -> Self {
+        ToolBinding {
+            metadata,
+            spec,
+            status: None,
+        }
+    }
+
+    fn spec(&self) -> &Self::Spec {
+        &self.spec
+    }
+
+    fn agent(&self) -> &str {
+        &self.spec.agent
+    }
+
+    fn owner<'a>(&'a self, snapshot: &'a Snapshot) -> Option<&'a Owner> {
+        let namespace = self.metadata.namespace.as_deref().unwrap_or_default();
+        snapshot.authority().owner(namespace, &self.spec.agent)
+    }
+
+    /// Four eyes when it grants a High-risk tool, and the validator's rules.
+    fn rules(
+        &self,
+        requester: Requester<'_>,
+        snapshot: &Snapshot,
+        config: &AdmissionConfig,
+        now: Timestamp,
+    ) -> Vec<Finding> {
+        let mut findings = four_eyes(self, requester, snapshot, config);
+        findings.extend(snapshot.authority().validate_binding(self, now));
+        findings
+    }
+}
+
+impl MandateResource for DelegationPolicy {
+    type Spec = DelegationPolicySpec;
+
+    fn from_parts(metadata: ObjectMeta, spec: Self::Spec) -> Self {
+        DelegationPolicy {
+            metadata,
+            spec,
+            status: None,
+        }
+    }
+
+    fn spec(&self) -> &Self::Spec {
+        &self.spec
+    }
+
+    /// The delegator.
+    fn agent(&self) -> &str {
+        &self.spec.delegator
+    }
+
+    fn owner<'a>(&'a self, snapshot: &'a Snapshot) -> Option<&'a Owner> {
+        let namespace = self.metadata.namespace.as_deref().unwrap_or_default();
+        snapshot.authority().owner(namespace, &self.spec.delegator)
+    }
+
+    /// The validator checks the namespace's delegation graph as if the policy were applied.
+    fn rules(
+        &self,
+        _requester: Requester<'_>,
+        snapshot: &Snapshot,
+        _config: &AdmissionConfig,
+        now: Timestamp,
+    ) -> Vec<Finding> {
+        snapshot.authority().validate_policy(self, now)
+    }
+}
+
+/// Reviews a mandate resource being created (`old` is `None`) or changed: no self-escalation
+/// ever, and the kind's own rules unless an update leaves the spec alone. Always enforced.
+pub fn review_resource<R: MandateResource>(
+    object: &R,
+    old: Option<&R>,
     requester: Requester<'_>,
     snapshot: &Snapshot,
     config: &AdmissionConfig,
     now: Timestamp,
 ) -> Verdict {
-    let (namespace, name) = names(&binding.metadata);
-    let agent = binding.spec.agent.as_str();
-    let mut verdict =
-        Verdict::judged(format!("ToolBinding {namespace}/{name}"), Mode::Enforce).agent(agent);
-    if let Some(owner) = snapshot.authority().owner(namespace, agent) {
+    let (namespace, name) = names(object.meta());
+    let kind = R::kind(&());
+    let mut verdict = Verdict::reviewed(format!("{kind} {namespace}/{name}"), Mode::Enforce)
+        .agent(object.agent());
+    if let Some(owner) = object.owner(snapshot) {
         verdict = verdict.owner(owner);
     }
     verdict = verdict.findings(self_escalation(requester, snapshot));
-    if old.is_some_and(|old| old.spec == binding.spec) {
+    if old.is_some_and(|old| old.spec() == object.spec()) {
         return verdict;
     }
-    verdict
-        .findings(four_eyes(binding, requester, snapshot, config))
-        .findings(
-            snapshot
-                .authority()
-                .validate_binding(binding, now)
-                .into_iter()
-                .map(Finding::from),
-        )
+    verdict.findings(object.rules(requester, snapshot, config, now))
 }
 
-/// Reviews a DelegationPolicy being created (`old` is `None`) or changed: the validator judges
-/// the namespace's delegation graph as if the policy were applied.
-pub fn review_policy(
-    policy: &DelegationPolicy,
-    old: Option<&DelegationPolicy>,
-    requester: Requester<'_>,
-    snapshot: &Snapshot,
-    now: Timestamp,
-) -> Verdict {
-    let (namespace, name) = names(&policy.metadata);
-    let delegator = policy.spec.delegator.as_str();
-    let mut verdict = Verdict::judged(
-        format!("DelegationPolicy {namespace}/{name}"),
-        Mode::Enforce,
-    )
-    .agent(delegator);
-    if let Some(owner) = snapshot.authority().owner(namespace, delegator) {
-        verdict = verdict.owner(owner);
-    }
-    verdict = verdict.findings(self_escalation(requester, snapshot));
-    if old.is_some_and(|old| old.spec == policy.spec) {
-        return verdict;
-    }
-    verdict.findings(
-        snapshot
-            .authority()
-            .validate_policy(policy, now)
-            .into_iter()
-            .map(Finding::from),
-    )
-}
-
-fn names(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (&str, &str) {
+fn names(meta: &ObjectMeta) -> (&str, &str) {
     (
         meta.namespace.as_deref().unwrap_or_default(),
         meta.name
@@ -279,7 +363,7 @@ mod tests {
     }
 
     fn review(binding: &ToolBinding, user: &str, groups: &[String]) -> Verdict {
-        review_binding(
+        review_resource(
             binding,
             None,
             Requester::new(user, groups),
@@ -369,7 +453,7 @@ mod tests {
             .agent("researcher")
             .tool(tool("wiki"))
             .build();
-        let verdict = review_binding(
+        let verdict = review_resource(
             &grant,
             None,
             agent,
@@ -378,24 +462,52 @@ mod tests {
             NOW,
         );
         assert_eq!(verdict.codes(), ["SelfEscalation"]);
-        let verdict = review_identity(&identity("new").build(), None, agent, &snapshot());
+        let verdict = review_resource(
+            &identity("new").build(),
+            None,
+            agent,
+            &snapshot(),
+            &AdmissionConfig::default(),
+            NOW,
+        );
         assert_eq!(verdict.codes(), ["SelfEscalation"]);
         let proposed = policy("p")
             .delegator("researcher")
             .delegate("payer", ["web-search"])
             .build();
-        let verdict = review_policy(&proposed, None, agent, &snapshot(), NOW);
+        let verdict = review_resource(
+            &proposed,
+            None,
+            agent,
+            &snapshot(),
+            &AdmissionConfig::default(),
+            NOW,
+        );
         assert_eq!(verdict.codes()[0], "SelfEscalation");
-        // Another ServiceAccount (a CI pipeline, mandate itself) is judged on the object alone.
+        // Another ServiceAccount (a CI pipeline, mandate itself) is reviewed on the object alone.
         let ci = Requester::new("system:serviceaccount:ci:deployer", &groups);
-        let verdict = review_identity(&identity("new").build(), None, ci, &snapshot());
+        let verdict = review_resource(
+            &identity("new").build(),
+            None,
+            ci,
+            &snapshot(),
+            &AdmissionConfig::default(),
+            NOW,
+        );
         assert_eq!(verdict.decision(), Some(Decision::Allowed));
     }
 
     #[test]
     fn an_identity_claiming_another_agents_service_account_is_refused_by_the_validator() {
         let proposed = identity("copycat").service_account("researcher").build();
-        let verdict = review_identity(&proposed, None, Requester::new("bob", &[]), &snapshot());
+        let verdict = review_resource(
+            &proposed,
+            None,
+            Requester::new("bob", &[]),
+            &snapshot(),
+            &AdmissionConfig::default(),
+            NOW,
+        );
         assert_eq!(verdict.codes(), ["ServiceAccountClaimed"]);
         assert_eq!(verdict.decision(), Some(Decision::Denied));
     }
@@ -406,11 +518,12 @@ mod tests {
             .delegator("payer")
             .delegate("researcher", ["web-search"])
             .build();
-        let verdict = review_policy(
+        let verdict = review_resource(
             &proposed,
             None,
             Requester::new("bob", &[]),
             &snapshot(),
+            &AdmissionConfig::default(),
             NOW,
         );
         assert_eq!(verdict.codes(), ["DelegationEscalation"]);
@@ -422,7 +535,7 @@ mod tests {
         let existing = high_risk_grant("payer", "alice");
         let mut relabelled = existing.clone();
         relabelled.metadata.labels = Some([("team".to_owned(), "pay".to_owned())].into());
-        let verdict = review_binding(
+        let verdict = review_resource(
             &relabelled,
             Some(&existing),
             Requester::new("bob", &[]),
@@ -431,6 +544,32 @@ mod tests {
             NOW,
         );
         assert_eq!(verdict.decision(), Some(Decision::Allowed));
+    }
+
+    #[test]
+    fn each_kind_is_named_in_its_subject_with_the_agent_and_owner_it_concerns() {
+        let bob = Requester::new("bob", &[]);
+        let config = AdmissionConfig::default();
+        let snapshot = snapshot();
+        let identity = identity("new").owner(OwnerKind::User, "dana").build();
+        let verdict = review_resource(&identity, None, bob, &snapshot, &config, NOW);
+        assert_eq!(verdict.subject(), format!("AgentIdentity {NS}/new"));
+        assert_eq!(verdict.agent_name(), Some("new"));
+        assert_eq!(verdict.owner_name(), Some("User:dana"));
+        let grant = binding("more").agent("payer").tool(tool("wiki")).build();
+        let verdict = review_resource(&grant, None, bob, &snapshot, &config, NOW);
+        assert_eq!(verdict.subject(), format!("ToolBinding {NS}/more"));
+        assert_eq!(verdict.agent_name(), Some("payer"));
+        assert_eq!(verdict.owner_name(), Some("User:alice"));
+        let proposed = policy("p")
+            .delegator("trader")
+            .delegate("payer", ["web-search"])
+            .build();
+        let verdict = review_resource(&proposed, None, bob, &snapshot, &config, NOW);
+        assert_eq!(verdict.subject(), format!("DelegationPolicy {NS}/p"));
+        assert_eq!(verdict.agent_name(), Some("trader"));
+        assert_eq!(verdict.owner_name(), Some("Group:finance"));
+        assert_eq!(verdict.mode(), Some(Mode::Enforce));
     }
 
     #[test]

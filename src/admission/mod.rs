@@ -1,52 +1,57 @@
-//! Admission: AdmissionRequests in, AdmissionResponses out. The decisions (pure, per resource) sit
-//! behind the [`Reviewer`] trait; [`server`] is the HTTPS webhook around them and [`tls`] its
-//! reloadable certificate. Decisions never do I/O and never wait on the API server.
+//! Admission: AdmissionReview bodies in, AdmissionReview answers out. [`request`] reads a body
+//! once into a typed [`Request`]; the reviews (pure, one per kind) turn it into a [`Verdict`]
+//! behind the [`Reviewer`] trait; [`server`] is the HTTPS webhook around them, answering with
+//! the verdict and counting its [`Decision`], and [`tls`] its reloadable certificate. Reviews
+//! never do I/O and never wait on the API server.
 
 pub mod mandate_resources;
 pub mod pod;
+pub mod request;
 pub mod reviewer;
 pub mod secret;
 pub mod server;
 pub mod snapshot;
+/// A synthetic cluster for benchmarks and load tests: only in test builds, or with the
+/// `fixtures` feature (the benches and the e2e crate enable it), never in the shipped binary.
+#[cfg(any(test, feature = "fixtures"))]
 #[doc(hidden)]
 pub mod synthetic;
 pub mod tls;
 pub mod verdict;
 pub mod workload;
 
-pub use reviewer::{Clock, FixedClock, MandateReviewer, SnapshotSource, SystemClock, decide};
-pub use snapshot::{AdmissionConfig, Snapshot, SnapshotBuilder};
-pub use verdict::{Decision, Finding, Mode, Reason, Verdict};
-
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse};
+/// The one reason set and the one finding, defined in `crate::authority` (`authority::reason`).
+pub use crate::authority::{Finding, Reason};
+pub use request::{BadReview, Object, Request, parse_review};
+pub use reviewer::{Clock, FixedClock, MandateReviewer, SnapshotSource, SystemClock, review};
+pub use snapshot::{AdmissionConfig, Snapshot, SnapshotBuilder, Unmanaged};
+pub use verdict::{Decision, Mode, Verdict};
 
 /// `auditAnnotations` key for the decision (`allowed`, `denied`, `warned`, ...). Keys carry no
 /// prefix: the API server prefixes them with the webhook's name.
 pub const AUDIT_DECISION: &str = "decision";
 /// `auditAnnotations` key for the reason codes found, comma-separated, most important first
-/// (`NoIdentity,TokenTTL`). The first one becomes the `reason` metric label; absent or empty
-/// means `none`.
+/// (`NoIdentity,TokenTTL`). The first one is also the `reason` metric label (`none` when there
+/// is none).
 pub const AUDIT_REASON: &str = "reason";
-/// `auditAnnotations` key for the mode that applied (`enforce`, `warn`, `audit`); absent means
-/// `none`.
+/// `auditAnnotations` key for the mode that applied (`enforce`, `warn`, `audit`); absent when
+/// none did (the `mode` metric label is then `none`).
 pub const AUDIT_MODE: &str = "mode";
 /// `auditAnnotations` key for the agent the request concerns.
 pub const AUDIT_AGENT: &str = "agent";
 /// `auditAnnotations` key for the agent's owner.
 pub const AUDIT_OWNER: &str = "owner";
 
-/// Decides one admission request. The server calls it on its async hot path, so it must answer
+/// Reviews one admission request. The server calls it on its async hot path, so it must answer
 /// from memory (an authority snapshot) without blocking.
 ///
 /// Contract with the server:
-/// - Build the answer from the request (`AdmissionResponse::from(request)`, then `.deny(..)`,
-///   `warnings`, ...). The server echoes the request's `uid` whatever the reviewer sets.
-/// - Put the reason codes and mode in `audit_annotations` under [`AUDIT_REASON`] and
-///   [`AUDIT_MODE`]: the server reads them for the `mandate_admission_requests_total` labels and
-///   its per-decision log line, and the API server copies them into its audit log.
+/// - Return the [`Verdict`]: the server words the answer from it ([`Verdict::respond`], with
+///   the request's uid), takes the `decision`, `reason` and `mode` labels of
+///   `mandate_admission_requests_total` and its log line from it, and the API server copies its
+///   audit annotations into its audit log.
 /// - A panic is caught, logged and answered with HTTP 500 (the API server then applies the
 ///   webhook's failurePolicy); it never takes the server down.
 pub trait Reviewer: Send + Sync + 'static {
-    fn review(&self, request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse;
+    fn review(&self, request: &Request) -> Verdict;
 }

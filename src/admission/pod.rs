@@ -29,7 +29,7 @@ pub struct PodView<'a> {
 }
 
 impl<'a> PodView<'a> {
-    /// A pod's view; `None` when it has no spec. A pod without a namespace is judged as if in
+    /// A pod's view; `None` when it has no spec. A pod without a namespace is reviewed as if in
     /// `""` (callers reading manifests set the namespace first).
     pub fn of(pod: &'a Pod) -> Option<Self> {
         Some(PodView {
@@ -59,7 +59,7 @@ impl<'a> PodView<'a> {
     }
 }
 
-/// The mode a pod is judged in as an agent pod: its namespace's mode when the namespace is
+/// The mode a pod is reviewed in as an agent pod: its namespace's mode when the namespace is
 /// labelled, else the default mode when the pod carries `mandate.dev/agent`; `None` for a pod
 /// that is no agent pod (only the hijack and long-lived-token rules apply to it).
 pub fn agent_pod_mode(
@@ -88,8 +88,8 @@ pub fn review_pod(
         .unwrap_or_default();
     let subject = format!("Pod {namespace}/{name}");
     match PodView::of(pod) {
-        Some(view) => judge_pod(&view, subject, snapshot, config, now),
-        None => Verdict::judged(subject, Mode::Enforce).finding(Finding::new(
+        Some(view) => review_pod_view(&view, subject, snapshot, config, now),
+        None => Verdict::reviewed(subject, Mode::Enforce).finding(Finding::new(
             Reason::InvalidObject,
             "the pod has no spec: send a complete Pod",
         )),
@@ -97,7 +97,7 @@ pub fn review_pod(
 }
 
 /// Applies the pod rules to `pod`, naming it `subject` in messages.
-pub fn judge_pod(
+pub fn review_pod_view(
     pod: &PodView<'_>,
     subject: String,
     snapshot: &Snapshot,
@@ -116,9 +116,9 @@ pub fn judge_pod(
             if findings.is_empty() {
                 return Verdict::skipped(subject);
             }
-            return Verdict::judged(subject, config.default_mode).findings(findings);
+            return Verdict::reviewed(subject, config.default_mode).findings(findings);
         };
-        let mut verdict = Verdict::judged(subject, config.default_mode)
+        let mut verdict = Verdict::reviewed(subject, config.default_mode)
             .agent(agent)
             .finding(finding)
             .findings(findings);
@@ -128,7 +128,7 @@ pub fn judge_pod(
         return verdict;
     };
 
-    let mut verdict = Verdict::judged(subject, mode);
+    let mut verdict = Verdict::reviewed(subject, mode);
     if let Some((_, finding)) = hijacked {
         findings.push(finding);
     }

@@ -1,7 +1,7 @@
 //! Secret admission: a Secret's metadata and type (never its data), a [`Snapshot`] and the
 //! installation's [`AdmissionConfig`] in; a [`Verdict`] out. Creating a legacy
-//! service-account-token Secret for an agent's ServiceAccount is `LongLivedToken`, judged in the
-//! namespace's mode (or the default mode). Pure: never does I/O.
+//! service-account-token Secret for an agent's ServiceAccount is `LongLivedToken`, reviewed in
+//! the namespace's mode (or the default mode). Pure: never does I/O.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -39,7 +39,7 @@ pub fn review_secret(
     let mode = snapshot
         .namespace_mode(namespace)
         .unwrap_or(config.default_mode);
-    let mut verdict = Verdict::judged(subject, mode)
+    let mut verdict = Verdict::reviewed(subject, mode)
         .agent(agent)
         .finding(Finding::new(
             Reason::LongLivedToken,

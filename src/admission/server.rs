@@ -1,7 +1,8 @@
 //! The HTTPS admission webhook: TLS connections from the API server in, AdmissionReview JSON
-//! answers out. Parses and checks the body, hands the request to a [`Reviewer`], echoes the uid,
-//! and records one metric sample and one log line per request. Bad input is answered with 4xx and
-//! a JSON error, never a panic. Decides nothing itself.
+//! answers out. Reads the body once into a typed [`Request`] ([`parse_review`]), hands it to a
+//! [`Reviewer`], answers with the [`Verdict`] ([`respond`], echoing the uid), and records one
+//! metric sample and one log line per request, both carrying the verdict's [`Decision`]. Bad
+//! input is answered with 4xx and a JSON error, never a panic. Reviews nothing itself.
 //!
 //! Status codes: 200 with an AdmissionReview for every request the reviewer answered (allowed or
 //! denied); 400 for a body that is not a readable `admission.k8s.io/v1` AdmissionReview; 413 for a
@@ -21,9 +22,7 @@ use futures::{Stream, StreamExt};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use kube::core::admission::{
-    AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND,
-};
+use kube::core::admission::{AdmissionReview, META_API_VERSION_V1, META_KIND};
 use kube::core::{DynamicObject, TypeMeta};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
@@ -37,9 +36,12 @@ use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use warp::path::FullPath;
 use warp::reply::{Reply, Response};
 
+use super::Reviewer;
+use super::request::Request;
+pub use super::request::{BadReview, parse_review};
 use super::tls::{CertificateReloader, TlsError, TlsFiles, server_config};
-use super::{AUDIT_MODE, AUDIT_REASON, Reviewer};
-use crate::telemetry::metrics::{AdmissionDecision, AdmissionLabels, Metrics};
+use super::verdict::{Decision, Verdict};
+use crate::telemetry::metrics::{AdmissionLabels, Metrics};
 
 /// Every path that serves admission reviews; all route to the same reviewer (it tells resources
 /// apart by the request's `resource`). One path per webhook entry keeps the API server's metrics
@@ -116,56 +118,6 @@ pub enum ServeError {
     LocalAddr(#[source] std::io::Error),
 }
 
-/// Why a request body was refused before it reached the reviewer. `code()` is the `reason` label
-/// and the `reason` field of the JSON error.
-#[derive(Debug, thiserror::Error)]
-pub enum BadReview {
-    #[error("reading the request body: {0}")]
-    ReadBody(#[source] warp::Error),
-    #[error("request body did not arrive within {timeout:?}")]
-    BodyTimeout { timeout: Duration },
-    #[error("request body is larger than the limit of {limit} bytes")]
-    BodyTooLarge { limit: usize },
-    #[error("request body is not valid JSON: {0}")]
-    MalformedJson(#[source] serde_json::Error),
-    #[error("request body ends before its JSON does (truncated?): {0}")]
-    TruncatedJson(#[source] serde_json::Error),
-    #[error("request body is JSON but not an AdmissionReview: {0}")]
-    NotAdmissionReview(#[source] serde_json::Error),
-    #[error("request body has kind {kind:?}; expected {META_KIND:?}")]
-    WrongKind { kind: String },
-    #[error(
-        "request body has apiVersion {api_version:?}; only {META_API_VERSION_V1:?} is served (set admissionReviewVersions: [v1])"
-    )]
-    UnsupportedApiVersion { api_version: String },
-    #[error("AdmissionReview has no request")]
-    MissingRequest,
-}
-
-impl BadReview {
-    pub fn code(&self) -> &'static str {
-        match self {
-            BadReview::ReadBody(_) => "ReadBody",
-            BadReview::BodyTimeout { .. } => "BodyTimeout",
-            BadReview::BodyTooLarge { .. } => "BodyTooLarge",
-            BadReview::MalformedJson(_) => "MalformedJson",
-            BadReview::TruncatedJson(_) => "TruncatedJson",
-            BadReview::NotAdmissionReview(_) => "NotAdmissionReview",
-            BadReview::WrongKind { .. } => "WrongKind",
-            BadReview::UnsupportedApiVersion { .. } => "UnsupportedApiVersion",
-            BadReview::MissingRequest => "MissingRequest",
-        }
-    }
-
-    pub fn status(&self) -> StatusCode {
-        match self {
-            BadReview::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            BadReview::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            _ => StatusCode::BAD_REQUEST,
-        }
-    }
-}
-
 /// A running webhook server.
 #[derive(Debug)]
 pub struct WebhookServer {
@@ -186,42 +138,10 @@ impl WebhookServer {
     }
 }
 
-/// Reads and checks an AdmissionReview body: JSON, `kind: AdmissionReview`,
-/// `apiVersion: admission.k8s.io/v1`, with a request. Pure.
-pub fn parse_review(body: &[u8]) -> Result<AdmissionRequest<DynamicObject>, BadReview> {
-    // Kind and version first, so a Pod posted by mistake is called what it is rather than
-    // failing on some missing field.
-    let types: TypeMeta = serde_json::from_slice(body).map_err(classify_json_error)?;
-    if types.kind != META_KIND {
-        return Err(BadReview::WrongKind { kind: types.kind });
-    }
-    if types.api_version != META_API_VERSION_V1 {
-        return Err(BadReview::UnsupportedApiVersion {
-            api_version: types.api_version,
-        });
-    }
-    let review: AdmissionReview<DynamicObject> =
-        serde_json::from_slice(body).map_err(classify_json_error)?;
-    review.try_into().map_err(|_| BadReview::MissingRequest)
-}
-
-fn classify_json_error(error: serde_json::Error) -> BadReview {
-    match error.classify() {
-        serde_json::error::Category::Eof => BadReview::TruncatedJson(error),
-        serde_json::error::Category::Syntax | serde_json::error::Category::Io => {
-            BadReview::MalformedJson(error)
-        }
-        serde_json::error::Category::Data => BadReview::NotAdmissionReview(error),
-    }
-}
-
-/// Wraps the reviewer's answer for `request` in an `admission.k8s.io/v1` AdmissionReview with the
-/// request's uid (whatever uid the reviewer set). Pure.
-pub fn respond(
-    request: &AdmissionRequest<DynamicObject>,
-    mut response: AdmissionResponse,
-) -> AdmissionReview<DynamicObject> {
-    response.uid.clone_from(&request.uid);
+/// Wraps the answer to `request` in an `admission.k8s.io/v1` AdmissionReview: the verdict's
+/// decision, message, warnings and audit annotations, with the request's uid. Pure.
+pub fn respond(request: &Request, verdict: &Verdict) -> AdmissionReview<DynamicObject> {
+    let mut response = verdict.respond(request);
     let types = TypeMeta {
         api_version: META_API_VERSION_V1.to_owned(),
         kind: META_KIND.to_owned(),
@@ -236,7 +156,7 @@ pub fn respond(
 
 /// The `resource` label: the request's resource if it looks like a resource name, else `other`
 /// (bounds the label's values when something other than the API server calls).
-fn resource_label(request: &AdmissionRequest<DynamicObject>) -> Cow<'static, str> {
+fn resource_label(request: &Request) -> Cow<'static, str> {
     let resource = request.resource.resource.as_str();
     let plausible = !resource.is_empty()
         && resource.len() <= 63
@@ -250,26 +170,21 @@ fn resource_label(request: &AdmissionRequest<DynamicObject>) -> Cow<'static, str
     }
 }
 
-/// The first reason code in the response's audit annotations, or `none`.
-fn primary_reason(response: &AdmissionResponse) -> Cow<'static, str> {
-    response
-        .audit_annotations
-        .get(AUDIT_REASON)
-        .and_then(|codes| {
-            codes
-                .split(',')
-                .map(str::trim)
-                .find(|code| !code.is_empty())
-        })
-        .map_or(Cow::Borrowed("none"), |code| Cow::Owned(code.to_owned()))
-}
-
-fn mode_label(response: &AdmissionResponse) -> Cow<'static, str> {
-    response
-        .audit_annotations
-        .get(AUDIT_MODE)
-        .filter(|mode| !mode.is_empty())
-        .map_or(Cow::Borrowed("none"), |mode| Cow::Owned(mode.clone()))
+/// The labels of an answered request, all from its verdict: the decision (a request of a kind
+/// mandate does not review counts as `allowed`, as it is), the first reason code or `none`, the
+/// mode or `none`.
+fn labels(request: &Request, verdict: &Verdict) -> AdmissionLabels {
+    AdmissionLabels {
+        resource: resource_label(request),
+        decision: verdict.decision().unwrap_or(Decision::Allowed),
+        reason: Cow::Borrowed(
+            verdict
+                .all_findings()
+                .first()
+                .map_or("none", |finding| finding.reason.code()),
+        ),
+        mode: Cow::Borrowed(verdict.mode().map_or("none", |mode| mode.as_str())),
+    }
 }
 
 struct State {
@@ -353,10 +268,10 @@ where
         Err(error) => return refuse(state, path, &error, started),
     };
     let reviewer = &state.reviewer;
-    let Ok(response) = catch_unwind(AssertUnwindSafe(|| reviewer.review(&request))) else {
+    let Ok(verdict) = catch_unwind(AssertUnwindSafe(|| reviewer.review(&request))) else {
         return reviewer_failed(state, path, &request, started);
     };
-    answer(state, path, &request, response, started)
+    answer(state, path, &request, &verdict, started)
 }
 
 /// Collects the body. A body over `limit` is refused with [`BadReview::BodyTooLarge`], but up to
@@ -410,7 +325,7 @@ fn refuse(state: &State, path: &str, error: &BadReview, started: Instant) -> Res
     state.metrics.record_admission(
         &AdmissionLabels {
             resource: Cow::Borrowed("unknown"),
-            decision: AdmissionDecision::Invalid,
+            decision: Decision::Invalid,
             reason: Cow::Borrowed(error.code()),
             mode: Cow::Borrowed("none"),
         },
@@ -426,17 +341,12 @@ fn refuse(state: &State, path: &str, error: &BadReview, started: Instant) -> Res
     error_reply(error.status(), error.code(), &error.to_string())
 }
 
-fn reviewer_failed(
-    state: &State,
-    path: &str,
-    request: &AdmissionRequest<DynamicObject>,
-    started: Instant,
-) -> Response {
+fn reviewer_failed(state: &State, path: &str, request: &Request, started: Instant) -> Response {
     let elapsed = started.elapsed();
     state.metrics.record_admission(
         &AdmissionLabels {
             resource: resource_label(request),
-            decision: AdmissionDecision::Error,
+            decision: Decision::Error,
             reason: Cow::Borrowed("ReviewerPanicked"),
             mode: Cow::Borrowed("none"),
         },
@@ -460,27 +370,14 @@ fn reviewer_failed(
 fn answer(
     state: &State,
     path: &str,
-    request: &AdmissionRequest<DynamicObject>,
-    response: AdmissionResponse,
+    request: &Request,
+    verdict: &Verdict,
     started: Instant,
 ) -> Response {
-    let labels = AdmissionLabels {
-        resource: resource_label(request),
-        decision: if response.allowed {
-            AdmissionDecision::Allowed
-        } else {
-            AdmissionDecision::Denied
-        },
-        reason: primary_reason(&response),
-        mode: mode_label(&response),
-    };
-    let allowed = response.allowed;
-    let reasons = response
-        .audit_annotations
-        .get(AUDIT_REASON)
-        .cloned()
-        .unwrap_or_default();
-    let review = respond(request, response);
+    let labels = labels(request, verdict);
+    let allowed = labels.decision != Decision::Denied;
+    let reasons = verdict.codes().join(",");
+    let review = respond(request, verdict);
     let body = match serde_json::to_vec(&review) {
         Ok(body) => body,
         Err(error) => {
@@ -653,6 +550,9 @@ async fn stop_signal(mut stop: watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::admission::request::Object;
+    use crate::admission::verdict::Mode;
+    use crate::authority::{Finding, Reason};
 
     const POD_CREATE: &str = include_str!("../../tests/fixtures/admission/pod-create.json");
     const POD_CREATE_TRUNCATED: &str =
@@ -661,16 +561,21 @@ mod tests {
     const V1BETA1: &str = include_str!("../../tests/fixtures/admission/pod-create-v1beta1.json");
 
     #[test]
-    fn the_pod_create_fixture_parses_into_a_pod_request() -> Result<(), BadReview> {
+    fn the_pod_create_fixture_parses_into_a_typed_pod_request() -> Result<(), BadReview> {
         let request = parse_review(POD_CREATE.as_bytes())?;
         assert_eq!(request.uid, "7f3c1a52-94b1-4e1e-8d4b-2b6a0c9d5e11");
         assert_eq!(request.resource.resource, "pods");
         assert_eq!(request.namespace.as_deref(), Some("agents"));
-        let labels = request.object.and_then(|pod| pod.metadata.labels);
+        let Object::Pod(pods) = &request.object else {
+            panic!("not read as a Pod: {:?}", request.object);
+        };
+        let pod = pods.object.get().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
-            labels
-                .and_then(|l| l.get("mandate.dev/agent").cloned())
-                .as_deref(),
+            pod.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("mandate.dev/agent"))
+                .map(String::as_str),
             Some("researcher")
         );
         Ok(())
@@ -698,35 +603,54 @@ mod tests {
     }
 
     #[test]
-    fn the_answer_echoes_the_request_uid_even_when_the_reviewer_sets_another()
-    -> Result<(), BadReview> {
+    fn a_body_of_the_wrong_kind_is_called_so_even_when_its_request_is_unreadable() {
+        let body = r#"{"kind":"Pod","apiVersion":"v1","request":{"uid":1}}"#;
+        assert_eq!(
+            parse_review(body.as_bytes()).err().map(|e| e.code()),
+            Some("WrongKind")
+        );
+    }
+
+    #[test]
+    fn the_answer_echoes_the_request_uid_and_carries_the_verdict() -> Result<(), BadReview> {
         let request = parse_review(POD_CREATE.as_bytes())?;
-        let mut response = AdmissionResponse::invalid("reviewer lost the uid");
-        response.uid = "something-else".to_owned();
-        let review = respond(&request, response);
+        let verdict = Verdict::reviewed("Pod agents/p", Mode::Enforce)
+            .finding(Finding::new(Reason::NoIdentity, "label the pod"));
+        let review = respond(&request, &verdict);
         assert_eq!(review.types.kind, "AdmissionReview");
         assert_eq!(review.types.api_version, "admission.k8s.io/v1");
+        let response = review.response.unwrap_or_else(|| panic!("no response"));
+        assert_eq!(response.uid, "7f3c1a52-94b1-4e1e-8d4b-2b6a0c9d5e11");
+        assert!(!response.allowed);
+        assert_eq!(response.result.code, 403);
         assert_eq!(
-            review.response.map(|r| r.uid).as_deref(),
-            Some("7f3c1a52-94b1-4e1e-8d4b-2b6a0c9d5e11")
+            response
+                .audit_annotations
+                .get("decision")
+                .map(String::as_str),
+            Some("denied")
         );
         Ok(())
     }
 
     #[test]
-    fn the_reason_label_is_the_first_code_and_none_when_there_is_none() -> Result<(), BadReview> {
+    fn the_labels_come_from_the_verdict_first_code_and_mode_or_none() -> Result<(), BadReview> {
         let request = parse_review(POD_CREATE.as_bytes())?;
-        let mut response = AdmissionResponse::from(&request);
-        assert_eq!(primary_reason(&response), "none");
-        assert_eq!(mode_label(&response), "none");
-        response
-            .audit_annotations
-            .insert(AUDIT_REASON.to_owned(), " NoIdentity , TokenTTL".to_owned());
-        response
-            .audit_annotations
-            .insert(AUDIT_MODE.to_owned(), "warn".to_owned());
-        assert_eq!(primary_reason(&response), "NoIdentity");
-        assert_eq!(mode_label(&response), "warn");
+        let skipped = labels(&request, &Verdict::skipped("Pod agents/p"));
+        assert_eq!(
+            (skipped.decision, &*skipped.reason, &*skipped.mode),
+            (Decision::Skipped, "none", "none")
+        );
+        let warned = Verdict::reviewed("Pod agents/p", Mode::Warn)
+            .finding(Finding::new(Reason::TokenTTL, "shorten it"))
+            .finding(Finding::new(Reason::NoIdentity, "label it"));
+        let warned = labels(&request, &warned);
+        assert_eq!(
+            (warned.decision, &*warned.reason, &*warned.mode),
+            (Decision::Warned, "NoIdentity", "warn")
+        );
+        let ignored = labels(&request, &Verdict::ignored());
+        assert_eq!(ignored.decision, Decision::Allowed);
         Ok(())
     }
 

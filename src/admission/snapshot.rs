@@ -1,7 +1,9 @@
-//! What an admission decision reads: an [`Authority`] snapshot, the namespaces' modes and the
+//! What an admission review reads: an [`Authority`] snapshot, the namespaces' modes and the
 //! legacy service-account-token Secrets known in the cluster, built once from plain objects
 //! (metadata only: mandate never reads a Secret's data) and then only read; plus the
-//! installation's [`AdmissionConfig`]. Pure: never does I/O.
+//! installation's [`AdmissionConfig`]. Out: lookups for the reviews, and [`Snapshot::unmanaged`],
+//! what the snapshot knows of the unmanaged (the one rulebook of `mandate inventory` and the
+//! `mandate_unmanaged_workloads` gauge). Pure: never does I/O.
 //!
 //! Lookups are hash-map or B-tree lookups by namespace and name, so the webhook's hot path stays
 //! cheap; a [`Snapshot`] is `Send + Sync` and meant to be published behind
@@ -51,7 +53,7 @@ impl Default for AdmissionConfig {
     }
 }
 
-/// Everything a decision reads besides the request and the time. Immutable once built.
+/// Everything a review reads besides the request and the time. Immutable once built.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     authority: Arc<Authority>,
@@ -59,6 +61,28 @@ pub struct Snapshot {
     modes: HashMap<String, Mode>,
     /// Namespace -> legacy token Secret name -> the ServiceAccount it belongs to.
     token_secrets: HashMap<String, BTreeMap<String, String>>,
+}
+
+/// What a snapshot knows of the unmanaged, from [`Snapshot::unmanaged`]. Every list is sorted by
+/// (namespace, name).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unmanaged<'a> {
+    /// (namespace, name) of the ServiceAccounts in mandate namespaces that no AgentIdentity
+    /// claims.
+    pub service_accounts: Vec<(&'a str, &'a str)>,
+    /// Legacy service-account-token Secrets in mandate namespaces, or of an agent's
+    /// ServiceAccount anywhere.
+    pub token_secrets: Vec<UnmanagedTokenSecret<'a>>,
+}
+
+/// A legacy service-account-token Secret [`Snapshot::unmanaged`] lists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnmanagedTokenSecret<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub service_account: &'a str,
+    /// The agent the ServiceAccount belongs to, if any.
+    pub agent: Option<&'a str>,
 }
 
 /// Collects namespaces and Secret metadata around an authority snapshot.
@@ -140,6 +164,54 @@ impl Snapshot {
             .managed_service_account_agent(namespace, service_account)
     }
 
+    /// The unmanaged this snapshot knows of, by one rule for everyone who counts them
+    /// (`mandate inventory`'s unmanaged section, the operator's `mandate_unmanaged_workloads`
+    /// gauge):
+    /// - a ServiceAccount in a mandate namespace (one labelled `mandate.dev/mode`) that no
+    ///   AgentIdentity claims; the `default` ServiceAccount exists in every namespace, so it
+    ///   counts only when `in_use(namespace, name)` says a pod runs as it (the operator watches
+    ///   no pods and passes `|_, _| false`);
+    /// - a legacy service-account-token Secret in a mandate namespace, or for an agent's
+    ///   ServiceAccount anywhere.
+    ///
+    /// Pods are not in a snapshot: `mandate inventory` adds the unmanaged pods itself.
+    pub fn unmanaged(&self, in_use: impl Fn(&str, &str) -> bool) -> Unmanaged<'_> {
+        let mut service_accounts: Vec<(&str, &str)> = self
+            .modes
+            .keys()
+            .flat_map(|namespace| {
+                self.authority
+                    .service_accounts_in(namespace)
+                    .map(move |name| (namespace.as_str(), name))
+            })
+            .filter(|&(namespace, name)| {
+                self.claimants(namespace, name).next().is_none()
+                    && (name != "default" || in_use(namespace, name))
+            })
+            .collect();
+        service_accounts.sort_unstable();
+        let mut token_secrets: Vec<UnmanagedTokenSecret<'_>> = self
+            .token_secrets
+            .iter()
+            .flat_map(|(namespace, secrets)| {
+                secrets
+                    .iter()
+                    .map(move |(name, service_account)| UnmanagedTokenSecret {
+                        namespace,
+                        name,
+                        service_account,
+                        agent: self.agent_of_service_account(namespace, service_account),
+                    })
+            })
+            .filter(|secret| secret.agent.is_some() || self.modes.contains_key(secret.namespace))
+            .collect();
+        token_secrets.sort_unstable_by_key(|secret| (secret.namespace, secret.name));
+        Unmanaged {
+            service_accounts,
+            token_secrets,
+        }
+    }
+
     /// Every identity claiming `service_account`, sorted by name.
     pub fn claimants(
         &self,
@@ -148,6 +220,13 @@ impl Snapshot {
     ) -> impl Iterator<Item = &AgentIdentity> {
         self.authority
             .identities_for_service_account(namespace, service_account)
+    }
+}
+
+impl Unmanaged<'_> {
+    /// How many there are: the value of `mandate_unmanaged_workloads`.
+    pub fn count(&self) -> u64 {
+        (self.service_accounts.len() + self.token_secrets.len()) as u64
     }
 }
 
@@ -309,5 +388,85 @@ mod tests {
         );
         assert_eq!(snapshot.agent_of_service_account(NS, "legacy"), None);
         assert_eq!(snapshot.agent_of_service_account(NS, "default"), None);
+    }
+
+    #[test]
+    fn the_unmanaged_are_unclaimed_service_accounts_of_mandate_namespaces_and_legacy_tokens() {
+        let authority = Authority::builder()
+            .identity(identity("researcher").build())
+            .identity(identity("scraper").namespace("team-b").build())
+            .service_account(
+                service_account("researcher")
+                    .managed_for("researcher")
+                    .build(),
+            )
+            .service_account(service_account("legacy").build())
+            .service_account(service_account("default").build())
+            .service_account(
+                service_account("old-agent")
+                    .managed_for("old-agent")
+                    .build(),
+            )
+            .service_account(service_account("scraper").namespace("team-b").build())
+            .service_account(service_account("stray").namespace("team-b").build())
+            .build();
+        let token = |namespace: &str, name: &str, service_account: &str| {
+            meta(
+                Some(namespace),
+                name,
+                &[(SERVICE_ACCOUNT_NAME_ANNOTATION, service_account)],
+            )
+        };
+        let snapshot = Snapshot::from_objects(
+            authority,
+            [
+                meta(None, NS, &[(MODE_LABEL, "enforce")]),
+                meta(None, "team-b", &[]),
+            ],
+            [
+                token(NS, "legacy-token", "legacy"),
+                token(NS, "researcher-token", "researcher"),
+                token("team-b", "scraper-token", "scraper"),
+                token("team-b", "stray-token", "stray"),
+            ],
+        );
+
+        let unmanaged = snapshot.unmanaged(|_, _| false);
+        assert_eq!(
+            unmanaged.service_accounts,
+            [(NS, "legacy"), (NS, "old-agent")],
+            "claimed ones, unused default and other namespaces are left out"
+        );
+        let secrets: Vec<(&str, &str, Option<&str>)> = unmanaged
+            .token_secrets
+            .iter()
+            .map(|s| (s.namespace, s.name, s.agent))
+            .collect();
+        assert_eq!(
+            secrets,
+            [
+                (NS, "legacy-token", None),
+                (NS, "researcher-token", Some("researcher")),
+                ("team-b", "scraper-token", Some("scraper")),
+            ]
+        );
+        assert_eq!(unmanaged.count(), 5);
+
+        let with_pods = snapshot.unmanaged(|namespace, name| (namespace, name) == (NS, "default"));
+        assert_eq!(
+            with_pods.service_accounts,
+            [(NS, "default"), (NS, "legacy"), (NS, "old-agent")]
+        );
+        assert_eq!(with_pods.count(), 6);
+    }
+
+    #[test]
+    fn a_snapshot_without_mandate_namespaces_or_tokens_knows_nothing_unmanaged() {
+        let authority = Authority::builder()
+            .service_account(service_account("legacy").build())
+            .build();
+        let snapshot = Snapshot::builder(authority).build();
+        assert_eq!(snapshot.unmanaged(|_, _| true), Unmanaged::default());
+        assert_eq!(snapshot.unmanaged(|_, _| true).count(), 0);
     }
 }

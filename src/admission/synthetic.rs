@@ -1,6 +1,8 @@
 //! A synthetic cluster for benchmarks and load tests: `n` Ready identities spread over
 //! namespaces, each with one live binding and its managed ServiceAccount, namespaces labelled
-//! `enforce`. Plain data in, a [`Snapshot`] out; never used on a decision path.
+//! `enforce`. Plain data in, a [`Snapshot`] out; never used on a review path. Compiled only for
+//! tests and with the `fixtures` feature (benches, the e2e crate's load target), never into the
+//! shipped binary.
 //!
 //! The identity `researcher` in namespace `agents` always exists, so the realistic pod review
 //! in `tests/fixtures/admission/pod-create.json` is admitted against it.
@@ -135,7 +137,7 @@ mod fixture_tests {
 
     use super::snapshot;
     use crate::admission::server::parse_review;
-    use crate::admission::{AdmissionConfig, MandateReviewer};
+    use crate::admission::{AdmissionConfig, MandateReviewer, Reviewer};
 
     #[test]
     fn the_realistic_pod_review_is_admitted_against_the_synthetic_snapshot() {
@@ -145,7 +147,7 @@ mod fixture_tests {
             Arc::new(ArcSwapOption::from_pointee(snapshot(10))),
             AdmissionConfig::default(),
         );
-        let verdict = reviewer.verdict(&request);
+        let verdict = reviewer.review(&request);
         assert!(verdict.codes().is_empty(), "{:?}", verdict.message());
     }
 }

@@ -1,16 +1,19 @@
 //! Verdicts: the findings of one review (a reason code and what to change) and the mode they
-//! were judged in; the decision, the one denial message, the warnings and the audit annotations
-//! out. This is the only place that words an admission answer, so every message reads alike.
-//! Pure: never does I/O.
+//! were reviewed in; the [`Decision`] (the one the audit annotation, the log line and the
+//! `decision` metric label all carry), the one denial message, the warnings and the audit
+//! annotations out. This is the only place that words an admission answer, so every message
+//! reads alike. Pure: never does I/O.
 
 use std::fmt;
 
-use kube::core::admission::{AdmissionRequest, AdmissionResponse};
-use kube::core::{DynamicObject, Status};
+use kube::core::Status;
+use kube::core::admission::AdmissionResponse;
 
+use super::request::Request;
 use super::{AUDIT_AGENT, AUDIT_DECISION, AUDIT_MODE, AUDIT_OWNER, AUDIT_REASON};
 use crate::api::{Owner, OwnerKind};
-use crate::authority;
+/// The one reason set and the one finding (`crate::authority::reason`), by their admission path.
+pub use crate::authority::{Finding, Reason};
 
 /// How a namespace (or the installation, for agent pods elsewhere) wants findings treated: the
 /// value of the `mandate.dev/mode` namespace label.
@@ -25,51 +28,12 @@ pub enum Mode {
     Audit,
 }
 
-/// Why a request is refused (or warned about). A closed set: the codes are metric labels, log
-/// fields and documentation anchors, so they never change. Declaration order is importance:
-/// findings and codes are listed in this order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Reason {
-    /// mandate has not synced its caches yet, so it cannot judge the request.
-    NotReady,
-    /// The request's object cannot be read as the kind it claims to be.
-    InvalidObject,
-    /// A ServiceAccount that belongs to an agent tries to create or change a mandate resource.
-    SelfEscalation,
-    /// A High-risk grant is not applied by an approver other than the agent's owner.
-    FourEyes,
-    /// The pod names no AgentIdentity, or one that does not exist in its namespace.
-    NoIdentity,
-    /// The pod's AgentIdentity names no accountable owner.
-    NoOwner,
-    /// The pod's AgentIdentity is not Ready (its projections are not applied yet).
-    IdentityNotReady,
-    /// The pod's AgentIdentity holds no live tool now.
-    NoBoundTools,
-    /// The pod runs as an agent's ServiceAccount without being that agent.
-    ServiceAccountHijack,
-    /// The pod does not run as its AgentIdentity's ServiceAccount.
-    ServiceAccountMismatch,
-    /// The pod uses the host's network, which bypasses its NetworkPolicy.
-    HostNetwork,
-    /// A projected token lives longer, or serves an audience, than the identity allows; or the
-    /// pod asks for an automounted token.
-    TokenTTL,
-    /// A legacy (never-expiring) service-account-token Secret of an agent is mounted or created.
-    LongLivedToken,
-    /// A rule of the shared validator (the one the reconciler applies too).
-    Rule(authority::Reason),
-}
-
-/// One failed rule and what to do about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    pub reason: Reason,
-    /// What is wrong and what to change, in one sentence.
-    pub detail: String,
-}
-
-/// What became of a request. The value of the `decision` audit annotation.
+/// What became of a request: the value of the `decision` audit annotation, of the `decision`
+/// field of the webhook's log line and of the `decision` label of
+/// `mandate_admission_requests_total`. One enum from the verdict to the metrics.
+///
+/// A [`Verdict`] yields the first five; the webhook server adds the last two for requests no
+/// verdict answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Decision {
     /// Reviewed and nothing failed.
@@ -82,10 +46,16 @@ pub enum Decision {
     Audited,
     /// Not subject to the rules (not an agent pod, an unchanged update, mandate's namespace).
     Skipped,
+    /// The body was not an AdmissionReview the server could read (HTTP 400, 408 or 413). Never
+    /// a verdict's.
+    Invalid,
+    /// The reviewer failed (panicked) or the answer could not be written (HTTP 500). Never a
+    /// verdict's.
+    Error,
 }
 
 /// The outcome of reviewing one request: who it concerns, the findings, and how they count.
-/// Build one with [`Verdict::judged`], [`Verdict::skipped`] or [`Verdict::ignored`]; answer
+/// Build one with [`Verdict::reviewed`], [`Verdict::skipped`] or [`Verdict::ignored`]; answer
 /// with [`Verdict::respond`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
@@ -104,8 +74,8 @@ enum Scope {
     Ignored,
     /// Reviewed and found not subject to the rules.
     Skipped,
-    /// Judged in `mode`; `warn_only` findings never deny (workload templates).
-    Judged { mode: Mode, warn_only: bool },
+    /// Reviewed in `mode`; `warn_only` findings never deny (workload templates).
+    Reviewed { mode: Mode, warn_only: bool },
 }
 
 impl Mode {
@@ -133,96 +103,8 @@ impl fmt::Display for Mode {
     }
 }
 
-impl Reason {
-    /// Every admission reason, the validator's included, in order of importance.
-    pub const ALL: [Reason; 13 + authority::Reason::ALL.len()] = {
-        let own = [
-            Reason::NotReady,
-            Reason::InvalidObject,
-            Reason::SelfEscalation,
-            Reason::FourEyes,
-            Reason::NoIdentity,
-            Reason::NoOwner,
-            Reason::IdentityNotReady,
-            Reason::NoBoundTools,
-            Reason::ServiceAccountHijack,
-            Reason::ServiceAccountMismatch,
-            Reason::HostNetwork,
-            Reason::TokenTTL,
-            Reason::LongLivedToken,
-        ];
-        let mut all = [Reason::NotReady; 13 + authority::Reason::ALL.len()];
-        let mut i = 0;
-        while i < own.len() {
-            all[i] = own[i];
-            i += 1;
-        }
-        while i < all.len() {
-            all[i] = Reason::Rule(authority::Reason::ALL[i - own.len()]);
-            i += 1;
-        }
-        all
-    };
-
-    /// The stable code: a metrics label, a log field, a docs anchor.
-    pub fn code(self) -> &'static str {
-        match self {
-            Reason::NotReady => "NotReady",
-            Reason::InvalidObject => "InvalidObject",
-            Reason::SelfEscalation => "SelfEscalation",
-            Reason::FourEyes => "FourEyes",
-            Reason::NoIdentity => "NoIdentity",
-            Reason::NoOwner => "NoOwner",
-            Reason::IdentityNotReady => "IdentityNotReady",
-            Reason::NoBoundTools => "NoBoundTools",
-            Reason::ServiceAccountHijack => "ServiceAccountHijack",
-            Reason::ServiceAccountMismatch => "ServiceAccountMismatch",
-            Reason::HostNetwork => "HostNetwork",
-            Reason::TokenTTL => "TokenTTL",
-            Reason::LongLivedToken => "LongLivedToken",
-            Reason::Rule(rule) => rule.code(),
-        }
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.code())
-    }
-}
-
-impl From<authority::Reason> for Reason {
-    fn from(rule: authority::Reason) -> Self {
-        Reason::Rule(rule)
-    }
-}
-
-impl Finding {
-    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
-        Finding {
-            reason,
-            detail: detail.into(),
-        }
-    }
-}
-
-impl From<authority::Finding> for Finding {
-    fn from(finding: authority::Finding) -> Self {
-        Finding {
-            reason: Reason::Rule(finding.reason),
-            detail: finding.detail,
-        }
-    }
-}
-
-impl fmt::Display for Finding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.reason.code(), self.detail)
-    }
-}
-
 impl Decision {
-    /// The `decision` audit annotation value.
+    /// The value of the audit annotation, the log field and the metric label.
     pub fn as_str(self) -> &'static str {
         match self {
             Decision::Allowed => "allowed",
@@ -230,6 +112,8 @@ impl Decision {
             Decision::Warned => "warned",
             Decision::Audited => "audited",
             Decision::Skipped => "skipped",
+            Decision::Invalid => "invalid",
+            Decision::Error => "error",
         }
     }
 }
@@ -266,15 +150,15 @@ impl Verdict {
     pub fn skipped(subject: impl Into<String>) -> Self {
         Verdict {
             scope: Scope::Skipped,
-            ..Verdict::judged(subject, Mode::Audit)
+            ..Verdict::reviewed(subject, Mode::Audit)
         }
     }
 
-    /// A request judged in `mode`: denied (enforce), warned (warn) or audited (audit) when it
+    /// A request reviewed in `mode`: denied (enforce), warned (warn) or audited (audit) when it
     /// has findings, allowed when it has none.
-    pub fn judged(subject: impl Into<String>, mode: Mode) -> Self {
+    pub fn reviewed(subject: impl Into<String>, mode: Mode) -> Self {
         Verdict {
-            scope: Scope::Judged {
+            scope: Scope::Reviewed {
                 mode,
                 warn_only: false,
             },
@@ -286,10 +170,10 @@ impl Verdict {
     }
 
     /// Findings only warn, whatever the mode (audit mode still records silently). Workload
-    /// templates are judged this way.
+    /// templates are reviewed this way.
     #[must_use]
     pub fn warn_only(mut self) -> Self {
-        if let Scope::Judged { warn_only, .. } = &mut self.scope {
+        if let Scope::Reviewed { warn_only, .. } = &mut self.scope {
             *warn_only = true;
         }
         self
@@ -329,7 +213,7 @@ impl Verdict {
 
     /// The decision; `None` for an ignored request.
     pub fn decision(&self) -> Option<Decision> {
-        let Scope::Judged { mode, warn_only } = self.scope else {
+        let Scope::Reviewed { mode, warn_only } = self.scope else {
             return match self.scope {
                 Scope::Ignored => None,
                 _ => Some(Decision::Skipped),
@@ -343,10 +227,10 @@ impl Verdict {
         })
     }
 
-    /// The mode the request was judged in; `None` when it was not judged.
+    /// The mode the request was reviewed in; `None` when it was skipped or ignored.
     pub fn mode(&self) -> Option<Mode> {
         match self.scope {
-            Scope::Judged { mode, .. } => Some(mode),
+            Scope::Reviewed { mode, .. } => Some(mode),
             _ => None,
         }
     }
@@ -407,7 +291,7 @@ impl Verdict {
     }
 
     /// The audit annotations (keys without prefix; the API server adds the webhook's name).
-    /// Judged requests carry all five keys (`agent` and `owner` empty when unknown); skipped ones
+    /// Reviewed requests carry all five keys (`agent` and `owner` empty when unknown); skipped ones
     /// the decision and any reason recorded; ignored ones none.
     pub fn audit_annotations(&self) -> Vec<(&'static str, String)> {
         let Some(decision) = self.decision() else {
@@ -432,10 +316,15 @@ impl Verdict {
         }
     }
 
-    /// The answer to `request`: allowed or denied (403 with [`Verdict::message`]), warnings and
-    /// audit annotations.
-    pub fn respond(&self, request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
-        let mut response = AdmissionResponse::from(request);
+    /// The answer to `request`: its uid, allowed or denied (403 with [`Verdict::message`]),
+    /// warnings and audit annotations.
+    pub fn respond(&self, request: &Request) -> AdmissionResponse {
+        // kube builds an allowing answer only from its own AdmissionRequest type; `invalid` is
+        // its one constructor that needs none, so start from it and make it an allowing answer.
+        let mut response = AdmissionResponse::invalid("");
+        response.allowed = true;
+        response.result = Status::default();
+        response.uid.clone_from(&request.uid);
         if let Some(message) = self.message() {
             response.allowed = false;
             response.result = Status::failure(&message, "Forbidden").with_code(403);
@@ -458,23 +347,10 @@ mod tests {
     use super::*;
 
     fn two_findings(mode: Mode) -> Verdict {
-        Verdict::judged("Pod agents/p", mode)
+        Verdict::reviewed("Pod agents/p", mode)
             .agent("researcher")
             .finding(Finding::new(Reason::TokenTTL, "shorten the token"))
             .finding(Finding::new(Reason::NoIdentity, "label the pod"))
-    }
-
-    #[test]
-    fn every_reason_has_a_distinct_code_equal_to_its_name() {
-        let codes: std::collections::BTreeSet<&str> =
-            Reason::ALL.iter().map(|r| r.code()).collect();
-        assert_eq!(codes.len(), Reason::ALL.len());
-        for reason in Reason::ALL {
-            match reason {
-                Reason::Rule(rule) => assert_eq!(format!("{rule:?}"), reason.code()),
-                _ => assert_eq!(format!("{reason:?}"), reason.code()),
-            }
-        }
     }
 
     #[test]
@@ -544,8 +420,8 @@ mod tests {
     }
 
     #[test]
-    fn a_judged_verdict_without_findings_is_allowed_and_annotated_in_full() {
-        let verdict = Verdict::judged("Pod agents/p", Mode::Enforce)
+    fn a_reviewed_verdict_without_findings_is_allowed_and_annotated_in_full() {
+        let verdict = Verdict::reviewed("Pod agents/p", Mode::Enforce)
             .agent("researcher")
             .owner(&Owner {
                 kind: OwnerKind::Group,
@@ -583,15 +459,5 @@ mod tests {
         );
         assert!(Verdict::ignored().audit_annotations().is_empty());
         assert_eq!(Verdict::ignored().decision(), None);
-    }
-
-    #[test]
-    fn validator_findings_keep_their_codes() {
-        let finding = Finding::from(authority::Finding::new(
-            authority::Reason::ClassViolation,
-            "declare only read",
-        ));
-        assert_eq!(finding.reason.code(), "ClassViolation");
-        assert_eq!(finding.to_string(), "ClassViolation: declare only read");
     }
 }

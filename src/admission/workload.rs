@@ -8,7 +8,7 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::jiff::Timestamp;
 
-use super::pod::{PodView, judge_pod};
+use super::pod::{PodView, review_pod_view};
 use super::snapshot::{AdmissionConfig, Snapshot};
 use super::verdict::Verdict;
 
@@ -142,7 +142,7 @@ where
         labels: template.metadata.as_ref().and_then(|m| m.labels.as_ref()),
         spec,
     };
-    judge_pod(&view, subject, snapshot, config, now).warn_only()
+    review_pod_view(&view, subject, snapshot, config, now).warn_only()
 }
 
 #[cfg(test)]

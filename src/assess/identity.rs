@@ -593,7 +593,11 @@ mod tests {
         let after = safe_world.assess_object(&planner, NOW);
         assert_eq!(
             condition(&after, DELEGATION_SAFE),
-            (TRUE, "NoEscalation", "no delegation chain through this agent escalates authority")
+            (
+                TRUE,
+                "NoEscalation",
+                "no delegation chain through this agent escalates authority"
+            )
         );
         assert!(after.status.escalation_paths.is_empty());
         assert_eq!(reasons(&after.events), ["ToolsGranted", "DelegationSafe"]);

@@ -1,5 +1,6 @@
-//! Test fixtures: small builders for AgentIdentities, ToolBindings, DelegationPolicies and
-//! ServiceAccounts with sensible defaults, so tests state only what matters. Test-only, no I/O.
+//! Test fixtures: names in, AgentIdentities, ToolBindings, DelegationPolicies, ServiceAccounts
+//! and Pods with sensible defaults out, so tests state only what matters. Compiled only into the
+//! crate's own unit tests (`#[cfg(test)]`), never into the library; no I/O.
 
 use std::collections::BTreeMap;
 
@@ -365,6 +366,11 @@ pub fn service_account(name: &str) -> ServiceAccountBuilder {
 }
 
 impl ServiceAccountBuilder {
+    pub fn namespace(mut self, namespace: &str) -> Self {
+        self.service_account.metadata.namespace = Some(namespace.to_owned());
+        self
+    }
+
     /// Labels it as mandate's, for `agent`.
     pub fn managed_for(mut self, agent: &str) -> Self {
         self.service_account.metadata.labels = Some(BTreeMap::from([

@@ -10,6 +10,7 @@
 
 mod config;
 mod graph;
+mod reason;
 mod tools;
 mod validate;
 
@@ -18,8 +19,8 @@ pub(crate) mod fixtures;
 
 pub use config::Config;
 pub use graph::{DelegationGraph, Edge, Violation, ViolationKind};
+pub use reason::{Finding, Reason, codes};
 pub use tools::{BindingWindow, HeldTool, PolicyWindow};
-pub use validate::{Finding, Reason, codes};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -499,6 +500,13 @@ impl Authority {
     ) -> ServiceAccountOwnership {
         self.service_account_entry(namespace, name)
             .map_or(ServiceAccountOwnership::Absent, |e| e.ownership.clone())
+    }
+
+    /// The names of a namespace's ServiceAccounts, managed or not, sorted.
+    pub fn service_accounts_in(&self, namespace: &str) -> impl Iterator<Item = &str> {
+        self.namespace(namespace)
+            .into_iter()
+            .flat_map(|ns| ns.service_accounts.keys().map(String::as_str))
     }
 
     /// The agent a mandate-managed ServiceAccount is labelled for.

@@ -1,115 +1,18 @@
 //! The one validator: a proposed AgentIdentity, ToolBinding or DelegationPolicy and an
 //! authority snapshot in; findings out, each with a stable reason code and a detail that says
-//! what to change. The webhook, the reconciler and `mandate check` all call it, so the
-//! webhook never admits what the reconciler would refuse. Pure: no I/O.
+//! what to change (the [`Finding`] and [`Reason`] of `authority::reason`, the only ones). The
+//! webhook, the reconciler and `mandate check` all call it, so the webhook never admits what the
+//! reconciler would refuse. Pure: no I/O.
 //!
 //! Rules that need the requesting user (four-eyes approval, no self-escalation) belong to
 //! admission; this module exposes what they need (`Authority::owner`,
 //! `Authority::identity_for_service_account`).
 
-use std::fmt;
-
 use k8s_openapi::jiff::Timestamp;
 
+use super::reason::{Finding, Reason};
 use super::{Authority, Config, ServiceAccountOwnership, ViolationKind};
 use crate::api::{AgentIdentity, DelegationPolicy, Risk, ToolBinding};
-
-/// Why a mandate resource is refused. A closed set: the codes are metric labels, log fields
-/// and documentation anchors, so they never change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Reason {
-    /// A ToolBinding names an AgentIdentity that does not exist in its namespace.
-    MissingIdentity,
-    /// A ReadOnly identity is bound to a tool declaring actions other than `read`.
-    ClassViolation,
-    /// A High-risk tool has no validUntil, or one further ahead than allowed.
-    HighRiskValidity,
-    /// A High-risk tool has no approval.
-    MissingApproval,
-    /// A DelegationPolicy's delegator does not exist in its namespace.
-    MissingDelegator,
-    /// A DelegationPolicy's delegate does not exist in its namespace.
-    MissingDelegate,
-    /// A delegation chain hands on a tool its delegator (or delegate) does not hold.
-    DelegationEscalation,
-    /// Delegation comes back to where it started.
-    DelegationCycle,
-    /// A delegation chain is longer than the smallest maxDepth along it.
-    DelegationDepth,
-    /// Another AgentIdentity, or a mandate-managed ServiceAccount of another agent, already
-    /// claims the ServiceAccount.
-    ServiceAccountClaimed,
-    /// The ServiceAccount exists and mandate does not manage it; mandate never adopts one.
-    ServiceAccountUnmanaged,
-}
-
-/// One failed rule and what to do about it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Finding {
-    pub reason: Reason,
-    /// What is wrong and what to change, in one sentence.
-    pub detail: String,
-}
-
-impl Reason {
-    /// Every reason, in declaration order.
-    pub const ALL: [Reason; 11] = [
-        Reason::MissingIdentity,
-        Reason::ClassViolation,
-        Reason::HighRiskValidity,
-        Reason::MissingApproval,
-        Reason::MissingDelegator,
-        Reason::MissingDelegate,
-        Reason::DelegationEscalation,
-        Reason::DelegationCycle,
-        Reason::DelegationDepth,
-        Reason::ServiceAccountClaimed,
-        Reason::ServiceAccountUnmanaged,
-    ];
-
-    /// The stable code: a metrics label, a log field, a docs anchor.
-    pub fn code(self) -> &'static str {
-        match self {
-            Reason::MissingIdentity => "MissingIdentity",
-            Reason::ClassViolation => "ClassViolation",
-            Reason::HighRiskValidity => "HighRiskValidity",
-            Reason::MissingApproval => "MissingApproval",
-            Reason::MissingDelegator => "MissingDelegator",
-            Reason::MissingDelegate => "MissingDelegate",
-            Reason::DelegationEscalation => "DelegationEscalation",
-            Reason::DelegationCycle => "DelegationCycle",
-            Reason::DelegationDepth => "DelegationDepth",
-            Reason::ServiceAccountClaimed => "ServiceAccountClaimed",
-            Reason::ServiceAccountUnmanaged => "ServiceAccountUnmanaged",
-        }
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.code())
-    }
-}
-
-impl Finding {
-    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
-        Finding {
-            reason,
-            detail: detail.into(),
-        }
-    }
-}
-
-impl fmt::Display for Finding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.reason.code(), self.detail)
-    }
-}
-
-/// The codes of `findings`, in order: handy for tests, metrics and log lines.
-pub fn codes(findings: &[Finding]) -> Vec<&'static str> {
-    findings.iter().map(|f| f.reason.code()).collect()
-}
 
 impl Authority {
     /// Rules for an AgentIdentity as proposed (created or changed): its ServiceAccount must
@@ -306,19 +209,10 @@ pub(super) fn binding_rules(
 
 #[cfg(test)]
 mod tests {
+    use super::super::codes;
     use super::super::fixtures::*;
     use super::*;
     use crate::api::{Action, AgentClass};
-
-    #[test]
-    fn every_reason_has_a_distinct_code_equal_to_its_name() {
-        let codes: std::collections::BTreeSet<&str> =
-            Reason::ALL.iter().map(|r| r.code()).collect();
-        assert_eq!(codes.len(), Reason::ALL.len());
-        for reason in Reason::ALL {
-            assert_eq!(format!("{reason:?}"), reason.code());
-        }
-    }
 
     #[test]
     fn a_binding_naming_a_missing_identity_is_refused_with_missing_identity() {

@@ -1,6 +1,6 @@
 //! `mandate check`: manifests (and, with `--cluster`, the live cluster's objects), a user and an
 //! instant in; the admission decision on every pod, workload, Secret and mandate resource among
-//! the manifests out, with its reason codes. The decisions are `admission::decide`'s, the
+//! the manifests out, with its reason codes. The decisions are `admission::review`'s, the
 //! webhook's own function: this module only builds the snapshot the webhook would read and the
 //! requests the API server would send. It never writes to the cluster.
 //!
@@ -38,7 +38,7 @@ use super::manifests::{self, Manifest, ManifestError};
 use super::report::Objects;
 use crate::admission::pod::AUTOMOUNT_VOLUME_PREFIX;
 use crate::admission::snapshot::{DEFAULT_APPROVER_GROUP, DEFAULT_NAMESPACE};
-use crate::admission::{AdmissionConfig, Decision, Mode, Snapshot, Verdict, decide};
+use crate::admission::{AdmissionConfig, Decision, Mode, Request, Snapshot, Verdict, review};
 use crate::api::{
     AgentIdentity, DelegationPolicy, GROUP, ToolBinding, VERSION, pod_service_account,
 };
@@ -501,7 +501,7 @@ pub fn review_all(
                     message,
                 }
             })?;
-        let verdict = decide(&request, Some(snapshot), config, at);
+        let verdict = review(&Request::from(&request), Some(snapshot), config, at);
         let Some(decision) = verdict.decision() else {
             not_reviewed += 1;
             continue;

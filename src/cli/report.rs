@@ -2,8 +2,10 @@
 //! instant in; every agent with its owner, class, SPIFFE ID, live tools and delegation, the
 //! delegation edges and unsafe chains, the unmanaged pods, ServiceAccounts and legacy token
 //! Secrets, and the tools about to expire out. Pure: never does I/O, never reads a clock. The
-//! rules come from `authority` (live tools, the delegation graph): nothing here re-implements
-//! them. Rendering (table, dot, mermaid) lives in `render`.
+//! rules come from `authority` (live tools, the delegation graph) and, for the unmanaged
+//! ServiceAccounts and token Secrets, from `Snapshot::unmanaged` (which the operator's
+//! `mandate_unmanaged_workloads` gauge counts too): nothing here re-implements them. Rendering
+//! (table, dot, mermaid) lives in `render`.
 //!
 //! What counts as unmanaged:
 //! - a pod in a mandate namespace (labelled `mandate.dev/mode`) without a `mandate.dev/agent`
@@ -21,7 +23,6 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
 use crate::admission::Snapshot;
-use crate::admission::snapshot::SERVICE_ACCOUNT_NAME_ANNOTATION;
 use crate::admission::verdict::owner_label;
 use crate::api::conditions::{self, READY};
 use crate::api::{
@@ -329,8 +330,7 @@ pub fn build(
 
     let unmanaged = Unmanaged {
         pods: unmanaged_pods(objects, authority, &is_mandate_ns),
-        service_accounts: unmanaged_service_accounts(objects, authority, &is_mandate_ns),
-        token_secrets: token_secrets(objects, &snapshot, &is_mandate_ns),
+        ..unmanaged(objects, &snapshot)
     };
 
     Report {
@@ -384,11 +384,10 @@ fn unmanaged_pods(
     pods
 }
 
-fn unmanaged_service_accounts(
-    objects: &Objects,
-    authority: &Authority,
-    is_mandate_ns: &dyn Fn(&str) -> bool,
-) -> Vec<UnmanagedServiceAccount> {
+/// The unmanaged ServiceAccounts and token Secrets: the snapshot's own rule
+/// ([`Snapshot::unmanaged`], which the operator's gauge counts too), told which ServiceAccounts
+/// pods run as, and worded for people.
+fn unmanaged(objects: &Objects, snapshot: &Snapshot) -> Unmanaged {
     let mut users: BTreeMap<(&str, &str), BTreeSet<&str>> = BTreeMap::new();
     for pod in &objects.pods {
         if let (Some(ns), Some(name)) = (
@@ -401,30 +400,21 @@ fn unmanaged_service_accounts(
                 .insert(name);
         }
     }
-    let mut accounts: Vec<UnmanagedServiceAccount> = objects
+    let known = snapshot.unmanaged(|namespace, name| users.contains_key(&(namespace, name)));
+    let service_accounts = known
         .service_accounts
         .iter()
-        .filter_map(|sa| {
-            let namespace = sa.metadata.namespace.as_deref()?;
-            let name = sa.metadata.name.as_deref()?;
-            if !is_mandate_ns(namespace)
-                || authority
-                    .identities_for_service_account(namespace, name)
-                    .next()
-                    .is_some()
-            {
-                return None;
-            }
+        .map(|&(namespace, name)| {
             let used_by: Vec<String> = users
                 .get(&(namespace, name))
                 .into_iter()
                 .flatten()
                 .map(|p| (*p).to_owned())
                 .collect();
-            if name == "default" && used_by.is_empty() {
-                return None;
-            }
-            let reason = match authority.service_account_ownership(namespace, name) {
+            let reason = match snapshot
+                .authority()
+                .service_account_ownership(namespace, name)
+            {
                 ServiceAccountOwnership::Managed { agent } => format!(
                     "managed by mandate for agent {agent}, whose AgentIdentity is gone: it is \
                      garbage-collected with its owner reference, or delete it"
@@ -433,49 +423,29 @@ fn unmanaged_service_accounts(
                       them out of the mandate namespace"
                     .to_owned(),
             };
-            Some(UnmanagedServiceAccount {
+            UnmanagedServiceAccount {
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),
                 used_by,
                 reason,
-            })
-        })
-        .collect();
-    accounts.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    accounts
-}
-
-fn token_secrets(
-    objects: &Objects,
-    snapshot: &Snapshot,
-    is_mandate_ns: &dyn Fn(&str) -> bool,
-) -> Vec<TokenSecret> {
-    let mut secrets: Vec<TokenSecret> = objects
-        .secrets
-        .iter()
-        .filter_map(|secret| {
-            let namespace = secret.namespace.as_deref()?;
-            let name = secret.name.as_deref()?;
-            let service_account = secret
-                .annotations
-                .as_ref()?
-                .get(SERVICE_ACCOUNT_NAME_ANNOTATION)?;
-            let agent = snapshot
-                .agent_of_service_account(namespace, service_account)
-                .map(str::to_owned);
-            if agent.is_none() && !is_mandate_ns(namespace) {
-                return None;
             }
-            Some(TokenSecret {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-                service_account: service_account.clone(),
-                agent,
-            })
         })
         .collect();
-    secrets.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    secrets
+    let token_secrets = known
+        .token_secrets
+        .iter()
+        .map(|secret| TokenSecret {
+            namespace: secret.namespace.to_owned(),
+            name: secret.name.to_owned(),
+            service_account: secret.service_account.to_owned(),
+            agent: secret.agent.map(str::to_owned),
+        })
+        .collect();
+    Unmanaged {
+        pods: Vec::new(),
+        service_accounts,
+        token_secrets,
+    }
 }
 
 /// The ServiceAccount a pod runs as (`default` when unset, as the API server fills it in).
@@ -576,6 +546,7 @@ mod tests {
     use pretty_assertions::assert_eq;
 
     use super::*;
+    use crate::admission::snapshot::SERVICE_ACCOUNT_NAME_ANNOTATION;
     use crate::authority::fixtures::*;
 
     fn ns(name: &str, mode: Option<&str>) -> ObjectMeta {

@@ -1,9 +1,10 @@
 //! `mandate run`: the long-running process. Flags, the cluster's watches (one index shared by
-//! everything) and signals in; out, on every replica the admin server, the admission webhook
-//! and the three controllers, which write only while this replica holds the leader Lease. Each
-//! of the index's subscriptions is moved to the task that polls it (the snapshot publisher,
-//! the controllers); none is kept here, where nothing would poll it. Returns when a signal asks
-//! it to stop.
+//! everything) and signals in; out, on every replica the admin server, the admission webhook,
+//! the admission snapshots it publishes for the webhook and the gauges it refreshes, and the
+//! three controllers, which write only while this replica holds the leader Lease. Each of the
+//! index's subscriptions is moved to the task that polls it (the snapshot publisher, the
+//! controllers); none is kept here, where nothing would poll it. Returns when a signal asks it
+//! to stop.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -155,7 +156,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         snapshots.clone(),
         readiness.clone(),
     ));
-    tokio::spawn(keep_gauges(stores.authority.clone(), metrics.clone()));
+    tokio::spawn(keep_gauges(
+        stores.authority.clone(),
+        snapshots.clone(),
+        metrics.clone(),
+    ));
 
     let admin = serve_admin(
         args.admin_addr,
@@ -281,18 +286,21 @@ async fn publish_snapshots(
     }
 }
 
-/// Keeps the cluster-wide gauges (agents ready, escalation paths) current. They walk every
-/// identity and every delegation graph, so every few seconds rather than on every change.
-async fn keep_gauges(live: index::LiveAuthority, metrics: Metrics) {
+/// Keeps the cluster-wide gauges (agents ready, escalation paths, the unmanaged) current. They
+/// walk every identity, every delegation graph and the mandate namespaces' ServiceAccounts, so
+/// every few seconds rather than on every change.
+async fn keep_gauges(live: index::LiveAuthority, snapshots: SnapshotSource, metrics: Metrics) {
     let mut every = tokio::time::interval(Duration::from_secs(5));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        update_gauges(&live.latest(), &metrics);
+        update_gauges(&live.latest(), snapshots.load().as_deref(), &metrics);
     }
 }
 
-fn update_gauges(authority: &authority::Authority, metrics: &Metrics) {
+/// Sets the gauges from the live authority and the latest admission snapshot (`None` until the
+/// first is published: the unmanaged gauge keeps its value until then).
+fn update_gauges(authority: &authority::Authority, snapshot: Option<&Snapshot>, metrics: &Metrics) {
     let now = controller::now();
     let (mut ready, mut not_ready, mut paths) = (0u64, 0u64, 0u64);
     for namespace in authority.namespaces() {
@@ -310,6 +318,10 @@ fn update_gauges(authority: &authority::Authority, metrics: &Metrics) {
     }
     metrics.set_agents(ready, not_ready);
     metrics.set_escalation_paths(paths);
+    if let Some(snapshot) = snapshot {
+        // The operator watches no pods: the `default` ServiceAccount never counts.
+        metrics.set_unmanaged_workloads(snapshot.unmanaged(|_, _| false).count());
+    }
 }
 
 async fn shutdown_signal() {
@@ -328,4 +340,54 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    use super::*;
+    use crate::api::MODE_LABEL;
+
+    fn meta(namespace: Option<&str>, name: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: namespace.map(str::to_owned),
+            ..ObjectMeta::default()
+        }
+    }
+
+    #[test]
+    fn the_unmanaged_gauge_counts_what_the_published_snapshot_knows() -> anyhow::Result<()> {
+        let authority = authority::Authority::builder()
+            .service_account(ServiceAccount {
+                metadata: meta(Some("agents"), "legacy"),
+                ..ServiceAccount::default()
+            })
+            .service_account(ServiceAccount {
+                metadata: meta(Some("agents"), "default"),
+                ..ServiceAccount::default()
+            })
+            .build();
+        let mut namespace = meta(None, "agents");
+        namespace.labels = Some([(MODE_LABEL.to_owned(), "enforce".to_owned())].into());
+        let snapshot =
+            Snapshot::from_objects(authority.clone(), [namespace], Vec::<ObjectMeta>::new());
+        let metrics = Metrics::new();
+
+        update_gauges(&authority, None, &metrics);
+        assert!(
+            metrics
+                .encode()?
+                .contains("mandate_unmanaged_workloads 0\n")
+        );
+        update_gauges(&authority, Some(&snapshot), &metrics);
+        let text = metrics.encode()?;
+        assert!(
+            text.contains("mandate_unmanaged_workloads 1\n"),
+            "the unused default ServiceAccount must not count:\n{text}"
+        );
+        Ok(())
+    }
 }

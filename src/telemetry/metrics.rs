@@ -1,6 +1,6 @@
-//! Prometheus metrics: observations from the webhook and the controllers in; OpenMetrics text out.
-//! Recording is lock-free apart from a read lock on the label family, so it is cheap on the
-//! admission hot path. Never does I/O.
+//! Prometheus metrics: observations from the webhook (labelled with the verdict's [`Decision`])
+//! and the controllers in; OpenMetrics text out. Recording is lock-free apart from a read lock on
+//! the label family, so it is cheap on the admission hot path. Never does I/O.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -13,6 +13,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+
+use crate::admission::Decision;
 
 /// Content type of [`Metrics::encode`]'s output.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -29,31 +31,9 @@ const RECONCILE_BUCKETS: [f64; 12] = [
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// What the webhook answered.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum AdmissionDecision {
-    /// `allowed: true` (in warn or audit mode a request with findings is still allowed).
-    Allowed,
-    /// `allowed: false`.
-    Denied,
-    /// The body was not an AdmissionReview the server could read (HTTP 400/413).
-    Invalid,
-    /// The reviewer failed (panicked) or the answer could not be written (HTTP 500).
-    Error,
-}
-
-impl AdmissionDecision {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AdmissionDecision::Allowed => "allowed",
-            AdmissionDecision::Denied => "denied",
-            AdmissionDecision::Invalid => "invalid",
-            AdmissionDecision::Error => "error",
-        }
-    }
-}
-
-impl EncodeLabelValue for AdmissionDecision {
+/// The `decision` label is the admission verdict's own [`Decision`]: one enum from the verdict
+/// to the metrics.
+impl EncodeLabelValue for Decision {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), fmt::Error> {
         fmt::Write::write_str(encoder, self.as_str())
     }
@@ -64,7 +44,9 @@ impl EncodeLabelValue for AdmissionDecision {
 pub struct AdmissionLabels {
     /// The API resource (`pods`, `deployments`, `toolbindings`, ...), or `unknown`.
     pub resource: Cow<'static, str>,
-    pub decision: AdmissionDecision,
+    /// `allowed`, `denied`, `warned`, `audited`, `skipped` (the verdict's), or `invalid` and
+    /// `error` (the server's, when no verdict answered).
+    pub decision: Decision,
     /// The primary reason code (`NoIdentity`, ...), `none` when nothing was found.
     pub reason: Cow<'static, str>,
     /// `enforce`, `warn`, `audit`, or `none` when no mode applied.
@@ -182,7 +164,8 @@ impl Metrics {
         let unmanaged_workloads = Gauge::default();
         registry.register(
             "unmanaged_workloads",
-            "Pods, ServiceAccounts and token Secrets in mandate namespaces that no identity owns",
+            "ServiceAccounts in mandate namespaces that no identity owns, and legacy token Secrets \
+             there or of agents (what mandate inventory lists as unmanaged, pods aside)",
             unmanaged_workloads.clone(),
         );
         // Both readiness series exist from the start, so dashboards see 0 rather than nothing.
@@ -236,6 +219,8 @@ impl Metrics {
         self.escalation_paths.set(saturating_i64(count));
     }
 
+    /// Sets the number of unmanaged ServiceAccounts and legacy token Secrets
+    /// (`Snapshot::unmanaged`).
     pub fn set_unmanaged_workloads(&self, count: u64) {
         self.unmanaged_workloads.set(saturating_i64(count));
     }
@@ -259,7 +244,7 @@ mod tests {
     fn denied_pod() -> AdmissionLabels {
         AdmissionLabels {
             resource: "pods".into(),
-            decision: AdmissionDecision::Denied,
+            decision: Decision::Denied,
             reason: "NoIdentity".into(),
             mode: "enforce".into(),
         }

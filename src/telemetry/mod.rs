@@ -8,4 +8,4 @@ pub mod metrics;
 
 pub use admin::{AdminError, AdminServer, Readiness, serve_admin};
 pub use logging::{LogFormat, LoggingError, init_logging};
-pub use metrics::{AdmissionDecision, AdmissionLabels, Metrics, ReconcileResult};
+pub use metrics::{AdmissionLabels, Metrics, ReconcileResult};

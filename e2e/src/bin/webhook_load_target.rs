@@ -9,19 +9,17 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse};
 use mandate::admission::server::{WebhookConfig, serve};
 use mandate::admission::tls::TlsFiles;
-use mandate::admission::{AdmissionConfig, MandateReviewer, Reviewer, synthetic};
+use mandate::admission::{AdmissionConfig, MandateReviewer, Request, Reviewer, Verdict, synthetic};
 use mandate::telemetry::Metrics;
 
 /// Parses (the server does) and allows: the floor any webhook pays.
 struct AllowAll;
 
 impl Reviewer for AllowAll {
-    fn review(&self, request: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
-        AdmissionResponse::from(request)
+    fn review(&self, _request: &Request) -> Verdict {
+        Verdict::ignored()
     }
 }
 
