@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
 use criterion::{Criterion, criterion_group, criterion_main};
-use mandate::admission::server::{parse_review, respond};
 use mandate::admission::{AdmissionConfig, Decision, MandateReviewer, Reviewer, synthetic};
+use mandate::webhook::server::{parse_review, respond};
 
 fn admission(c: &mut Criterion) {
     let body = std::fs::read(concat!(

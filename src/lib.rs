@@ -1,16 +1,22 @@
 //! mandate: accountable owners, workload identity, time-bounded tools and bounded delegation
 //! for AI agents on Kubernetes.
 //!
-//! Pure modules (`api`, `authority`, `project`, `admission` decisions) take data and return
-//! data; only `controller` and the servers talk to the network.
+//! Three layers, one folder each:
+//! - [`pure`] (`src/pure/`): data in, data out; no I/O, no clock. The API types, the authority
+//!   and its one validator, the projections, one assessment per kind and one admission review
+//!   per resource kind. Every rule lives here once.
+//! - [`shell`] (`src/shell/`): the only code that talks to the network (the watches and their
+//!   index, the reconcilers, the webhook and admin servers, the `mandate run` wiring). It feeds
+//!   the pure layer and applies what comes out; it holds no rule.
+//! - [`cli`] (`src/cli/`): the command line on top (`run`, `check`, `inventory`, `crds`).
+//!
+//! The modules of both lower layers are re-exported here, so `crate::api` or
+//! `mandate::admission` name them without their layer.
 #![forbid(unsafe_code)]
 
-pub mod admission;
-pub mod api;
-pub mod assess;
-pub mod authority;
 pub mod cli;
-pub mod controller;
-pub mod index;
-pub mod project;
-pub mod telemetry;
+pub mod pure;
+pub mod shell;
+
+pub use pure::{admission, api, assess, authority, project};
+pub use shell::{controller, index, operator, telemetry, webhook};

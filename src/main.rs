@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use mandate::cli::{self, Command};
+use mandate::operator;
 
 fn main() -> anyhow::Result<()> {
     // `kubectl-mandate` (the kubectl plugin) parses the same commands.
@@ -14,7 +15,7 @@ fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?
-                .block_on(cli::run::run(args))?;
+                .block_on(operator::run(args))?;
         }
         Command::Crds { out: None } => {
             print!("{}", cli::crds::print_all()?);

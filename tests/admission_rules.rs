@@ -16,14 +16,14 @@ use hyper_util::service::TowerToHyperService;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use mandate::admission::server::{self, WebhookConfig, parse_review, respond};
-use mandate::admission::tls::TlsFiles;
 use mandate::admission::{
     AdmissionConfig, FixedClock, MandateReviewer, Reviewer, Snapshot, SnapshotSource,
 };
 use mandate::api::{AgentIdentity, DelegationPolicy, ToolBinding};
 use mandate::authority::{Authority, Config};
 use mandate::telemetry::Metrics;
+use mandate::webhook::server::{self, WebhookConfig, parse_review, respond};
+use mandate::webhook::tls::TlsFiles;
 use serde_json::{Value, json};
 
 /// The instant the fixtures were written for.

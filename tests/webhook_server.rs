@@ -17,10 +17,10 @@ use hyper::body::Frame;
 use hyper::client::conn::{http1, http2};
 use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use mandate::admission::server::{self, WebhookConfig, WebhookServer};
-use mandate::admission::tls::TlsFiles;
 use mandate::admission::{Finding, Mode, Reason, Request as Review, Reviewer, Verdict};
 use mandate::telemetry::{Metrics, Readiness, serve_admin};
+use mandate::webhook::server::{self, WebhookConfig, WebhookServer};
+use mandate::webhook::tls::TlsFiles;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     SerialNumber,

@@ -29,10 +29,10 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
-use mandate::admission::server::{
+use mandate::api::{AGENT_LABEL, MODE_LABEL};
+use mandate::webhook::server::{
     VALIDATE_MANDATE_PATH, VALIDATE_PATH, VALIDATE_PODS_PATH, VALIDATE_WORKLOADS_PATH,
 };
-use mandate::api::{AGENT_LABEL, MODE_LABEL};
 use serde_json::{Value, json};
 
 /// Pods in namespaces that opted in with `mandate.dev/mode`: every pod there is an agent pod.

@@ -1,5 +1,6 @@
 //! The command line: argument types (clap) and the subcommands (`crds`, `inventory`, `check`;
-//! `run` is the operator). `main.rs` parses, sets up telemetry and dispatches here.
+//! `run` starts the operator, `crate::operator` in the shell). `main.rs` parses, sets up
+//! telemetry and dispatches here.
 
 pub mod check;
 pub mod cluster;
@@ -9,7 +10,6 @@ pub mod manifests;
 pub mod plugin;
 pub mod render;
 pub mod report;
-pub mod run;
 
 use std::path::PathBuf;
 
@@ -31,7 +31,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the controllers, the admission webhook and the admin server.
-    Run(run::RunArgs),
+    Run(crate::operator::RunArgs),
     /// Print the CustomResourceDefinitions as YAML, or write one file per kind.
     Crds {
         /// Write `<plural>.mandate.dev.yaml` files into this directory instead of printing.

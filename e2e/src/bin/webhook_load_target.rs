@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use arc_swap::ArcSwapOption;
-use mandate::admission::server::{WebhookConfig, serve};
-use mandate::admission::tls::TlsFiles;
 use mandate::admission::{AdmissionConfig, MandateReviewer, Request, Reviewer, Verdict, synthetic};
 use mandate::telemetry::Metrics;
+use mandate::webhook::server::{WebhookConfig, serve};
+use mandate::webhook::tls::TlsFiles;
 
 /// Parses (the server does) and allows: the floor any webhook pays.
 struct AllowAll;

@@ -1,22 +1,20 @@
-//! Admission: AdmissionReview bodies in, AdmissionReview answers out. [`request`] reads a body
-//! once into a typed [`Request`]; the reviews (pure, one per kind) turn it into a [`Verdict`]
-//! behind the [`Reviewer`] trait; [`server`] is the HTTPS webhook around them, answering with
-//! the verdict and counting its [`Decision`], and [`tls`] its reloadable certificate. Reviews
-//! never do I/O and never wait on the API server.
+//! Admission decisions: AdmissionReview bodies in, verdicts out. [`request`] reads a body once
+//! into a typed [`Request`]; the reviews (pure, one per kind) turn it into a [`Verdict`] behind
+//! the [`Reviewer`] trait. Reviews never do I/O and never wait on the API server; the HTTPS
+//! webhook around them, which answers with the verdict and counts its [`Decision`], is
+//! `crate::webhook` in the shell.
 
 pub mod mandate_resources;
 pub mod pod;
 pub mod request;
 pub mod reviewer;
 pub mod secret;
-pub mod server;
 pub mod snapshot;
 /// A synthetic cluster for benchmarks and load tests: only in test builds, or with the
 /// `fixtures` feature (the benches and the e2e crate enable it), never in the shipped binary.
 #[cfg(any(test, feature = "fixtures"))]
 #[doc(hidden)]
 pub mod synthetic;
-pub mod tls;
 pub mod verdict;
 pub mod workload;
 

@@ -19,8 +19,6 @@ use kube::Client;
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 
-use crate::admission::server::{WebhookConfig, serve as serve_webhook};
-use crate::admission::tls::TlsFiles;
 use crate::admission::{AdmissionConfig, MandateReviewer, Mode, Snapshot, SnapshotSource};
 use crate::api::conditions;
 use crate::authority;
@@ -28,6 +26,8 @@ use crate::controller::{self, Settings};
 use crate::index::{self, Stores};
 use crate::project::{DnsEgress, NetworkConfig, TrustDomain};
 use crate::telemetry::{LogFormat, Metrics, Readiness, serve_admin};
+use crate::webhook::server::{WebhookConfig, serve as serve_webhook};
+use crate::webhook::tls::TlsFiles;
 
 /// Settings of `mandate run`; every flag can also come from the environment.
 #[derive(Debug, Args)]
@@ -69,7 +69,7 @@ pub struct RunArgs {
     #[arg(long, env = "MANDATE_TLS_KEY", default_value = "/tls/tls.key")]
     pub tls_key: PathBuf,
     /// Mode for agent pods in namespaces without a mandate.dev/mode label: enforce, warn or audit.
-    #[arg(long, env = "MANDATE_DEFAULT_MODE", default_value = "enforce", value_parser = super::parse_mode)]
+    #[arg(long, env = "MANDATE_DEFAULT_MODE", default_value = "enforce", value_parser = crate::cli::parse_mode)]
     pub default_mode: Mode,
     /// Group whose members may approve High-risk ToolBindings (and are not the agent's owner).
     #[arg(

@@ -36,11 +36,11 @@ use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use warp::path::FullPath;
 use warp::reply::{Reply, Response};
 
-use super::Reviewer;
-use super::request::Request;
-pub use super::request::{BadReview, parse_review};
 use super::tls::{CertificateReloader, TlsError, TlsFiles, server_config};
-use super::verdict::{Decision, Verdict};
+use crate::admission::Reviewer;
+use crate::admission::request::Request;
+pub use crate::admission::request::{BadReview, parse_review};
+use crate::admission::verdict::{Decision, Verdict};
 use crate::telemetry::metrics::{AdmissionLabels, Metrics};
 
 /// Every path that serves admission reviews; all route to the same reviewer (it tells resources
@@ -554,11 +554,11 @@ mod tests {
     use crate::admission::verdict::Mode;
     use crate::authority::{Finding, Reason};
 
-    const POD_CREATE: &str = include_str!("../../tests/fixtures/admission/pod-create.json");
+    const POD_CREATE: &str = include_str!("../../../tests/fixtures/admission/pod-create.json");
     const POD_CREATE_TRUNCATED: &str =
-        include_str!("../../tests/fixtures/admission/pod-create-truncated.json");
-    const WRONG_KIND: &str = include_str!("../../tests/fixtures/admission/wrong-kind-pod.json");
-    const V1BETA1: &str = include_str!("../../tests/fixtures/admission/pod-create-v1beta1.json");
+        include_str!("../../../tests/fixtures/admission/pod-create-truncated.json");
+    const WRONG_KIND: &str = include_str!("../../../tests/fixtures/admission/wrong-kind-pod.json");
+    const V1BETA1: &str = include_str!("../../../tests/fixtures/admission/pod-create-v1beta1.json");
 
     #[test]
     fn the_pod_create_fixture_parses_into_a_typed_pod_request() -> Result<(), BadReview> {

@@ -136,12 +136,12 @@ mod fixture_tests {
     use arc_swap::ArcSwapOption;
 
     use super::snapshot;
-    use crate::admission::server::parse_review;
     use crate::admission::{AdmissionConfig, MandateReviewer, Reviewer};
+    use crate::webhook::server::parse_review;
 
     #[test]
     fn the_realistic_pod_review_is_admitted_against_the_synthetic_snapshot() {
-        let body = include_bytes!("../../tests/fixtures/admission/pod-create.json");
+        let body = include_bytes!("../../../tests/fixtures/admission/pod-create.json");
         let request = parse_review(body).expect("the fixture is an AdmissionReview");
         let reviewer = MandateReviewer::new(
             Arc::new(ArcSwapOption::from_pointee(snapshot(10))),

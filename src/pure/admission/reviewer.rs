@@ -25,7 +25,7 @@ use crate::api::AGENT_LABEL;
 use crate::authority::{Finding, Reason};
 
 /// Where the reviewer reads the current snapshot: `None` until the caches have synced. `mandate
-/// run` publishes into it with `store` (`cli::run::publish_snapshots`): a first snapshot once
+/// run` publishes into it with `store` (`operator::publish_snapshots`): a first snapshot once
 /// every watch of the index has listed, then one after every batch of changes. The index only
 /// watches and keeps the live authority; the hot path takes no lock.
 pub type SnapshotSource = Arc<ArcSwapOption<Snapshot>>;
