@@ -59,7 +59,7 @@ pub enum Decision {
 /// with [`Verdict::respond`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
-    scope: Scope,
+    coverage: Coverage,
     /// What the request is about, for the message (`Pod agents/researcher-x`).
     subject: String,
     agent: Option<String>,
@@ -68,8 +68,9 @@ pub struct Verdict {
     findings: Vec<Finding>,
 }
 
+/// Whether and how the rules covered the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scope {
+enum Coverage {
     /// Not a request mandate reviews: no annotations at all.
     Ignored,
     /// Reviewed and found not subject to the rules.
@@ -137,7 +138,7 @@ impl Verdict {
     /// A request mandate does not review (an unknown kind): allowed without annotations.
     pub fn ignored() -> Self {
         Verdict {
-            scope: Scope::Ignored,
+            coverage: Coverage::Ignored,
             subject: String::new(),
             agent: None,
             owner: None,
@@ -149,7 +150,7 @@ impl Verdict {
     /// Findings added to it are recorded in the annotations but never deny.
     pub fn skipped(subject: impl Into<String>) -> Self {
         Verdict {
-            scope: Scope::Skipped,
+            coverage: Coverage::Skipped,
             ..Verdict::reviewed(subject, Mode::Audit)
         }
     }
@@ -158,7 +159,7 @@ impl Verdict {
     /// has findings, allowed when it has none.
     pub fn reviewed(subject: impl Into<String>, mode: Mode) -> Self {
         Verdict {
-            scope: Scope::Reviewed {
+            coverage: Coverage::Reviewed {
                 mode,
                 warn_only: false,
             },
@@ -173,7 +174,7 @@ impl Verdict {
     /// templates are reviewed this way.
     #[must_use]
     pub fn warn_only(mut self) -> Self {
-        if let Scope::Reviewed { warn_only, .. } = &mut self.scope {
+        if let Coverage::Reviewed { warn_only, .. } = &mut self.coverage {
             *warn_only = true;
         }
         self
@@ -213,9 +214,9 @@ impl Verdict {
 
     /// The decision; `None` for an ignored request.
     pub fn decision(&self) -> Option<Decision> {
-        let Scope::Reviewed { mode, warn_only } = self.scope else {
-            return match self.scope {
-                Scope::Ignored => None,
+        let Coverage::Reviewed { mode, warn_only } = self.coverage else {
+            return match self.coverage {
+                Coverage::Ignored => None,
                 _ => Some(Decision::Skipped),
             };
         };
@@ -229,8 +230,8 @@ impl Verdict {
 
     /// The mode the request was reviewed in; `None` when it was skipped or ignored.
     pub fn mode(&self) -> Option<Mode> {
-        match self.scope {
-            Scope::Reviewed { mode, .. } => Some(mode),
+        match self.coverage {
+            Coverage::Reviewed { mode, .. } => Some(mode),
             _ => None,
         }
     }
