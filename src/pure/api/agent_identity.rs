@@ -207,7 +207,8 @@ pub struct AgentIdentityStatus {
     /// The tools the agent holds now (expired and not-yet-valid tools are left out).
     #[serde(default)]
     pub tools: Vec<LiveTool>,
-    /// How many tools the agent holds now.
+    /// How many distinct tools the agent holds now (two bindings granting the same tool count it
+    /// once; `tools` lists every grant).
     #[serde(default)]
     pub tool_count: i32,
     /// Agents this agent may delegate work to.
