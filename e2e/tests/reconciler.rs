@@ -1,7 +1,8 @@
 //! The reconciler on the real control plane, with the operator as a local process: samples
 //! become ServiceAccounts and NetworkPolicies, expiry is enforced on time, unsafe delegation
-//! loses its network path, garbage collection removes projections, and the operator converges
-//! after being killed mid-reconcile or losing the API server.
+//! loses its network path, garbage collection removes projections, a NetworkPolicy tampered
+//! with by a namespace developer is restored at once, and the operator converges after being
+//! killed mid-reconcile or losing the API server.
 //!
 //! Tests here run one at a time (each starts its own operator), serialised by `SERIAL`.
 
@@ -451,6 +452,149 @@ async fn deleting_an_identity_garbage_collects_its_projections() -> anyhow::Resu
         },
     )
     .await
+}
+
+/// A namespace developer with the built-in `edit` role, as `kubectl --as` arguments.
+fn developer_with_edit(ns: &str) -> anyhow::Result<[String; 4]> {
+    let user = format!("dev-{ns}");
+    kubectl_ok(
+        &[
+            "create",
+            "rolebinding",
+            "developer-edit",
+            "-n",
+            ns,
+            "--clusterrole=edit",
+            "--user",
+            &user,
+        ],
+        None,
+    )?;
+    Ok([
+        "--as".to_owned(),
+        user,
+        "--as-group".to_owned(),
+        "system:authenticated".to_owned(),
+    ])
+}
+
+fn kubectl_as(who: &[String; 4], args: &[&str]) -> anyhow::Result<String> {
+    let mut all: Vec<&str> = who.iter().map(String::as_str).collect();
+    all.extend_from_slice(args);
+    kubectl_ok(&all, None)
+}
+
+/// How fast "at once" is here: the restore of a tampered projection must land well inside the
+/// 30 s an added rule used to survive.
+const RESTORE_WITHIN: Duration = Duration::from_secs(10);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_policy_widened_by_a_namespace_developer_is_restored_at_once()
+-> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let (client, ns) = setup("rec-tamper").await?;
+    let _operator = Operator::start(OperatorOptions::unique()).await?;
+    let identities: Api<AgentIdentity> = Api::namespaced(client.clone(), &ns.name);
+    identities
+        .create(&PostParams::default(), &identity("scout", json!({}))?)
+        .await?;
+    Api::<ToolBinding>::namespaced(client.clone(), &ns.name)
+        .create(
+            &PostParams::default(),
+            &external_binding("scout-tools", "scout", "203.0.113.0/24", None)?,
+        )
+        .await?;
+    wait_ready_with_tools(&identities, "scout", 1).await?;
+    let nps: Api<NetworkPolicy> = Api::namespaced(client.clone(), &ns.name);
+    let projected = spec_of(&nps.get("mandate-scout").await?);
+    let developer = developer_with_edit(&ns.name)?;
+
+    // 1. An ingress rule that admits everyone, added to mandate's own (empty) ingress list.
+    kubectl_as(
+        &developer,
+        &[
+            "patch",
+            "networkpolicy",
+            "mandate-scout",
+            "-n",
+            &ns.name,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"ingress":[{}]}}"#,
+        ],
+    )?;
+    let started = Instant::now();
+    eventually(
+        "the added ingress rule to be taken back",
+        RESTORE_WITHIN,
+        || async {
+            let spec = spec_of(&nps.get("mandate-scout").await?);
+            Ok((spec == projected).then_some(()))
+        },
+    )
+    .await?;
+    let first = started.elapsed();
+
+    // 2. The ownerReferences removed (so garbage collection and the owner lookup lose it) and
+    //    egress opened to everything, in one patch.
+    kubectl_as(
+        &developer,
+        &[
+            "patch",
+            "networkpolicy",
+            "mandate-scout",
+            "-n",
+            &ns.name,
+            "--type=json",
+            "-p",
+            r#"[{"op":"remove","path":"/metadata/ownerReferences"},{"op":"add","path":"/spec/egress/-","value":{}}]"#,
+        ],
+    )?;
+    let started = Instant::now();
+    eventually(
+        "the opened egress and the ownerReferences to be restored",
+        RESTORE_WITHIN,
+        || async {
+            let np = nps.get("mandate-scout").await?;
+            let owned = np
+                .owner_references()
+                .iter()
+                .any(|o| o.kind == "AgentIdentity" && o.name == "scout");
+            Ok((owned && spec_of(&np) == projected).then_some(()))
+        },
+    )
+    .await?;
+    let second = started.elapsed();
+
+    // 3. Labels and ownerReferences both gone (the policy leaves mandate's labelled watch).
+    kubectl_as(
+        &developer,
+        &[
+            "patch",
+            "networkpolicy",
+            "mandate-scout",
+            "-n",
+            &ns.name,
+            "--type=json",
+            "-p",
+            r#"[{"op":"remove","path":"/metadata/ownerReferences"},{"op":"remove","path":"/metadata/labels"},{"op":"replace","path":"/spec/egress","value":[{}]}]"#,
+        ],
+    )?;
+    eventually(
+        "the unlabelled, opened policy to be restored",
+        RESTORE_WITHIN,
+        || async {
+            let np = nps.get("mandate-scout").await?;
+            let labelled = np
+                .labels()
+                .get("app.kubernetes.io/managed-by")
+                .is_some_and(|v| v == "mandate");
+            Ok((labelled && spec_of(&np) == projected).then_some(()))
+        },
+    )
+    .await?;
+    println!("restored after {first:?} and {second:?}");
+    Ok(())
 }
 
 /// Creates `count` identities with one binding each, `concurrency` at a time.

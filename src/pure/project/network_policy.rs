@@ -275,10 +275,12 @@ pub fn desired_network_policy(
         spec: Some(NetworkPolicySpec {
             pod_selector: Some(match_labels([(AGENT_LABEL, agent)])),
             policy_types: Some(vec!["Ingress".to_owned(), "Egress".to_owned()]),
-            // Empty lists are left out: with both policy types listed, an absent rule list
-            // denies all, and the API server stores it absent either way.
-            ingress: (!ingress.is_empty()).then_some(ingress),
-            egress: (!egress.is_empty()).then_some(egress),
+            // Both rule lists are always written, empty ones too: with both policy types
+            // listed an empty list denies all, and only a list mandate applies is a list its
+            // field manager owns, so a rule someone adds to it is taken back at the next apply
+            // (a list left out was never mandate's, and an added `ingress: [{}]` stayed).
+            ingress: Some(ingress),
+            egress: Some(egress),
         }),
     };
     Ok(DesiredNetworkPolicy { policy, problems })
@@ -716,7 +718,7 @@ mod tests {
             spec.policy_types,
             Some(vec!["Ingress".to_owned(), "Egress".to_owned()])
         );
-        assert_eq!(spec.ingress, None);
+        assert_eq!(spec.ingress, Some(Vec::new()));
         assert_eq!(
             spec.egress,
             Some(vec![NetworkPolicyEgressRule {
@@ -746,7 +748,8 @@ mod tests {
                 NOW
             ))
             .egress,
-            None
+            Some(Vec::new()),
+            "an empty list, written so that mandate owns it"
         );
         let custom = NetworkConfig {
             dns: Some(DnsEgress {
@@ -1004,7 +1007,7 @@ mod tests {
             &config,
             hours(1),
         );
-        assert_eq!(spec(&after).egress, None);
+        assert_eq!(spec(&after).egress, Some(Vec::new()));
     }
 
     fn delegation(tools_of_executor: &[&'static str]) -> Authority {
@@ -1054,7 +1057,7 @@ mod tests {
         );
         assert_eq!(
             spec(&planner).ingress,
-            None,
+            Some(Vec::new()),
             "nobody delegates to the planner"
         );
         let executor = project_with(&authority, "executor", &Services::new(), &config, NOW);
@@ -1077,9 +1080,9 @@ mod tests {
         let authority = delegation(&[]);
         let config = NetworkConfig { dns: None };
         let planner = project_with(&authority, "planner", &Services::new(), &config, NOW);
-        assert_eq!(spec(&planner).egress, None);
+        assert_eq!(spec(&planner).egress, Some(Vec::new()));
         let executor = project_with(&authority, "executor", &Services::new(), &config, NOW);
-        assert_eq!(spec(&executor).ingress, None);
+        assert_eq!(spec(&executor).ingress, Some(Vec::new()));
     }
 
     #[test]

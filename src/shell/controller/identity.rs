@@ -16,10 +16,10 @@ use kube::{Api, Resource, ResourceExt};
 use super::projection::ApplyOutcome;
 use super::status::{self, requeue_after};
 use super::{Context, ReconcileError, Reconciling};
-use crate::api::{AgentIdentity, DelegationPolicy, ToolBinding};
+use crate::api::{AGENT_LABEL, AgentIdentity, DelegationPolicy, ToolBinding};
 use crate::assess::{Event, IdentityInputs, assess_identity};
 use crate::index::Stores;
-use crate::project::service_name_of_slice;
+use crate::project::{network_policy_name, service_name_of_slice};
 
 const KIND: &str = "AgentIdentity";
 
@@ -222,16 +222,20 @@ pub(super) fn affected_by_identity(
     refs(&namespace, agents.into_iter().filter(|a| *a != name))
 }
 
-/// The identity a projection belongs to, by its ownerReference.
-pub(super) fn owner_of<P: Resource>(
-    _stores: &Stores,
+/// The identity a projection belongs to: by its ownerReference; when someone removed that, by
+/// its `mandate.dev/agent` label; when that is gone too, by its name (`mandate-<agent>`, or the
+/// ServiceAccount an identity runs as). A projection tampered with in any of these ways still
+/// wakes its identity's reconcile, which restores it at once.
+pub(super) fn owner_of<P: Resource<DynamicType = ()>>(
+    stores: &Stores,
     projection: &P,
 ) -> Vec<ObjectRef<AgentIdentity>> {
     let meta = projection.meta();
     let Some(namespace) = meta.namespace.as_deref() else {
         return Vec::new();
     };
-    meta.owner_references
+    let by_reference: Vec<_> = meta
+        .owner_references
         .iter()
         .flatten()
         .filter(|owner| {
@@ -239,6 +243,27 @@ pub(super) fn owner_of<P: Resource>(
                 && owner.api_version == AgentIdentity::api_version(&())
         })
         .map(|owner| ObjectRef::new(&owner.name).within(namespace))
+        .collect();
+    if !by_reference.is_empty() {
+        return by_reference;
+    }
+    if let Some(agent) = meta.labels.as_ref().and_then(|l| l.get(AGENT_LABEL)) {
+        return vec![ObjectRef::new(agent).within(namespace)];
+    }
+    let name = meta.name.as_deref().unwrap_or_default();
+    let is_network_policy = P::kind(&()) == NetworkPolicy::kind(&());
+    stores
+        .identities
+        .state_filter(|identity| {
+            identity.metadata.namespace.as_deref() == Some(namespace)
+                && if is_network_policy {
+                    network_policy_name(&identity.name_any()) == name
+                } else {
+                    identity.service_account_name() == name
+                }
+        })
+        .iter()
+        .map(|identity| ObjectRef::from_obj(identity.as_ref()))
         .collect()
 }
 

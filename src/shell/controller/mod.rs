@@ -190,8 +190,16 @@ pub async fn run(
         } = identity_subscriptions;
         Controller::for_shared_stream(identity_changes(primary.boxed()), stores.identities.clone())
             .with_config(config.clone())
-            .owns_shared_stream(ctx.applied.without_echoes(service_accounts))
-            .owns_shared_stream(ctx.applied.without_echoes(network_policies))
+            // Not `owns_shared_stream`: that follows ownerReferences only, and a projection
+            // whose ownerReferences someone removed must still wake its identity.
+            .watches_shared_stream(ctx.applied.without_echoes(service_accounts), {
+                let stores = stores.clone();
+                move |projection| identity::owner_of(&stores, &*projection)
+            })
+            .watches_shared_stream(ctx.applied.without_echoes(network_policies), {
+                let stores = stores.clone();
+                move |projection| identity::owner_of(&stores, &*projection)
+            })
             .watches_shared_stream(binding_changes(bindings), {
                 let stores = stores.clone();
                 move |binding| identity::affected_by_binding(&stores, &binding)
