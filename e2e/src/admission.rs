@@ -140,12 +140,13 @@ pub fn webhook_configuration(
         }
         webhook
     };
-    // Pods, and ephemeral containers added to them later (`kubectl debug`), which could
-    // otherwise smuggle in what the pod rules refuse.
+    // Pods, ephemeral containers added to them later (`kubectl debug`), which could otherwise
+    // smuggle in what the pod rules refuse, and the status subresource, through which a pod's
+    // labels change too (the reviewer judges a status update only when the agent label changes).
     let pod_rules = json!([{
         "apiGroups": [""], "apiVersions": ["v1"],
         "operations": ["CREATE", "UPDATE"],
-        "resources": ["pods", "pods/ephemeralcontainers"],
+        "resources": ["pods", "pods/ephemeralcontainers", "pods/status"],
         "scope": "Namespaced",
     }]);
     // Only legacy token Secrets: mandate never needs to see any other Secret, not even its

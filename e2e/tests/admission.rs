@@ -1215,6 +1215,164 @@ async fn a_high_risk_grant_is_refused_from_its_agents_owner_and_admitted_from_an
         .await
 }
 
+/// The pod boundary (issue 13): a running agent pod's labels decide which NetworkPolicy selects
+/// it, and they change through the `status` subresource and on a terminating pod too. A
+/// namespace developer (the built-in `edit` role, plus pods/status, which `edit` does not
+/// grant) tries both with kubectl; mandate refuses both
+/// in enforce, and still lets the status writes and finalizer removals through that leave the
+/// agent label alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_developer_cannot_relabel_an_agent_pod_through_its_status_or_while_it_terminates()
+-> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let mandate = Mandate::start("adm-paths").await?;
+    mandate
+        .explain(async {
+            let ns = mandate.namespace("adm-paths", Some("enforce")).await?;
+            let ns = ns.name.as_str();
+            mandate
+                .ready_agent(
+                    ns,
+                    reader("researcher"),
+                    Some(binding("researcher-tools", "researcher", &["read"])),
+                )
+                .await?;
+            kubectl_ok(
+                &[
+                    "create",
+                    "rolebinding",
+                    "developer-edit",
+                    "--clusterrole=edit",
+                    "--user=dev",
+                    "-n",
+                    ns,
+                ],
+                None,
+            )?;
+            // This control plane runs no ClusterRole aggregation, so `edit` holds nothing here:
+            // the developer also gets edit's verbs on pods, and pods/status, which `edit` does
+            // not grant (a controller's or a node's credentials would).
+            kubectl_ok(
+                &[
+                    "create",
+                    "role",
+                    "pod-writer",
+                    "--verb=get,list,watch,create,update,patch,delete",
+                    "--resource=pods,pods/status",
+                    "-n",
+                    ns,
+                ],
+                None,
+            )?;
+            kubectl_ok(
+                &[
+                    "create",
+                    "rolebinding",
+                    "developer-pods",
+                    "--role=pod-writer",
+                    "--user=dev",
+                    "-n",
+                    ns,
+                ],
+                None,
+            )?;
+            let as_dev = |args: &[&str]| {
+                let mut all = vec!["--as", "dev", "-n", ns];
+                all.extend(args);
+                kubectl_output(&all)
+            };
+            let agent_of = |name: &str| {
+                kubectl_ok(
+                    &[
+                        "get",
+                        "pod",
+                        name,
+                        "-n",
+                        ns,
+                        "-o",
+                        "jsonpath={.metadata.labels.mandate\\.dev/agent}",
+                    ],
+                    None,
+                )
+            };
+
+            admitted(
+                &in_namespace(pod("running", Some("researcher"), "researcher"), ns),
+                None,
+            )
+            .await?;
+            // The kubelet writes status all the time: a status update that leaves the agent
+            // label alone goes through.
+            let out = as_dev(&[
+                "patch",
+                "pod",
+                "running",
+                "--subresource=status",
+                "--type=merge",
+                "-p={\"metadata\":{\"labels\":{\"team\":\"research\"}}}",
+            ])?;
+            anyhow::ensure!(
+                out.status.success(),
+                "a status update that keeps the agent label was refused: {}",
+                stderr(&out)
+            );
+            let out = as_dev(&[
+                "patch",
+                "pod",
+                "running",
+                "--subresource=status",
+                "--type=merge",
+                "-p={\"metadata\":{\"labels\":{\"mandate.dev/agent\":\"other\"}}}",
+            ])?;
+            let refusal = Refusal::parse(&stderr(&out)).with_context(|| {
+                format!(
+                    "relabelling through pods/status was not refused: {}",
+                    stderr(&out)
+                )
+            })?;
+            assert_eq!(refusal.webhook, PODS_IN_AGENT_NAMESPACES);
+            assert!(refusal.names("NoIdentity"), "{refusal:?}");
+            assert_eq!(agent_of("running")?, "researcher");
+
+            // A finalizer keeps a deleted pod terminating; it is still judged when relabelled.
+            let held = pod("held", Some("researcher"), "researcher")
+                .with("/metadata/finalizers", json!(["e2e.mandate.dev/hold"]));
+            admitted(&in_namespace(held, ns), None).await?;
+            kubectl_ok(&["delete", "pod", "held", "-n", ns, "--wait=false"], None)?;
+            let relabel = as_dev(&[
+                "label",
+                "pod",
+                "held",
+                "mandate.dev/agent=other",
+                "--overwrite",
+            ])?;
+            // Releasing the finalizer (a change that leaves the label alone) goes through, and
+            // lets the namespace go.
+            let release = as_dev(&[
+                "patch",
+                "pod",
+                "held",
+                "--type=json",
+                "-p=[{\"op\":\"remove\",\"path\":\"/metadata/finalizers\"}]",
+            ])?;
+            let refusal = Refusal::parse(&stderr(&relabel)).with_context(|| {
+                format!(
+                    "relabelling a terminating pod was not refused: {}",
+                    stderr(&relabel)
+                )
+            })?;
+            assert_eq!(refusal.webhook, PODS_IN_AGENT_NAMESPACES);
+            assert!(refusal.names("NoIdentity"), "{refusal:?}");
+            anyhow::ensure!(
+                release.status.success(),
+                "removing the finalizer of a terminating agent pod was refused: {}",
+                stderr(&release)
+            );
+            Ok(())
+        })
+        .await
+}
+
 #[test]
 fn refusals_are_read_from_kubectls_words() {
     let text = "Error from server (Forbidden): error when creating \"STDIN\": admission webhook \

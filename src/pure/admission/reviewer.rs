@@ -127,7 +127,8 @@ pub fn review(
     };
     let subresource_reviewed = match (object, request.sub_resource.as_deref()) {
         (_, None) => true,
-        (Object::Pod(_), Some("ephemeralcontainers")) => true,
+        // Labels change through the status subresource too: judged when the agent label does.
+        (Object::Pod(_), Some("ephemeralcontainers" | "status")) => true,
         (object, Some(_)) => object.is_mandate(),
     };
     if !reviewed || !subresource_reviewed {
@@ -141,7 +142,7 @@ pub fn review(
     };
 
     match object {
-        Object::Pod(pods) => review_pod_request(pods, subject, snapshot, config, now),
+        Object::Pod(pods) => review_pod_request(request, pods, subject, snapshot, config, now),
         Object::Deployment(o) => review_template(o, subject, snapshot, config, now),
         Object::StatefulSet(o) => review_template(o, subject, snapshot, config, now),
         Object::DaemonSet(o) => review_template(o, subject, snapshot, config, now),
@@ -167,9 +168,15 @@ pub fn review(
     }
 }
 
-/// Reviews a pod, unless it is being deleted or an update changes neither its spec nor its
-/// agent label.
+/// Reviews a pod update or create. An update that changes the agent label is always judged in
+/// full, on every path: the pod itself, its `status` subresource, a pod that is terminating (a
+/// long grace period, a finalizer), since each of them changes which NetworkPolicy selects a
+/// running pod. Otherwise a status update and an update of a terminating pod are skipped (the
+/// kubelet writes status all the time, and a finalizer must come off a pod whose identity is
+/// gone), and so is, like Pod Security Admission, an update that changes neither the spec nor
+/// the agent label.
 fn review_pod_request(
+    request: &Request,
     pods: &Objects<Pod>,
     subject: String,
     snapshot: &Snapshot,
@@ -180,24 +187,28 @@ fn review_pod_request(
         Ok(pod) => pod,
         Err(error) => return invalid(subject, error),
     };
-    if pod.metadata.deletion_timestamp.is_some() {
-        return Verdict::skipped(subject);
-    }
-    // Like Pod Security Admission: an update that changes neither the spec nor the agent label
-    // (a status-like metadata change, a finalizer removal) is not reviewed again.
-    if let Some(old) = &pods.old {
-        let label = |p: &Pod| {
-            p.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(AGENT_LABEL))
-                .cloned()
-        };
-        if old.spec == pod.spec && label(old) == label(pod) {
+    if request.operation == Operation::Update {
+        // An old pod that could not be read counts as a change: never skip what was not seen.
+        let relabelled = pods
+            .old
+            .as_ref()
+            .is_none_or(|old| agent_label(old) != agent_label(pod));
+        let status = request.sub_resource.as_deref() == Some("status");
+        let terminating = pod.metadata.deletion_timestamp.is_some();
+        let unchanged = pods.old.as_ref().is_some_and(|old| old.spec == pod.spec);
+        if !relabelled && (status || terminating || unchanged) {
             return Verdict::skipped(subject);
         }
     }
     review_pod(pod, snapshot, config, now)
+}
+
+fn agent_label(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(AGENT_LABEL))
+        .map(String::as_str)
 }
 
 /// Reviews a workload's pod template (warnings only; an unreadable workload is refused, as any
@@ -426,6 +437,102 @@ mod tests {
         }
         let verdict = review(&relabelled, Some(&snapshot()), &config, NOW);
         assert_eq!(verdict.codes(), ["NoIdentity", "ServiceAccountHijack"]);
+    }
+
+    /// An UPDATE of pod `x` from `old` to `object`, through `sub_resource` if any, as the API
+    /// server sends it.
+    fn pod_update(
+        sub_resource: Option<&str>,
+        old: &serde_json::Value,
+        object: &serde_json::Value,
+    ) -> Request {
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "subResource": sub_resource,
+                "name": "x",
+                "namespace": NS,
+                "operation": "UPDATE",
+                "userInfo": {"username": "alice", "groups": ["system:authenticated"]},
+                "object": object,
+                "oldObject": old,
+            }
+        });
+        parse_review(review.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn relabelled(pod: &serde_json::Value, agent: &str) -> serde_json::Value {
+        let mut pod = pod.clone();
+        pod["metadata"]["labels"]["mandate.dev/agent"] = json!(agent);
+        pod
+    }
+
+    fn terminating(pod: &serde_json::Value) -> serde_json::Value {
+        let mut pod = pod.clone();
+        pod["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        pod["metadata"]["finalizers"] = json!(["example.com/hold"]);
+        pod
+    }
+
+    #[test]
+    fn a_status_update_that_changes_the_agent_label_is_judged_like_any_pod_update() {
+        let update = pod_update(
+            Some("status"),
+            &agent_pod(),
+            &relabelled(&agent_pod(), "ghost"),
+        );
+        let verdict = review(&update, Some(&snapshot()), &AdmissionConfig::default(), NOW);
+        assert_eq!(verdict.codes(), ["NoIdentity", "ServiceAccountHijack"]);
+        assert_eq!(verdict.decision(), Some(Decision::Denied));
+    }
+
+    #[test]
+    fn a_status_update_that_keeps_the_agent_label_is_allowed_without_the_pod_rules() {
+        // The identity is gone, so the pod rules would refuse the pod: the kubelet's status
+        // writes must still go through.
+        let mut status = agent_pod();
+        status["status"] = json!({"phase": "Running"});
+        status["metadata"]["labels"]["team"] = json!("research");
+        let update = pod_update(Some("status"), &agent_pod(), &status);
+        let empty = Snapshot::builder(Authority::builder().build())
+            .namespace_mode(NS, Mode::Enforce)
+            .build();
+        let verdict = review(&update, Some(&empty), &AdmissionConfig::default(), NOW);
+        assert_eq!(verdict.decision(), Some(Decision::Skipped), "{verdict:?}");
+        assert!(verdict.codes().is_empty());
+    }
+
+    #[test]
+    fn a_terminating_pod_that_changes_its_agent_label_is_judged_like_any_pod_update() {
+        let old = terminating(&agent_pod());
+        let update = pod_update(None, &old, &relabelled(&old, "ghost"));
+        let verdict = review(&update, Some(&snapshot()), &AdmissionConfig::default(), NOW);
+        assert_eq!(verdict.codes(), ["NoIdentity", "ServiceAccountHijack"]);
+        assert_eq!(verdict.decision(), Some(Decision::Denied));
+        let status = pod_update(Some("status"), &old, &relabelled(&old, "ghost"));
+        let verdict = review(&status, Some(&snapshot()), &AdmissionConfig::default(), NOW);
+        assert_eq!(verdict.decision(), Some(Decision::Denied));
+    }
+
+    #[test]
+    fn a_terminating_pod_may_lose_its_finalizer_after_its_identity_is_gone() {
+        let old = terminating(&agent_pod());
+        let mut released = old.clone();
+        released["metadata"]["finalizers"] = json!([]);
+        let empty = Snapshot::builder(Authority::builder().build())
+            .namespace_mode(NS, Mode::Enforce)
+            .build();
+        let verdict = review(
+            &pod_update(None, &old, &released),
+            Some(&empty),
+            &AdmissionConfig::default(),
+            NOW,
+        );
+        assert_eq!(verdict.decision(), Some(Decision::Skipped), "{verdict:?}");
     }
 
     #[test]
