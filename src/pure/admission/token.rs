@@ -44,7 +44,8 @@ pub fn review_token_request(
         .into_iter()
         .flatten()
         .map(String::as_str)
-        .filter(|a| !a.is_empty());
+        // The API server fills its own audiences into a request that names none.
+        .filter(|a| !a.is_empty() && !config.api_audiences.iter().any(|api| api == a));
     let findings = judge_token(
         &format!("the TokenRequest for ServiceAccount {service_account} asks for a token"),
         seconds,
@@ -184,6 +185,16 @@ mod tests {
             &config,
         );
         assert_eq!(verdict.decision(), Some(Decision::Warned));
+    }
+
+    #[test]
+    fn a_token_for_the_api_servers_own_audience_is_a_token_for_the_api_server() {
+        let verdict = review(
+            &token(Some(600), &["https://kubernetes.default.svc.cluster.local"]),
+            NS,
+            "researcher",
+        );
+        assert_eq!(verdict.decision(), Some(Decision::Allowed), "{verdict:?}");
     }
 
     #[test]
