@@ -1256,8 +1256,9 @@ async fn refused_as(kubeconfig: &Path, args: &[&str], code: &str) -> anyhow::Res
 }
 
 /// Binds the built-in `edit` ClusterRole to `user` in `namespace` (an ordinary namespace
-/// developer, who may write Secrets there), and the right to create tokens, which `edit` does
-/// not carry on this API server: someone who may create tokens.
+/// developer), and a Role to create tokens: on this control plane the developer was refused
+/// `serviceaccounts/token`, pods and Secrets with `edit` alone (its aggregated rules seem not
+/// filled in), so token creation is granted explicitly: someone who may create tokens.
 fn grant_edit_and_tokens(namespace: &str, user: &str) -> anyhow::Result<()> {
     let subjects = json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]);
     let rbac = json!({
@@ -1382,6 +1383,45 @@ async fn a_developer_may_mint_no_token_for_an_agent_beyond_its_ttl_or_audience_n
                 out.status.success(),
                 "a token for default: {}",
                 stderr(&out)
+            );
+
+            // An identity that allows two hours still never gets a 3607-second token: the API
+            // server would extend it to a year. Refused as a TokenRequest and as a pod's volume.
+            mandate
+                .ready_agent(
+                    ns,
+                    reader("archivist").with("/spec/credentials/tokenTtlSeconds", 7200),
+                    Some(binding("archivist-tools", "archivist", &["read"])),
+                )
+                .await?;
+            let extended = refused_as(
+                kubeconfig,
+                &["create", "token", "archivist", "-n", ns, "--duration=3607s"],
+                "TokenTTL",
+            )
+            .await?;
+            assert!(
+                extended.message.contains("extends to a year"),
+                "{}",
+                extended.message
+            );
+            let out = kubectl_as(
+                kubeconfig,
+                &["create", "token", "archivist", "-n", ns, "--duration=2h"],
+            )?;
+            ensure!(
+                out.status.success(),
+                "two hours for archivist: {}",
+                stderr(&out)
+            );
+            let pod_3607 = pod("archivist-3607", Some("archivist"), "archivist")
+                .with("/spec/automountServiceAccountToken", false)
+                .with("/spec/volumes", token_volume(3607));
+            let refusal = refused(&in_namespace(pod_3607, ns), "TokenTTL", None).await?;
+            assert!(
+                refusal.message.contains("extends to a year"),
+                "{}",
+                refusal.message
             );
 
             // A legacy token Secret of the default ServiceAccount, retargeted at the agent's by an
