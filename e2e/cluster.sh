@@ -169,7 +169,7 @@ start_controller_manager() {
     --service-account-private-key-file "$pki/sa.key" \
     --root-ca-file "$pki/ca.crt" \
     --service-cluster-ip-range "$service_cidr" \
-    --controllers 'garbage-collector-controller,namespace-controller,deployment-controller,replicaset-controller,statefulset-controller,daemonset-controller,job-controller,cronjob-controller,serviceaccount-controller,serviceaccount-token-controller,endpointslice-controller,root-ca-certificate-publisher-controller,legacy-serviceaccount-token-cleaner-controller'
+    --controllers 'garbage-collector-controller,namespace-controller,deployment-controller,replicaset-controller,statefulset-controller,daemonset-controller,job-controller,cronjob-controller,serviceaccount-controller,serviceaccount-token-controller,endpointslice-controller,root-ca-certificate-publisher-controller,legacy-serviceaccount-token-cleaner-controller,clusterrole-aggregation-controller'
   # The controller manager has no health port here; it is up once it created the
   # kube-root-ca.crt ConfigMap in the default namespace.
   wait_for kube-controller-manager 60 \
