@@ -1255,43 +1255,38 @@ async fn refused_as(kubeconfig: &Path, args: &[&str], code: &str) -> anyhow::Res
     }
 }
 
-/// Binds the built-in `edit` ClusterRole to `user` in `namespace` (an ordinary namespace
-/// developer), and a Role to create tokens: on this control plane the developer was refused
-/// `serviceaccounts/token`, pods and Secrets with `edit` alone (its aggregated rules seem not
-/// filled in), so token creation is granted explicitly: someone who may create tokens.
-fn grant_edit_and_tokens(namespace: &str, user: &str) -> anyhow::Result<()> {
-    let subjects = json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]);
-    let rbac = json!({
-        "apiVersion": "v1", "kind": "List",
-        "items": [
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                "metadata": {"name": "developer-edit", "namespace": namespace},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit",
-                },
-                "subjects": subjects,
-            },
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-                "metadata": {"name": "token-creator", "namespace": namespace},
-                "rules": [{
-                    "apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"],
-                }],
-            },
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                "metadata": {"name": "token-creator", "namespace": namespace},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                    "name": "token-creator",
-                },
-                "subjects": subjects,
-            },
-        ]
+/// Binds the built-in `edit` ClusterRole to `user` in `namespace`: an ordinary namespace
+/// developer, who may create tokens, pods and Secrets there. Returns once the API server says
+/// the user may create tokens (the aggregated `edit` rules and the binding take a moment).
+async fn grant_edit(namespace: &str, user: &str) -> anyhow::Result<()> {
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "developer-edit", "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
     });
-    kubectl_ok(&["apply", "-f", "-"], Some(&rbac.to_string()))?;
-    Ok(())
+    kubectl_ok(&["apply", "-f", "-"], Some(&binding.to_string()))?;
+    eventually(
+        &format!("{user} to be an editor of {namespace}"),
+        TIMEOUT,
+        || async {
+            let out = kubectl_output(&[
+                "auth",
+                "can-i",
+                "create",
+                "serviceaccounts/token",
+                "-n",
+                namespace,
+                "--as",
+                user,
+            ])?;
+            Ok(String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .eq("yes")
+                .then_some(()))
+        },
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1314,7 +1309,7 @@ async fn a_developer_may_mint_no_token_for_an_agent_beyond_its_ttl_or_audience_n
             let users = state_dir().join("users").join(ns);
             std::fs::create_dir_all(&users)?;
             let dev = User::create(&users, "dana", "developers")?;
-            grant_edit_and_tokens(ns, &dev.name)?;
+            grant_edit(ns, &dev.name).await?;
             let kubeconfig = dev.kubeconfig.as_path();
 
             // A year-long token for the agent: refused, naming the TTL.
@@ -1417,7 +1412,8 @@ async fn a_developer_may_mint_no_token_for_an_agent_beyond_its_ttl_or_audience_n
             let pod_3607 = pod("archivist-3607", Some("archivist"), "archivist")
                 .with("/spec/automountServiceAccountToken", false)
                 .with("/spec/volumes", token_volume(3607));
-            let refusal = refused(&in_namespace(pod_3607, ns), "TokenTTL", None).await?;
+            let refusal =
+                refused(&in_namespace(pod_3607, ns), "TokenTTL", Some(kubeconfig)).await?;
             assert!(
                 refusal.message.contains("extends to a year"),
                 "{}",
@@ -1434,20 +1430,18 @@ async fn a_developer_may_mint_no_token_for_an_agent_beyond_its_ttl_or_audience_n
                 },
                 "type": "kubernetes.io/service-account-token",
             });
-            // `edit` may write Secrets but not read them on this API server, and kubectl reads
-            // before it applies or patches, so the Secret is made and retargeted as the admin.
-            admitted(&secret, None).await?;
+            admitted(&secret, Some(kubeconfig)).await?;
             let retargeted = secret.clone().with(
                 "/metadata/annotations/kubernetes.io~1service-account.name",
                 "researcher",
             );
-            let applied = refused(&retargeted, "LongLivedToken", None).await?;
+            let applied = refused(&retargeted, "LongLivedToken", Some(kubeconfig)).await?;
             assert_eq!(applied.webhook, CREDENTIALS_IN_AGENT_NAMESPACES);
             assert_eq!(applied.codes, ["LongLivedToken"]);
             let patch = json!({"metadata": {"annotations":
             {"kubernetes.io/service-account.name": "researcher"}}});
             let patched = refused_as(
-                &kubeconfig_path(),
+                kubeconfig,
                 &[
                     "patch",
                     "secret",
