@@ -458,6 +458,28 @@ fn creating_a_legacy_token_secret_for_an_agent_is_refused_with_long_lived_token(
 }
 
 #[test]
+fn retargeting_a_legacy_token_secret_at_an_agent_is_refused_with_long_lived_token() -> Result<()> {
+    let answer = review("secret-token-retarget.json")?;
+    assert_denied(&answer, &["LongLivedToken"]);
+    assert_eq!(answer.annotation("agent"), Some("researcher"));
+    Ok(())
+}
+
+#[test]
+fn a_year_long_token_request_for_an_agent_is_refused_with_token_ttl_only() -> Result<()> {
+    let answer = review("tokenrequest-create.json")?;
+    // Only the lifetime: the audience the API server filled in is its own.
+    assert_denied(&answer, &["TokenTTL"]);
+    assert!(
+        answer.message().contains("valid 31536000s"),
+        "{}",
+        answer.message()
+    );
+    assert_eq!(answer.annotation("agent"), Some("researcher"));
+    Ok(())
+}
+
+#[test]
 fn kinds_mandate_does_not_review_are_allowed_without_annotations() -> Result<()> {
     let answer = review("configmap-create.json")?;
     assert!(answer.allowed());

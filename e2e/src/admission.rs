@@ -4,7 +4,7 @@
 //! The Helm chart renders the same webhooks (with a Service instead of a URL): keep the two in
 //! step, webhook by webhook.
 //!
-//! Six webhooks, each with its own name (the API server prefixes the audit annotations with it,
+//! Eight webhooks, each with its own name (the API server prefixes the audit annotations with it,
 //! so `pods.namespaces.mandate.dev/decision` says which scope judged a pod) and its own path:
 //!
 //! - `pods.namespaces.mandate.dev`: every pod in a namespace labelled `mandate.dev/mode`
@@ -17,7 +17,10 @@
 //!   namespaces (`/validate`, Fail);
 //! - `secrets.mandate.dev`: the same in every other namespace (`/validate`, Ignore);
 //! - `resources.mandate.dev`: AgentIdentities, ToolBindings and DelegationPolicies everywhere
-//!   (`/validate/mandate`, Fail: each of them concerns an agent).
+//!   (`/validate/mandate`, Fail: each of them concerns an agent);
+//! - `credentials.namespaces.mandate.dev`: TokenRequests (`serviceaccounts/token`) and updates
+//!   of legacy token Secrets in labelled namespaces (`/validate`, Fail);
+//! - `credentials.mandate.dev`: the same in every other namespace (`/validate`, Ignore).
 //!
 //! "Every namespace" always leaves out kube-system, kube-node-lease and mandate's own namespace,
 //! so a broken mandate can neither stop the cluster nor stop its own repair.
@@ -48,6 +51,10 @@ pub const SECRETS_IN_AGENT_NAMESPACES: &str = "secrets.namespaces.mandate.dev";
 pub const SECRETS_ELSEWHERE: &str = "secrets.mandate.dev";
 /// mandate's own resources.
 pub const MANDATE_RESOURCES: &str = "resources.mandate.dev";
+/// TokenRequests and updates of legacy token Secrets in namespaces that opted in.
+pub const CREDENTIALS_IN_AGENT_NAMESPACES: &str = "credentials.namespaces.mandate.dev";
+/// TokenRequests and updates of legacy token Secrets everywhere else.
+pub const CREDENTIALS_ELSEWHERE: &str = "credentials.mandate.dev";
 
 /// Namespaces no webhook ever looks at, besides mandate's own.
 pub const SYSTEM_NAMESPACES: [&str; 2] = ["kube-system", "kube-node-lease"];
@@ -99,7 +106,7 @@ impl WebhookSettings {
     }
 }
 
-/// mandate's ValidatingWebhookConfiguration for `settings` (the six webhooks listed above).
+/// mandate's ValidatingWebhookConfiguration for `settings` (the eight webhooks listed above).
 pub fn webhook_configuration(
     settings: &WebhookSettings,
 ) -> anyhow::Result<ValidatingWebhookConfiguration> {
@@ -160,6 +167,27 @@ pub fn webhook_configuration(
     let token_secrets_only = json!([{
         "name": "service-account-token",
         "expression": "has(object.type) && object.type == 'kubernetes.io/service-account-token'",
+    }]);
+
+    // TokenRequests for agents' ServiceAccounts (TokenTTL), and updates that could retarget a
+    // legacy token Secret at one (LongLivedToken); of Secrets, again only token Secrets.
+    let credential_rules = json!([
+        {
+            "apiGroups": [""], "apiVersions": ["v1"],
+            "operations": ["CREATE"],
+            "resources": ["serviceaccounts/token"],
+            "scope": "Namespaced",
+        },
+        {
+            "apiGroups": [""], "apiVersions": ["v1"],
+            "operations": ["UPDATE"],
+            "resources": ["secrets"],
+            "scope": "Namespaced",
+        },
+    ]);
+    let token_requests_or_token_secrets = json!([{
+        "name": "token-request-or-service-account-token",
+        "expression": "request.resource.resource != 'secrets' || (has(object.type) && object.type == 'kubernetes.io/service-account-token')",
     }]);
 
     let webhooks = vec![
@@ -252,6 +280,32 @@ pub fn webhook_configuration(
                     "scope": "Namespaced",
                 }],
                 "namespaceSelector": namespaces(None),
+            }),
+        ),
+        // 7. Credentials in namespaces that opted in. Fail: agent namespaces. A TokenRequest
+        //    carries no label of the agent (an objectSelector sees the TokenRequest, not the
+        //    ServiceAccount), so the namespace is the scope; the reviewer skips tokens for
+        //    ServiceAccounts of no agent.
+        webhook(
+            CREDENTIALS_IN_AGENT_NAMESPACES,
+            VALIDATE_PATH,
+            "Fail",
+            json!({
+                "rules": credential_rules,
+                "namespaceSelector": namespaces(Some(true)),
+                "matchConditions": token_requests_or_token_secrets,
+            }),
+        ),
+        // 8. The same elsewhere: not agent namespaces, and every TokenRequest there is sent,
+        //    agents' or not, so Ignore.
+        webhook(
+            CREDENTIALS_ELSEWHERE,
+            VALIDATE_PATH,
+            "Ignore",
+            json!({
+                "rules": credential_rules,
+                "namespaceSelector": namespaces(Some(false)),
+                "matchConditions": token_requests_or_token_secrets,
             }),
         ),
     ];

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::{Context, bail, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Pod, ServiceAccount};
 use kube::api::{ListParams, Patch, PatchParams};
@@ -22,8 +22,9 @@ use mandate::api::AgentIdentity;
 use mandate::api::conditions::{READY, is_true};
 use mandate::assess::projections_applied;
 use mandate_e2e::admission::{
-    AGENT_PODS_ELSEWHERE, MANDATE_RESOURCES, PODS_IN_AGENT_NAMESPACES, RegisteredWebhooks,
-    SECRETS_IN_AGENT_NAMESPACES, WebhookSettings, webhook_configuration,
+    AGENT_PODS_ELSEWHERE, CREDENTIALS_IN_AGENT_NAMESPACES, MANDATE_RESOURCES,
+    PODS_IN_AGENT_NAMESPACES, RegisteredWebhooks, SECRETS_IN_AGENT_NAMESPACES, WebhookSettings,
+    webhook_configuration,
 };
 use mandate_e2e::operator::{Operator, OperatorOptions};
 use mandate_e2e::resources::{Kind, install_crds, rfc3339_from_now};
@@ -1382,4 +1383,237 @@ fn refusals_are_read_from_kubectls_words() {
     assert_eq!(refusal.webhook, "pods.namespaces.mandate.dev");
     assert_eq!(refusal.codes, ["NoIdentity", "TokenTTL"]);
     assert!(Refusal::parse("Error from server (NotFound): nope").is_none());
+}
+
+/// `kubectl` as the user of `kubeconfig`.
+fn kubectl_as(kubeconfig: &Path, args: &[&str]) -> anyhow::Result<Output> {
+    let path = kubeconfig.to_string_lossy().into_owned();
+    let mut all = vec!["--kubeconfig", path.as_str()];
+    all.extend(args);
+    kubectl_with_stdin(&all, None)
+}
+
+/// Runs `args` as the user of `kubeconfig` until a mandate webhook refuses it naming `code`
+/// (mandate's caches may lag a moment behind the identity the test just made ready).
+async fn refused_as(kubeconfig: &Path, args: &[&str], code: &str) -> anyhow::Result<Refusal> {
+    let deadline = Instant::now() + CACHE_LAG;
+    loop {
+        let out = kubectl_as(kubeconfig, args)?;
+        let text = stderr(&out);
+        if let Some(refusal) = Refusal::parse(&text).filter(|r| r.names(code)) {
+            return Ok(refusal);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "expected kubectl {args:?} to be refused naming {code}; it said: {}{text}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Binds the built-in `edit` ClusterRole to `user` in `namespace`: an ordinary namespace
+/// developer, who may create tokens, pods and Secrets there. Returns once the API server says
+/// the user may create tokens (the aggregated `edit` rules and the binding take a moment).
+async fn grant_edit(namespace: &str, user: &str) -> anyhow::Result<()> {
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "developer-edit", "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    });
+    kubectl_ok(&["apply", "-f", "-"], Some(&binding.to_string()))?;
+    eventually(
+        &format!("{user} to be an editor of {namespace}"),
+        TIMEOUT,
+        || async {
+            let out = kubectl_output(&[
+                "auth",
+                "can-i",
+                "create",
+                "serviceaccounts/token",
+                "-n",
+                namespace,
+                "--as",
+                user,
+            ])?;
+            Ok(String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .eq("yes")
+                .then_some(()))
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_developer_may_mint_no_token_for_an_agent_beyond_its_ttl_or_audience_nor_retarget_a_token_secret()
+-> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let mandate = Mandate::start("adm-tokens").await?;
+    mandate
+        .explain(async {
+            let ns = mandate.namespace("adm-tokens", Some("enforce")).await?;
+            let ns = ns.name.as_str();
+            // researcher: ReadOnly, so tokens up to 3600 s, for the API server only.
+            mandate
+                .ready_agent(
+                    ns,
+                    reader("researcher"),
+                    Some(binding("researcher-tools", "researcher", &["read"])),
+                )
+                .await?;
+            let users = state_dir().join("users").join(ns);
+            std::fs::create_dir_all(&users)?;
+            let dev = User::create(&users, "dana", "developers")?;
+            grant_edit(ns, &dev.name).await?;
+            let kubeconfig = dev.kubeconfig.as_path();
+
+            // A year-long token for the agent: refused, naming the TTL.
+            let year = refused_as(
+                kubeconfig,
+                &[
+                    "create",
+                    "token",
+                    "researcher",
+                    "-n",
+                    ns,
+                    "--duration=8760h",
+                ],
+                "TokenTTL",
+            )
+            .await?;
+            assert_eq!(year.webhook, CREDENTIALS_IN_AGENT_NAMESPACES);
+            assert_eq!(year.codes, ["TokenTTL"]);
+            assert!(
+                year.message.contains("longer than the 3600s"),
+                "{}",
+                year.message
+            );
+
+            // A token for another audience: refused.
+            let audience = refused_as(
+                kubeconfig,
+                &[
+                    "create",
+                    "token",
+                    "researcher",
+                    "-n",
+                    ns,
+                    "--duration=10m",
+                    "--audience",
+                    "https://other.example",
+                ],
+                "TokenTTL",
+            )
+            .await?;
+            assert!(
+                audience.message.contains("audience https://other.example"),
+                "{}",
+                audience.message
+            );
+
+            // Within the TTL, for the API server (no audience named, no duration: the API server's
+            // default hour): allowed.
+            for args in [
+                vec!["create", "token", "researcher", "-n", ns, "--duration=10m"],
+                vec!["create", "token", "researcher", "-n", ns],
+            ] {
+                let out = kubectl_as(kubeconfig, &args)?;
+                ensure!(
+                    out.status.success() && !out.stdout.is_empty(),
+                    "kubectl {args:?} should mint a token: {}",
+                    stderr(&out)
+                );
+            }
+            // A token for a ServiceAccount of no agent is not mandate's business.
+            let out = kubectl_as(
+                kubeconfig,
+                &["create", "token", "default", "-n", ns, "--duration=8760h"],
+            )?;
+            ensure!(
+                out.status.success(),
+                "a token for default: {}",
+                stderr(&out)
+            );
+
+            // An identity that allows two hours still never gets a 3607-second token: the API
+            // server would extend it to a year. Refused as a TokenRequest and as a pod's volume.
+            mandate
+                .ready_agent(
+                    ns,
+                    reader("archivist").with("/spec/credentials/tokenTtlSeconds", 7200),
+                    Some(binding("archivist-tools", "archivist", &["read"])),
+                )
+                .await?;
+            let extended = refused_as(
+                kubeconfig,
+                &["create", "token", "archivist", "-n", ns, "--duration=3607s"],
+                "TokenTTL",
+            )
+            .await?;
+            assert!(
+                extended.message.contains("extends to a year"),
+                "{}",
+                extended.message
+            );
+            let out = kubectl_as(
+                kubeconfig,
+                &["create", "token", "archivist", "-n", ns, "--duration=2h"],
+            )?;
+            ensure!(
+                out.status.success(),
+                "two hours for archivist: {}",
+                stderr(&out)
+            );
+            let pod_3607 = pod("archivist-3607", Some("archivist"), "archivist")
+                .with("/spec/automountServiceAccountToken", false)
+                .with("/spec/volumes", token_volume(3607));
+            let refusal =
+                refused(&in_namespace(pod_3607, ns), "TokenTTL", Some(kubeconfig)).await?;
+            assert!(
+                refusal.message.contains("extends to a year"),
+                "{}",
+                refusal.message
+            );
+
+            // A legacy token Secret of the default ServiceAccount, retargeted at the agent's by an
+            // update: refused as its creation would be, whether applied or patched.
+            let secret = json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {
+                    "name": "legacy-token", "namespace": ns,
+                    "annotations": {"kubernetes.io/service-account.name": "default"},
+                },
+                "type": "kubernetes.io/service-account-token",
+            });
+            admitted(&secret, Some(kubeconfig)).await?;
+            let retargeted = secret.clone().with(
+                "/metadata/annotations/kubernetes.io~1service-account.name",
+                "researcher",
+            );
+            let applied = refused(&retargeted, "LongLivedToken", Some(kubeconfig)).await?;
+            assert_eq!(applied.webhook, CREDENTIALS_IN_AGENT_NAMESPACES);
+            assert_eq!(applied.codes, ["LongLivedToken"]);
+            let patch = json!({"metadata": {"annotations":
+            {"kubernetes.io/service-account.name": "researcher"}}});
+            let patched = refused_as(
+                kubeconfig,
+                &[
+                    "patch",
+                    "secret",
+                    "legacy-token",
+                    "-n",
+                    ns,
+                    "-p",
+                    &patch.to_string(),
+                ],
+                "LongLivedToken",
+            )
+            .await?;
+            assert_eq!(patched.codes, ["LongLivedToken"]);
+            Ok(())
+        })
+        .await
 }

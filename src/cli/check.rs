@@ -81,6 +81,9 @@ pub struct CheckArgs {
     /// The installation's approver group for High-risk ToolBindings.
     #[arg(long, default_value = DEFAULT_APPROVER_GROUP)]
     pub approver_group: String,
+    /// The API server's token audiences (its --api-audiences, comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = crate::admission::snapshot::DEFAULT_API_AUDIENCE)]
+    pub api_audiences: Vec<String>,
     /// The installation's own namespace (never reviewed).
     #[arg(long, default_value = DEFAULT_NAMESPACE)]
     pub mandate_namespace: String,
@@ -199,6 +202,7 @@ pub async fn run(args: CheckArgs) -> Result<bool, CheckError> {
         default_mode: args.default_mode,
         approver_group: args.approver_group.clone(),
         own_namespace: args.mandate_namespace.clone(),
+        api_audiences: args.api_audiences.clone(),
     };
     let user = User {
         name: args.as_user.clone(),

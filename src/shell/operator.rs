@@ -78,6 +78,15 @@ pub struct RunArgs {
         default_value = "mandate:approvers"
     )]
     pub approver_group: String,
+    /// The API server's token audiences (its --api-audiences, comma-separated): a TokenRequest
+    /// for them is a token for the API server, which every agent may have.
+    #[arg(
+        long,
+        env = "MANDATE_API_AUDIENCES",
+        value_delimiter = ',',
+        default_value = crate::admission::snapshot::DEFAULT_API_AUDIENCE
+    )]
+    pub api_audiences: Vec<String>,
     /// Log format.
     #[arg(long, env = "MANDATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -92,6 +101,7 @@ impl RunArgs {
             default_mode: self.default_mode,
             approver_group: self.approver_group.clone(),
             own_namespace: self.namespace.clone(),
+            api_audiences: self.api_audiences.clone(),
         }
     }
 

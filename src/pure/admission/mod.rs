@@ -15,6 +15,7 @@ pub mod snapshot;
 #[cfg(any(test, feature = "fixtures"))]
 #[doc(hidden)]
 pub mod synthetic;
+pub mod token;
 pub mod verdict;
 pub mod workload;
 

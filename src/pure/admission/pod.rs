@@ -18,6 +18,10 @@ pub const DEFAULT_TOKEN_EXPIRATION_SECONDS: i64 = 3600;
 /// The prefix of the token volume the ServiceAccount admission plugin injects when tokens are
 /// automounted.
 pub const AUTOMOUNT_VOLUME_PREFIX: &str = "kube-api-access-";
+/// The lifetime the API server extends to a year (the automounted token's, when
+/// `--service-account-extend-token-expiration` is on, its default): never allowed to an agent,
+/// whatever its TTL.
+pub const EXTENDED_TOKEN_SECONDS: i64 = 3607;
 
 /// The parts of a pod the rules read: a Pod's, or a workload template's with the workload's
 /// namespace.
@@ -243,12 +247,6 @@ fn identity_rules(
 /// Projected tokens must live no longer than the identity allows and serve only the API server
 /// or the identity's audiences.
 fn token_rules(pod: &PodView<'_>, agent: &str, identity: &AgentIdentity) -> Vec<Finding> {
-    let ttl = identity.token_ttl_seconds();
-    let audiences: &[String] = identity
-        .spec
-        .credentials
-        .as_ref()
-        .map_or(&[], |c| c.audiences.as_slice());
     let mut findings = Vec::new();
     for volume in pod.spec.volumes.iter().flatten() {
         let sources = volume
@@ -258,47 +256,87 @@ fn token_rules(pod: &PodView<'_>, agent: &str, identity: &AgentIdentity) -> Vec<
             .into_iter()
             .flatten();
         for token in sources.filter_map(|s| s.service_account_token.as_ref()) {
+            let name = &volume.name;
             let seconds = token
                 .expiration_seconds
                 .unwrap_or(DEFAULT_TOKEN_EXPIRATION_SECONDS);
-            let name = &volume.name;
-            if seconds > ttl {
-                let advice = if name.starts_with(AUTOMOUNT_VOLUME_PREFIX) {
-                    format!(
-                        "set automountServiceAccountToken: false and project a \
-                         serviceAccountToken volume with expirationSeconds <= {ttl}"
-                    )
-                } else {
-                    format!("set expirationSeconds to {ttl} or less")
-                };
-                findings.push(Finding::new(
-                    Reason::TokenTTL,
-                    format!(
-                        "volume {name} projects a token valid {seconds}s, longer than the {ttl}s \
-                         AgentIdentity {agent} allows: {advice}"
-                    ),
-                ));
-            }
-            let refused_audience = token
-                .audience
-                .as_deref()
-                .filter(|a| !a.is_empty() && !audiences.iter().any(|allowed| allowed == a));
-            if let Some(audience) = refused_audience {
-                let allowed = if audiences.is_empty() {
-                    "none besides the API server's".to_owned()
-                } else {
-                    audiences.join(", ")
-                };
-                findings.push(Finding::new(
-                    Reason::TokenTTL,
-                    format!(
-                        "volume {name} projects a token for audience {audience}, which \
-                         AgentIdentity {agent} does not allow (allowed: {allowed}): use an \
-                         allowed audience or add it to spec.credentials.audiences"
-                    ),
-                ));
-            }
+            let ttl = identity.token_ttl_seconds();
+            let advice = if name.starts_with(AUTOMOUNT_VOLUME_PREFIX) {
+                format!(
+                    "set automountServiceAccountToken: false and project a serviceAccountToken \
+                     volume with expirationSeconds <= {ttl} (not {EXTENDED_TOKEN_SECONDS})"
+                )
+            } else {
+                format!(
+                    "set expirationSeconds to {} or less",
+                    ttl.min(EXTENDED_TOKEN_SECONDS - 1)
+                )
+            };
+            let audience = token.audience.as_deref().filter(|a| !a.is_empty());
+            findings.extend(judge_token(
+                &format!("volume {name} projects a token"),
+                seconds,
+                audience.into_iter(),
+                agent,
+                identity,
+                &advice,
+            ));
         }
+    }
+    findings
+}
+
+/// Judges one token of agent `agent`'s identity, `what` (`volume x projects a token`, `the
+/// TokenRequest asks for a token`), valid `seconds` and for `audiences` (none: the API
+/// server's): longer than the identity's TTL, exactly [`EXTENDED_TOKEN_SECONDS`], or for an
+/// audience the identity does not allow is `TokenTTL`. `advice` says how to shorten it. The one
+/// judgment of tokens for projected volumes and TokenRequests alike.
+pub fn judge_token<'a>(
+    what: &str,
+    seconds: i64,
+    audiences: impl Iterator<Item = &'a str>,
+    agent: &str,
+    identity: &AgentIdentity,
+    advice: &str,
+) -> Vec<Finding> {
+    let ttl = identity.token_ttl_seconds();
+    let allowed: &[String] = identity
+        .spec
+        .credentials
+        .as_ref()
+        .map_or(&[], |c| c.audiences.as_slice());
+    let mut findings = Vec::new();
+    if seconds > ttl {
+        findings.push(Finding::new(
+            Reason::TokenTTL,
+            format!(
+                "{what} valid {seconds}s, longer than the {ttl}s AgentIdentity {agent} allows: \
+                 {advice}"
+            ),
+        ));
+    } else if seconds == EXTENDED_TOKEN_SECONDS {
+        findings.push(Finding::new(
+            Reason::TokenTTL,
+            format!(
+                "{what} valid exactly {EXTENDED_TOKEN_SECONDS}s, which the API server extends to \
+                 a year (--service-account-extend-token-expiration, on by default): {advice}"
+            ),
+        ));
+    }
+    for audience in audiences.filter(|a| !allowed.iter().any(|allowed| allowed == a)) {
+        let allowed = if allowed.is_empty() {
+            "none besides the API server's".to_owned()
+        } else {
+            allowed.join(", ")
+        };
+        findings.push(Finding::new(
+            Reason::TokenTTL,
+            format!(
+                "{what} for audience {audience}, which AgentIdentity {agent} does not allow \
+                 (allowed: {allowed}): use an allowed audience or add it to \
+                 spec.credentials.audiences"
+            ),
+        ));
     }
     findings
 }
@@ -620,6 +658,69 @@ mod tests {
         assert_eq!(verdict.codes(), ["TokenTTL"]);
         assert_eq!(verdict.all_findings().len(), 1);
         assert!(verdict.all_findings()[0].detail.contains("audience vault"));
+    }
+
+    /// `hours`: a Ready, bound identity whose TTL (two hours) allows 3607 seconds.
+    fn snapshot_with_two_hour_ttl() -> Snapshot {
+        snapshot_with(|b| {
+            b.identity(
+                identity("hours")
+                    .credentials(Some(7200), [])
+                    .ready()
+                    .build(),
+            )
+            .binding(binding("h").agent("hours").tool(tool("t")).build())
+        })
+    }
+
+    #[test]
+    fn a_token_of_exactly_3607_seconds_is_refused_even_when_the_ttl_allows_it() {
+        let snapshot = snapshot_with_two_hour_ttl();
+        let verdict = review_with(
+            &snapshot,
+            pod("p")
+                .runs_as("hours")
+                .token_volume("token", None, Some(3607)),
+        );
+        assert_eq!(verdict.codes(), ["TokenTTL"]);
+        let detail = &verdict.all_findings()[0].detail;
+        assert!(detail.contains("exactly 3607s"), "{detail}");
+        assert!(detail.contains("extends to a year"), "{detail}");
+        assert!(
+            detail.contains("set expirationSeconds to 3606 or less"),
+            "{detail}"
+        );
+    }
+
+    #[test]
+    fn the_automounted_volume_of_3607_seconds_is_refused_even_when_the_ttl_allows_it() {
+        let snapshot = snapshot_with_two_hour_ttl();
+        let verdict = review_with(&snapshot, pod("p").runs_as("hours").kube_api_access());
+        assert_eq!(verdict.codes(), ["TokenTTL"]);
+        let detail = &verdict.all_findings()[0].detail;
+        assert!(detail.contains("extends to a year"), "{detail}");
+        assert!(
+            detail.contains("automountServiceAccountToken: false"),
+            "{detail}"
+        );
+    }
+
+    #[test]
+    fn tokens_just_below_and_above_3607_seconds_within_the_ttl_are_allowed() {
+        let snapshot = snapshot_with_two_hour_ttl();
+        for seconds in [3606, 3608, 7200] {
+            let verdict = review_with(
+                &snapshot,
+                pod("p")
+                    .runs_as("hours")
+                    .token_volume("token", None, Some(seconds)),
+            );
+            assert_eq!(
+                verdict.decision(),
+                Some(Decision::Allowed),
+                "{seconds}: {verdict:?}"
+            );
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! have no readable metadata, is a [`BadReview`] (HTTP 400).
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::authentication::v1::UserInfo;
+use k8s_openapi::api::authentication::v1::{TokenRequest, UserInfo};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -62,6 +62,9 @@ pub enum Object {
     CronJob(Box<Objects<CronJob>>),
     /// Type and metadata only.
     Secret(Box<Objects<SecretHead>>),
+    /// A TokenRequest (`serviceaccounts/token`): the ServiceAccount it is for is the request's
+    /// name.
+    TokenRequest(Box<Objects<TokenRequest>>),
     AgentIdentity(Box<Objects<AgentIdentity>>),
     ToolBinding(Box<Objects<ToolBinding>>),
     DelegationPolicy(Box<Objects<DelegationPolicy>>),
@@ -69,13 +72,13 @@ pub enum Object {
     Other,
 }
 
-/// A request's object and, for the kinds whose review compares them (pods and mandate's own
-/// kinds), the object it replaces.
+/// A request's object and, for the kinds whose review compares them (pods, Secrets and
+/// mandate's own kinds), the object it replaces.
 #[derive(Debug)]
 pub struct Objects<T> {
     pub object: Read<T>,
-    /// The old object of an update. Always `None` for workloads and Secrets (their reviews
-    /// never compare), and when the old object is not a valid `T` (it is then not compared).
+    /// The old object of an update. Always `None` for workloads (their reviews never compare),
+    /// and when the old object is not a valid `T` (it is then not compared).
     pub old: Option<T>,
 }
 
@@ -322,8 +325,9 @@ impl Object {
                 kind.kind.as_str(),
             ) {
                 ("", "v1", "Pod") => Object::Pod(Objects::boxed(object, old, Old::Read, ns)?),
-                ("", "v1", "Secret") => {
-                    Object::Secret(Objects::boxed(object, old, Old::Check, ns)?)
+                ("", "v1", "Secret") => Object::Secret(Objects::boxed(object, old, Old::Read, ns)?),
+                ("authentication.k8s.io", "v1", "TokenRequest") => {
+                    Object::TokenRequest(Objects::boxed(object, old, Old::Check, ns)?)
                 }
                 ("apps", "v1", "Deployment") => {
                     Object::Deployment(Objects::boxed(object, old, Old::Check, ns)?)
@@ -480,6 +484,7 @@ impl Object {
             Object::Job(o) => o.metadata(),
             Object::CronJob(o) => o.metadata(),
             Object::Secret(o) => o.metadata(),
+            Object::TokenRequest(o) => o.metadata(),
             Object::AgentIdentity(o) => o.metadata(),
             Object::ToolBinding(o) => o.metadata(),
             Object::DelegationPolicy(o) => o.metadata(),
@@ -499,6 +504,7 @@ impl Object {
             Object::Job(o) => o.is_absent(),
             Object::CronJob(o) => o.is_absent(),
             Object::Secret(o) => o.is_absent(),
+            Object::TokenRequest(o) => o.is_absent(),
             Object::AgentIdentity(o) => o.is_absent(),
             Object::ToolBinding(o) => o.is_absent(),
             Object::DelegationPolicy(o) => o.is_absent(),
@@ -560,6 +566,7 @@ macro_rules! readable_builtin {
 
 readable_builtin!(
     Pod,
+    TokenRequest,
     Deployment,
     StatefulSet,
     DaemonSet,

@@ -16,9 +16,10 @@ use kube::core::admission::Operation;
 use super::Reviewer;
 use super::mandate_resources::{MandateResource, Requester, review_resource};
 use super::pod::review_pod;
-use super::request::{Object, Objects, ReadObjectError, Request};
+use super::request::{Object, Objects, ReadObjectError, Request, SecretHead};
 use super::secret::review_secret;
-use super::snapshot::{AdmissionConfig, Snapshot};
+use super::snapshot::{AdmissionConfig, SERVICE_ACCOUNT_NAME_ANNOTATION, Snapshot};
+use super::token::review_token_request;
 use super::verdict::{Mode, Verdict};
 use super::workload::{PodTemplate, review_workload};
 use crate::api::AGENT_LABEL;
@@ -120,12 +121,13 @@ pub fn review(
         return Verdict::skipped(subject);
     }
     let reviewed = match (object, &request.operation) {
-        (Object::Secret(_), Operation::Create) => true,
-        (Object::Secret(_), _) => false,
+        (Object::TokenRequest(_), Operation::Create) => true,
+        (Object::TokenRequest(_), _) => false,
         (_, Operation::Create | Operation::Update) => true,
         _ => false,
     };
     let subresource_reviewed = match (object, request.sub_resource.as_deref()) {
+        (Object::TokenRequest(_), sub) => sub == Some("token"),
         (_, None) => true,
         // Labels change through the status subresource too: judged when the agent label does.
         (Object::Pod(_), Some("ephemeralcontainers" | "status")) => true,
@@ -150,9 +152,25 @@ pub fn review(
         Object::Job(o) => review_template(o, subject, snapshot, config, now),
         Object::CronJob(o) => review_template(o, subject, snapshot, config, now),
         Object::Secret(secrets) => match secrets.object.get() {
+            // Like a pod update: an update that changes neither the type nor the
+            // ServiceAccount a token Secret names (the token controller filling in its data,
+            // the legacy-token cleaner labelling it) is not reviewed again; one that retargets
+            // it is reviewed as a create.
+            Ok(secret)
+                if secrets
+                    .old
+                    .as_ref()
+                    .is_some_and(|old| same_token_target(old, secret)) =>
+            {
+                Verdict::skipped(subject)
+            }
             Ok(secret) => {
                 review_secret(&secret.metadata, secret.type_.as_deref(), snapshot, config)
             }
+            Err(error) => invalid(subject, error),
+        },
+        Object::TokenRequest(tokens) => match tokens.object.get() {
+            Ok(token) => review_token_request(token, namespace, &request.name, snapshot, config),
             Err(error) => invalid(subject, error),
         },
         Object::AgentIdentity(o) => {
@@ -166,6 +184,19 @@ pub fn review(
         }
         Object::Other => Verdict::ignored(),
     }
+}
+
+/// Whether a Secret update leaves its type and the ServiceAccount it names as they were.
+fn same_token_target(old: &SecretHead, new: &SecretHead) -> bool {
+    let service_account = |secret: &SecretHead| {
+        secret
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(SERVICE_ACCOUNT_NAME_ANNOTATION))
+            .cloned()
+    };
+    old.type_ == new.type_ && service_account(old) == service_account(new)
 }
 
 /// Reviews a pod update or create. An update that changes the agent label is always judged in
@@ -571,6 +602,92 @@ mod tests {
             NOW,
         );
         assert_eq!(verdict.codes(), ["MissingDelegator"], "{verdict:?}");
+    }
+
+    fn token_secret(service_account: &str) -> serde_json::Value {
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/service-account-token",
+            "metadata": {"name": "x", "namespace": NS,
+                "annotations": {"kubernetes.io/service-account.name": service_account}}})
+    }
+
+    fn secret_update(old: &str, new: &str) -> Request {
+        let mut update = request(("", "v1", "Secret"), "UPDATE", token_secret(new));
+        let Object::Secret(secrets) = &mut update.object else {
+            panic!("not a secret");
+        };
+        secrets.old = serde_json::from_value(token_secret(old)).ok();
+        update
+    }
+
+    #[test]
+    fn a_token_secret_update_retargeting_it_at_an_agents_service_account_is_long_lived_token() {
+        let verdict = review(
+            &secret_update("default", "researcher"),
+            Some(&snapshot()),
+            &AdmissionConfig::default(),
+            NOW,
+        );
+        assert_eq!(verdict.codes(), ["LongLivedToken"]);
+        assert_eq!(verdict.decision(), Some(Decision::Denied));
+    }
+
+    #[test]
+    fn a_token_secret_update_that_keeps_its_service_account_is_skipped() {
+        let verdict = review(
+            &secret_update("researcher", "researcher"),
+            Some(&snapshot()),
+            &AdmissionConfig::default(),
+            NOW,
+        );
+        assert_eq!(verdict.decision(), Some(Decision::Skipped));
+    }
+
+    fn token_request(operation: &str, sub_resource: &str, seconds: i64) -> Request {
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u",
+                "kind": {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"},
+                "resource": {"group": "", "version": "v1", "resource": "serviceaccounts"},
+                "subResource": sub_resource,
+                "name": "researcher",
+                "namespace": NS,
+                "operation": operation,
+                "userInfo": {"username": "dev", "groups": ["system:authenticated"]},
+                "object": {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                    "metadata": {"creationTimestamp": null},
+                    "spec": {"audiences": null, "expirationSeconds": seconds, "boundObjectRef": null},
+                    "status": {"token": "", "expirationTimestamp": null}},
+            }
+        });
+        parse_review(review.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_token_request_for_an_agents_service_account_is_judged_by_its_identity() {
+        let config = AdmissionConfig::default();
+        let year = token_request("CREATE", "token", 31_536_000);
+        assert!(matches!(year.object, Object::TokenRequest(_)));
+        let verdict = review(&year, Some(&snapshot()), &config, NOW);
+        assert_eq!(verdict.codes(), ["TokenTTL"]);
+        assert_eq!(verdict.decision(), Some(Decision::Denied));
+        assert_eq!(verdict.subject(), format!("TokenRequest {NS}/researcher"));
+        let short = token_request("CREATE", "token", 600);
+        let verdict = review(&short, Some(&snapshot()), &config, NOW);
+        assert_eq!(verdict.decision(), Some(Decision::Allowed), "{verdict:?}");
+    }
+
+    #[test]
+    fn a_token_request_before_the_caches_synced_is_let_through_with_the_reason_recorded() {
+        let verdict = review(
+            &token_request("CREATE", "token", 31_536_000),
+            None,
+            &AdmissionConfig::default(),
+            NOW,
+        );
+        assert_eq!(verdict.decision(), Some(Decision::Skipped));
+        assert_eq!(verdict.codes(), ["NotReady"]);
     }
 
     #[test]

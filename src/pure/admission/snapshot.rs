@@ -28,6 +28,9 @@ pub const SERVICE_ACCOUNT_TOKEN_TYPE: &str = "kubernetes.io/service-account-toke
 pub const DEFAULT_APPROVER_GROUP: &str = "mandate:approvers";
 /// The namespace mandate runs in, unless configured otherwise.
 pub const DEFAULT_NAMESPACE: &str = "mandate-system";
+/// The API server's own token audience unless configured otherwise: its `--api-audiences`
+/// default, the `--service-account-issuer` most clusters use.
+pub const DEFAULT_API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
 
 /// Installation settings of admission.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +44,10 @@ pub struct AdmissionConfig {
     pub approver_group: String,
     /// mandate's own namespace: never reviewed, so mandate can always be repaired.
     pub own_namespace: String,
+    /// The API server's audiences (its `--api-audiences`): it fills them into a TokenRequest
+    /// that names none before admission, so a TokenRequest for them is a token for the API
+    /// server, which every identity allows. Default [`DEFAULT_API_AUDIENCE`].
+    pub api_audiences: Vec<String>,
 }
 
 impl Default for AdmissionConfig {
@@ -49,6 +56,7 @@ impl Default for AdmissionConfig {
             default_mode: Mode::Enforce,
             approver_group: DEFAULT_APPROVER_GROUP.to_owned(),
             own_namespace: DEFAULT_NAMESPACE.to_owned(),
+            api_audiences: vec![DEFAULT_API_AUDIENCE.to_owned()],
         }
     }
 }
