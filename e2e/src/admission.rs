@@ -415,7 +415,9 @@ mod tests {
                 PODS_IN_AGENT_NAMESPACES,
                 AGENT_PODS_ELSEWHERE,
                 SECRETS_IN_AGENT_NAMESPACES,
-                MANDATE_RESOURCES
+                MANDATE_RESOURCES,
+                // Scoped by its namespaceSelector to opted-in namespaces, like the pods' one.
+                CREDENTIALS_IN_AGENT_NAMESPACES
             ]
         );
     }
