@@ -2,7 +2,7 @@
 //! in; its status (phase, expiry, the Accepted and Active conditions) and the next edge of its
 //! validity window out. Pure.
 //!
-//! The phase is the authority's (`Authority::binding_phase`): Invalid while the binding breaks a
+//! The phase is the authority's (`Authority::phase_given`): Invalid while the binding breaks a
 //! rule, else Pending, Active or Expired by its window.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -27,7 +27,7 @@ pub fn assess_binding(
     now: Timestamp,
 ) -> BindingAssessment {
     let findings = authority.validate_binding(binding, now);
-    let phase = authority.binding_phase(binding, now);
+    let phase = Authority::phase_given(binding, &findings, now);
     let generation = binding.metadata.generation;
     let mut conditions_now = binding
         .status

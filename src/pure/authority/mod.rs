@@ -576,10 +576,21 @@ impl Authority {
     /// Where a ToolBinding stands at `now`: Invalid when it breaks a rule, else Expired,
     /// Pending or Active by its window.
     pub fn binding_phase(&self, binding: &ToolBinding, now: Timestamp) -> ToolBindingPhase {
-        if !self.validate_binding(binding, now).is_empty() {
-            return ToolBindingPhase::Invalid;
+        Authority::phase_given(binding, &self.validate_binding(binding, now), now)
+    }
+
+    /// [`Authority::binding_phase`] for a binding already validated (its `findings`), so a
+    /// caller that needs both validates once.
+    pub fn phase_given(
+        binding: &ToolBinding,
+        findings: &[Finding],
+        now: Timestamp,
+    ) -> ToolBindingPhase {
+        if findings.is_empty() {
+            binding.window_phase(now)
+        } else {
+            ToolBindingPhase::Invalid
         }
-        binding.window_phase(now)
     }
 
     /// The next instant strictly after `now` at which what `agent` may do changes: a
