@@ -71,8 +71,11 @@ pub trait MandateResource: kube::Resource<DynamicType = ()> + Sized {
     /// The agent the object concerns (the `agent` audit annotation).
     fn agent(&self) -> &str;
 
-    /// The agent's accountable owner, as the object says or the snapshot knows it.
-    fn owner<'a>(&'a self, snapshot: &'a Snapshot) -> Option<&'a Owner>;
+    /// The agent's accountable owner: as the snapshot knows it, unless the object names it.
+    fn owner<'a>(&'a self, snapshot: &'a Snapshot) -> Option<&'a Owner> {
+        let namespace = self.meta().namespace.as_deref().unwrap_or_default();
+        snapshot.authority().owner(namespace, self.agent())
+    }
 
     /// The rules of this kind: the shared validator's (the reconciler's rulebook), and any that
     /// need the requester.
@@ -138,11 +141,6 @@ impl MandateResource for ToolBinding {
         &self.spec.agent
     }
 
-    fn owner<'a>(&'a self, snapshot: &'a Snapshot) -> Option<&'a Owner> {
-        let namespace = self.metadata.namespace.as_deref().unwrap_or_default();
-        snapshot.authority().owner(namespace, &self.spec.agent)
-    }
-
     /// Four eyes when it grants a High-risk tool, and the validator's rules.
     fn rules(
         &self,
@@ -175,11 +173,6 @@ impl MandateResource for DelegationPolicy {
     /// The delegator.
     fn agent(&self) -> &str {
         &self.spec.delegator
-    }
-
-    fn owner<'a>(&'a self, snapshot: &'a Snapshot) -> Option<&'a Owner> {
-        let namespace = self.metadata.namespace.as_deref().unwrap_or_default();
-        snapshot.authority().owner(namespace, &self.spec.delegator)
     }
 
     /// The validator checks the namespace's delegation graph as if the policy were applied.
