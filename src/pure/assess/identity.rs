@@ -333,13 +333,15 @@ mod tests {
             }
         }
 
-        fn assess_at(&self, name: &str, now: Timestamp) -> IdentityAssessment {
-            let identity = self
-                .authority
+        fn identity(&self, name: &str) -> AgentIdentity {
+            self.authority
                 .identity(crate::authority::fixtures::NS, name)
+                .cloned()
                 .unwrap_or_else(|| panic!("no identity {name}"))
-                .clone();
-            self.assess_object(&identity, now)
+        }
+
+        fn assess_at(&self, name: &str, now: Timestamp) -> IdentityAssessment {
+            self.assess_object(&self.identity(name), now)
         }
 
         fn assess_object(&self, identity: &AgentIdentity, now: Timestamp) -> IdentityAssessment {
@@ -568,11 +570,7 @@ mod tests {
                 .policy(policy.clone())
                 .build(),
         );
-        let mut planner = unsafe_world
-            .authority
-            .identity(crate::authority::fixtures::NS, "planner")
-            .cloned()
-            .unwrap_or_else(|| panic!("no planner"));
+        let mut planner = unsafe_world.identity("planner");
         planner.status = Some(unsafe_world.assess("planner").status);
         // The planner is granted pay too: the delegation now only hands on what it holds.
         let safe_world = World::of(
@@ -619,11 +617,7 @@ mod tests {
         );
         let before = world.assess("researcher");
         assert_eq!(before.next_change, Some(hours(2)));
-        let mut identity = world
-            .authority
-            .identity(crate::authority::fixtures::NS, "researcher")
-            .cloned()
-            .unwrap_or_else(|| panic!("no identity"));
+        let mut identity = world.identity("researcher");
         identity.status = Some(before.status.clone());
         let after = world.assess_object(&identity, hours(3));
         assert_eq!(condition(&after, READY).1, NO_LIVE_TOOLS);
@@ -641,11 +635,7 @@ mod tests {
             ["ToolsGranted"],
             "a first Ready assessment only reports the grant"
         );
-        let mut identity = world
-            .authority
-            .identity(crate::authority::fixtures::NS, "researcher")
-            .cloned()
-            .unwrap_or_else(|| panic!("no identity"));
+        let mut identity = world.identity("researcher");
         identity.status = Some(first.status.clone());
         let again = world.assess_object(&identity, hours(1));
         assert_eq!(again.status, first.status, "transition times are kept");

@@ -7,7 +7,7 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 
-use super::status::{self, requeue_after};
+use super::status;
 use super::{Context, ReconcileError, Reconciling};
 use crate::api::{AgentIdentity, ToolBinding};
 use crate::assess::assess_binding;
@@ -23,7 +23,7 @@ pub(super) async fn reconcile(
         return Ok(Action::await_change());
     };
     let assessment = assess_binding(&binding, &reconciling.authority, reconciling.now);
-    let wrote = status::write_if_changed::<ToolBinding, _>(
+    status::write_if_changed::<ToolBinding, _>(
         &ctx,
         KIND,
         &reconciling.namespace,
@@ -32,21 +32,7 @@ pub(super) async fn reconcile(
         &assessment.status,
     )
     .await?;
-    if wrote {
-        tracing::info!(
-            kind = KIND,
-            namespace = %reconciling.namespace,
-            name = %reconciling.name,
-            phase = ?assessment.status.phase,
-            "status written"
-        );
-    }
-    reconciling.finish(&ctx.metrics);
-    Ok(Action::requeue(requeue_after(
-        assessment.next_change,
-        reconciling.now,
-        ctx.settings.resync,
-    )))
+    Ok(reconciling.done(&ctx, assessment.next_change))
 }
 
 /// The bindings granting to an identity: its existence and class decide their validity.

@@ -14,7 +14,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 
 use super::projection::ApplyOutcome;
-use super::status::{self, requeue_after};
+use super::status;
 use super::{Context, ReconcileError, Reconciling};
 use crate::api::{AGENT_LABEL, AgentIdentity, DelegationPolicy, ToolBinding};
 use crate::assess::{Event, IdentityInputs, assess_identity};
@@ -97,25 +97,9 @@ pub(super) async fn reconcile(
     )
     .await?;
     if wrote {
-        tracing::info!(
-            kind = KIND,
-            %namespace,
-            %name,
-            tools = assessment.status.tool_count,
-            ready = crate::api::conditions::is_true(
-                &assessment.status.conditions,
-                crate::api::conditions::READY
-            ),
-            "status written"
-        );
         publish(&ctx, &identity, assessment.events);
     }
-    reconciling.finish(&ctx.metrics);
-    Ok(Action::requeue(requeue_after(
-        assessment.next_change,
-        reconciling.now,
-        ctx.settings.resync,
-    )))
+    Ok(reconciling.done(&ctx, assessment.next_change))
 }
 
 /// Projections mandate changed are logged at info; a change someone else made and mandate put

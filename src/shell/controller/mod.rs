@@ -384,9 +384,19 @@ impl Reconciling {
         }))
     }
 
-    /// Records the reconcile as a success.
-    pub(crate) fn finish(&self, metrics: &Metrics) {
-        self.timer.finish(metrics);
+    /// Records the reconcile as a success and requeues it at the assessment's next change
+    /// (or the resync period, whichever comes first).
+    pub(crate) fn done(
+        &self,
+        ctx: &Context,
+        next_change: Option<k8s_openapi::jiff::Timestamp>,
+    ) -> Action {
+        self.timer.finish(&ctx.metrics);
+        Action::requeue(status::requeue_after(
+            next_change,
+            self.now,
+            ctx.settings.resync,
+        ))
     }
 }
 

@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 
-use super::status::{self, requeue_after};
+use super::status;
 use super::{Context, ReconcileError, Reconciling};
 use crate::api::{AgentIdentity, DelegationPolicy, ToolBinding};
 use crate::assess::assess_policy;
@@ -25,7 +25,7 @@ pub(super) async fn reconcile(
         return Ok(Action::await_change());
     };
     let assessment = assess_policy(&policy, &reconciling.authority, reconciling.now);
-    let wrote = status::write_if_changed::<DelegationPolicy, _>(
+    status::write_if_changed::<DelegationPolicy, _>(
         &ctx,
         KIND,
         &reconciling.namespace,
@@ -34,21 +34,7 @@ pub(super) async fn reconcile(
         &assessment.status,
     )
     .await?;
-    if wrote {
-        tracing::info!(
-            kind = KIND,
-            namespace = %reconciling.namespace,
-            name = %reconciling.name,
-            violations = assessment.status.violations.len(),
-            "status written"
-        );
-    }
-    reconciling.finish(&ctx.metrics);
-    Ok(Action::requeue(requeue_after(
-        assessment.next_change,
-        reconciling.now,
-        ctx.settings.resync,
-    )))
+    Ok(reconciling.done(&ctx, assessment.next_change))
 }
 
 fn policies_in(stores: &Stores, namespace: &str) -> Vec<ObjectRef<DelegationPolicy>> {

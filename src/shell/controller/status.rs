@@ -33,7 +33,7 @@ where
 }
 
 /// Applies `status` unless the object already carries exactly it, so an in-sync reconcile
-/// writes nothing. Returns whether it wrote.
+/// writes nothing; a write is logged at info. Returns whether it wrote.
 pub(crate) async fn write_if_changed<K, S>(
     ctx: &Context,
     kind: &'static str,
@@ -61,6 +61,7 @@ where
             name: name.to_owned(),
             source,
         })?;
+    tracing::info!(kind, %namespace, %name, "status written");
     Ok(true)
 }
 
