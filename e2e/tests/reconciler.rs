@@ -593,6 +593,30 @@ async fn a_network_policy_widened_by_a_namespace_developer_is_restored_at_once()
         },
     )
     .await?;
+    // 4. A server-side apply that takes the ingress list from mandate's field manager.
+    let manifest = format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: mandate-scout, namespace: {}}}\nspec:\n  podSelector: {{matchLabels: {{mandate.dev/agent: scout}}}}\n  ingress: [{{}}]\n",
+        ns.name
+    );
+    let mut apply: Vec<&str> = developer.iter().map(String::as_str).collect();
+    apply.extend_from_slice(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=dev",
+        "-f",
+        "-",
+    ]);
+    kubectl_ok(&apply, Some(&manifest))?;
+    eventually(
+        "the ingress list taken with --force-conflicts to be taken back",
+        RESTORE_WITHIN,
+        || async {
+            let spec = spec_of(&nps.get("mandate-scout").await?);
+            Ok((spec == projected).then_some(()))
+        },
+    )
+    .await?;
     println!("restored after {first:?} and {second:?}");
     Ok(())
 }
