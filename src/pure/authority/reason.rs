@@ -11,7 +11,8 @@ use std::fmt;
 /// Why something is refused (or warned about). A closed set. Declaration order is importance:
 /// a verdict lists its findings, and a metric takes its `reason` label, in this order. The
 /// rules of the shared validator (from [`Reason::MissingIdentity`] on) come after those only
-/// admission applies.
+/// admission applies; codes published after the first release are appended at the end, since a
+/// published code never changes its place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Reason {
     /// mandate has not synced its caches yet, so it cannot review the request.
@@ -64,6 +65,19 @@ pub enum Reason {
     ServiceAccountClaimed,
     /// The ServiceAccount exists and mandate does not manage it; mandate never adopts one.
     ServiceAccountUnmanaged,
+    // Codes published later come last (a published code never moves).
+    /// A NetworkPolicy not written by mandate selects agent pods: NetworkPolicies add up, so it
+    /// would widen what their mandate allows.
+    ForeignNetworkPolicy,
+    /// Someone other than mandate (or the garbage collector) deletes one of mandate's
+    /// projections.
+    ProtectedProjection,
+    /// `exec`, `attach` or `port-forward` into an agent pod by someone who is neither the
+    /// identity's owner nor an approver.
+    ExecNotOwner,
+    /// An agent pod fails the Pod Security Standards' baseline profile without an approved
+    /// exemption on its identity.
+    PodSecurityBaseline,
 }
 
 /// One failed rule and what to do about it.
@@ -76,7 +90,7 @@ pub struct Finding {
 
 impl Reason {
     /// Every reason, in order of importance.
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 28] = [
         Reason::NotReady,
         Reason::InvalidObject,
         Reason::SelfEscalation,
@@ -101,6 +115,10 @@ impl Reason {
         Reason::DelegationDepth,
         Reason::ServiceAccountClaimed,
         Reason::ServiceAccountUnmanaged,
+        Reason::ForeignNetworkPolicy,
+        Reason::ProtectedProjection,
+        Reason::ExecNotOwner,
+        Reason::PodSecurityBaseline,
     ];
 
     /// The stable code: a metrics label, a log field, a docs anchor.
@@ -130,6 +148,10 @@ impl Reason {
             Reason::DelegationDepth => "DelegationDepth",
             Reason::ServiceAccountClaimed => "ServiceAccountClaimed",
             Reason::ServiceAccountUnmanaged => "ServiceAccountUnmanaged",
+            Reason::ForeignNetworkPolicy => "ForeignNetworkPolicy",
+            Reason::ProtectedProjection => "ProtectedProjection",
+            Reason::ExecNotOwner => "ExecNotOwner",
+            Reason::PodSecurityBaseline => "PodSecurityBaseline",
         }
     }
 }
@@ -193,6 +215,10 @@ mod tests {
             "DelegationDepth",
             "ServiceAccountClaimed",
             "ServiceAccountUnmanaged",
+            "ForeignNetworkPolicy",
+            "ProtectedProjection",
+            "ExecNotOwner",
+            "PodSecurityBaseline",
         ];
         let codes: Vec<&str> = Reason::ALL.iter().map(|r| r.code()).collect();
         assert_eq!(codes, published);
