@@ -4,7 +4,7 @@
 //! The Helm chart renders the same webhooks (with a Service instead of a URL): keep the two in
 //! step, webhook by webhook.
 //!
-//! Eight webhooks, each with its own name (the API server prefixes the audit annotations with it,
+//! Ten webhooks, each with its own name (the API server prefixes the audit annotations with it,
 //! so `pods.namespaces.mandate.dev/decision` says which scope judged a pod) and its own path:
 //!
 //! - `pods.namespaces.mandate.dev`: every pod in a namespace labelled `mandate.dev/mode`
@@ -20,7 +20,12 @@
 //!   (`/validate/mandate`, Fail: each of them concerns an agent);
 //! - `credentials.namespaces.mandate.dev`: TokenRequests (`serviceaccounts/token`) and updates
 //!   of legacy token Secrets in labelled namespaces (`/validate`, Fail);
-//! - `credentials.mandate.dev`: the same in every other namespace (`/validate`, Ignore).
+//! - `credentials.mandate.dev`: the same in every other namespace (`/validate`, Ignore);
+//! - `networkpolicies.namespaces.mandate.dev`: NetworkPolicies written or deleted and
+//!   ServiceAccounts deleted in labelled namespaces (`/validate`, Fail: foreign policies and the
+//!   deletion of mandate's projections);
+//! - `projections.mandate.dev`: the deletion of NetworkPolicies and ServiceAccounts labelled as
+//!   mandate's in every other namespace (`/validate`, Fail: only mandate's objects match).
 //!
 //! "Every namespace" always leaves out kube-system, kube-node-lease and mandate's own namespace,
 //! so a broken mandate can neither stop the cluster nor stop its own repair.
@@ -55,6 +60,11 @@ pub const MANDATE_RESOURCES: &str = "resources.mandate.dev";
 pub const CREDENTIALS_IN_AGENT_NAMESPACES: &str = "credentials.namespaces.mandate.dev";
 /// TokenRequests and updates of legacy token Secrets everywhere else.
 pub const CREDENTIALS_ELSEWHERE: &str = "credentials.mandate.dev";
+
+/// NetworkPolicies written or deleted, and ServiceAccounts deleted, in namespaces that opted in.
+pub const NETWORK_IN_AGENT_NAMESPACES: &str = "networkpolicies.namespaces.mandate.dev";
+/// The deletion of mandate's projections everywhere else.
+pub const PROJECTIONS_ELSEWHERE: &str = "projections.mandate.dev";
 
 /// Namespaces no webhook ever looks at, besides mandate's own.
 pub const SYSTEM_NAMESPACES: [&str; 2] = ["kube-system", "kube-node-lease"];
@@ -106,7 +116,7 @@ impl WebhookSettings {
     }
 }
 
-/// mandate's ValidatingWebhookConfiguration for `settings` (the eight webhooks listed above).
+/// mandate's ValidatingWebhookConfiguration for `settings` (the ten webhooks listed above).
 pub fn webhook_configuration(
     settings: &WebhookSettings,
 ) -> anyhow::Result<ValidatingWebhookConfiguration> {
@@ -308,6 +318,65 @@ pub fn webhook_configuration(
                 "matchConditions": token_requests_or_token_secrets,
             }),
         ),
+        // 9. The network boundary in namespaces that opted in. Fail: agent namespaces. A
+        //    NetworkPolicy not written by mandate that selects agent pods is refused per the
+        //    mode (ForeignNetworkPolicy); deleting mandate's projections (its policies, the
+        //    default deny, its ServiceAccounts) is refused to all but mandate and Kubernetes'
+        //    garbage collector and namespace controller (ProtectedProjection). Every
+        //    ServiceAccount DELETE there is sent, so stripping a projection's labels first
+        //    does not get its deletion past the webhook.
+        webhook(
+            NETWORK_IN_AGENT_NAMESPACES,
+            VALIDATE_PATH,
+            "Fail",
+            json!({
+                "rules": [
+                    {
+                        "apiGroups": ["networking.k8s.io"], "apiVersions": ["v1"],
+                        "operations": ["CREATE", "UPDATE", "DELETE"],
+                        "resources": ["networkpolicies"],
+                        "scope": "Namespaced",
+                    },
+                    {
+                        "apiGroups": [""], "apiVersions": ["v1"],
+                        "operations": ["DELETE"],
+                        "resources": ["serviceaccounts"],
+                        "scope": "Namespaced",
+                    },
+                ],
+                "namespaceSelector": namespaces(Some(true)),
+            }),
+        ),
+        // 10. The deletion of mandate's projections elsewhere (the default deny of namespaces
+        //     holding identities, projections of identities outside agent namespaces). Fail:
+        //     only objects labelled as mandate's match.
+        webhook(
+            PROJECTIONS_ELSEWHERE,
+            VALIDATE_PATH,
+            "Fail",
+            json!({
+                "rules": [
+                    {
+                        "apiGroups": ["networking.k8s.io"], "apiVersions": ["v1"],
+                        "operations": ["DELETE"],
+                        "resources": ["networkpolicies"],
+                        "scope": "Namespaced",
+                    },
+                    {
+                        "apiGroups": [""], "apiVersions": ["v1"],
+                        "operations": ["DELETE"],
+                        "resources": ["serviceaccounts"],
+                        "scope": "Namespaced",
+                    },
+                ],
+                "namespaceSelector": namespaces(Some(false)),
+                "objectSelector": {
+                    "matchLabels": {
+                        "app.kubernetes.io/managed-by": "mandate",
+                    },
+                },
+            }),
+        ),
     ];
 
     serde_json::from_value(json!({
@@ -417,7 +486,10 @@ mod tests {
                 SECRETS_IN_AGENT_NAMESPACES,
                 MANDATE_RESOURCES,
                 // Scoped by its namespaceSelector to opted-in namespaces, like the pods' one.
-                CREDENTIALS_IN_AGENT_NAMESPACES
+                CREDENTIALS_IN_AGENT_NAMESPACES,
+                NETWORK_IN_AGENT_NAMESPACES,
+                // Only objects labelled as mandate's.
+                PROJECTIONS_ELSEWHERE,
             ]
         );
     }

@@ -26,6 +26,7 @@ use k8s_openapi::api::core::v1::{
     Pod, ProjectedVolumeSource, ServiceAccount, ServiceAccountTokenProjection, Volume,
     VolumeProjection,
 };
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::core::DynamicObject;
@@ -203,6 +204,7 @@ pub async fn run(args: CheckArgs) -> Result<bool, CheckError> {
         approver_group: args.approver_group.clone(),
         own_namespace: args.mandate_namespace.clone(),
         api_audiences: args.api_audiences.clone(),
+        ..AdmissionConfig::default()
     };
     let user = User {
         name: args.as_user.clone(),
@@ -291,6 +293,11 @@ pub fn objects_of(manifests: &[Manifest]) -> Objects {
                     objects.service_accounts.push(sa);
                 }
             }
+            ("networking.k8s.io/v1", "NetworkPolicy") => {
+                if let Ok(policy) = serde_json::from_value::<NetworkPolicy>(value) {
+                    objects.network_policies.push(policy);
+                }
+            }
             ("v1", "Secret") => {
                 if let Ok(meta) = serde_json::from_value::<ObjectMeta>(value["metadata"].clone()) {
                     objects.secrets.push(meta);
@@ -357,6 +364,13 @@ pub fn snapshot(
         NetworkConfig::default(),
         Services::new(),
     );
+    let network_policies: Vec<std::sync::Arc<NetworkPolicy>> = cluster
+        .network_policies
+        .iter()
+        .chain(&ours.network_policies)
+        .cloned()
+        .map(std::sync::Arc::new)
+        .collect();
     let mut identities = Vec::new();
     let mut projected = Vec::new();
     for identity in &ours.identities {
@@ -374,6 +388,7 @@ pub fn snapshot(
             trust_domain: &trust_domain,
             network: &network,
             services: &services,
+            network_policies: &network_policies,
             now: at,
         };
         // An identity that cannot be projected at all (no name) keeps no status: its own
@@ -475,6 +490,7 @@ fn plural(kind: &str) -> String {
     let lower = kind.to_lowercase();
     match lower.as_str() {
         "delegationpolicy" => "delegationpolicies".to_owned(),
+        "networkpolicy" => "networkpolicies".to_owned(),
         "agentidentity" => "agentidentities".to_owned(),
         _ => format!("{lower}s"),
     }

@@ -4,6 +4,7 @@
 //! reads a Secret's data. Failures say which list failed and what to do about it.
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::ListParams;
 use kube::config::KubeConfigOptions;
@@ -116,6 +117,9 @@ pub async fn fetch(
             .service_accounts
             .extend(fetcher.list::<ServiceAccount>("serviceaccounts").await?);
         objects.pods.extend(fetcher.list::<Pod>("pods").await?);
+        objects
+            .network_policies
+            .extend(fetcher.list::<NetworkPolicy>("networkpolicies").await?);
         objects.secrets.extend(fetcher.secrets().await?);
         match ns {
             None => objects.namespaces.extend(fetcher.all_namespaces().await?),

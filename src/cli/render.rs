@@ -254,6 +254,26 @@ pub fn table(report: &Report, width: usize) -> String {
         "none: every delegation chain is safe",
     );
 
+    let mut foreign = Table::new(&["NAMESPACE", "AGENT", "NETWORKPOLICIES"]);
+    let mut widened = 0;
+    for a in report
+        .agents
+        .iter()
+        .filter(|a| !a.foreign_network_policies.is_empty())
+    {
+        widened += 1;
+        foreign.row(vec![
+            a.namespace.clone(),
+            a.name.clone(),
+            a.foreign_network_policies.join(","),
+        ]);
+    }
+    section(
+        format!("FOREIGN NETWORK POLICIES ({widened})"),
+        foreign,
+        "none: only mandate's NetworkPolicies select agent pods",
+    );
+
     let mut unmanaged = Table::new(&["KIND", "NAMESPACE", "NAME", "DETAIL"]);
     for p in &report.unmanaged.pods {
         unmanaged.row(vec![
@@ -670,6 +690,7 @@ mod tests {
             delegates_to: vec![],
             delegated_from: vec![],
             escalation_paths: vec![],
+            foreign_network_policies: vec![],
         }
     }
 

@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
@@ -28,6 +29,7 @@ use crate::api::conditions::{self, READY};
 use crate::api::{
     AGENT_LABEL, AgentClass, AgentIdentity, DelegationPolicy, MODE_LABEL, Risk, ToolBinding,
 };
+use crate::authority::network::foreign_policies_selecting;
 use crate::authority::{self, Authority, DelegationGraph, ServiceAccountOwnership, ViolationKind};
 
 /// The objects a report is built from: what `mandate inventory` lists from the cluster.
@@ -41,6 +43,7 @@ pub struct Objects {
     pub pods: Vec<Pod>,
     pub secrets: Vec<ObjectMeta>,
     pub namespaces: Vec<ObjectMeta>,
+    pub network_policies: Vec<NetworkPolicy>,
 }
 
 /// The inventory.
@@ -95,6 +98,10 @@ pub struct Agent {
     pub delegated_from: Vec<String>,
     /// Unsafe chains through this agent, as readable strings.
     pub escalation_paths: Vec<String>,
+    /// NetworkPolicies not written by mandate that can select this agent's pods (they widen
+    /// it: NetworkPolicies add up), sorted; the same rule as the identity's NetworkExclusive
+    /// condition.
+    pub foreign_network_policies: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -284,6 +291,12 @@ pub fn build(
                 delegates_to: strings(graph.delegates_to(&name)),
                 delegated_from: strings(graph.delegated_from(&name)),
                 escalation_paths: graph.escalation_paths(&name),
+                foreign_network_policies: foreign_policies_selecting(
+                    &objects.network_policies,
+                    ns,
+                    &name,
+                    authority,
+                ),
                 name,
             });
         }
@@ -633,7 +646,39 @@ mod tests {
                 token("elsewhere", "planner-token", "planner"),
             ],
             namespaces: vec![ns(NS, Some("enforce")), ns("elsewhere", None)],
+            network_policies: vec![
+                network_policy(NS, "open-researcher", Some("researcher")),
+                network_policy("elsewhere", "open-all", None),
+            ],
         }
+    }
+
+    /// A NetworkPolicy nobody owns selecting `agent`'s pods (every pod without one).
+    fn network_policy(namespace: &str, name: &str, agent: Option<&str>) -> NetworkPolicy {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"podSelector": {"matchLabels": agent
+                .map(|a| serde_json::json!({AGENT_LABEL: a}))
+                .unwrap_or_default()}},
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn foreign_network_policies_are_reported_on_the_agents_they_can_select() {
+        let report = report();
+        let foreign = |name: &str| {
+            report
+                .agents
+                .iter()
+                .find(|a| a.name == name)
+                .map(|a| a.foreign_network_policies.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(foreign("researcher"), ["open-researcher"]);
+        assert!(foreign("planner").is_empty(), "another namespace's policy");
+        let table = crate::cli::render::table(&report, 200);
+        assert!(table.contains("FOREIGN NETWORK POLICIES (1)"), "{table}");
     }
 
     fn report() -> Report {

@@ -87,6 +87,19 @@ pub struct RunArgs {
         default_value = crate::admission::snapshot::DEFAULT_API_AUDIENCE
     )]
     pub api_audiences: Vec<String>,
+    /// The username mandate authenticates as (its NetworkPolicy writes are its own, and it may
+    /// delete its projections). Empty: asked of the API server at start (a SelfSubjectReview).
+    #[arg(long, env = "MANDATE_OPERATOR_USER", default_value = "")]
+    pub operator_user: String,
+    /// Who besides mandate may delete its projections (comma-separated usernames): Kubernetes'
+    /// garbage collector and namespace controller.
+    #[arg(
+        long,
+        env = "MANDATE_PROJECTION_DELETERS",
+        value_delimiter = ',',
+        default_value = DEFAULT_PROJECTION_DELETERS_FLAG
+    )]
+    pub projection_deleters: Vec<String>,
     /// Log format.
     #[arg(long, env = "MANDATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -95,14 +108,44 @@ pub struct RunArgs {
     pub log_level: String,
 }
 
+/// [`crate::admission::snapshot::DEFAULT_PROJECTION_DELETERS`] as the flag's default.
+const DEFAULT_PROJECTION_DELETERS_FLAG: &str = "system:serviceaccount:kube-system:generic-garbage-collector,system:serviceaccount:kube-system:namespace-controller,system:kube-controller-manager";
+
 impl RunArgs {
-    fn admission(&self) -> AdmissionConfig {
+    fn admission(&self, operator_user: String) -> AdmissionConfig {
         AdmissionConfig {
             default_mode: self.default_mode,
             approver_group: self.approver_group.clone(),
             own_namespace: self.namespace.clone(),
             api_audiences: self.api_audiences.clone(),
+            operator_users: vec![operator_user],
+            projection_deleters: self
+                .projection_deleters
+                .iter()
+                .filter(|u| !u.is_empty())
+                .cloned()
+                .collect(),
         }
+    }
+
+    /// Who mandate is: `--operator-user`, or the API server's answer to a SelfSubjectReview.
+    /// Failing to learn it stops the start: every write of mandate's own would be judged as
+    /// someone else's.
+    async fn operator_user(&self, client: &Client) -> anyhow::Result<String> {
+        if !self.operator_user.is_empty() {
+            return Ok(self.operator_user.clone());
+        }
+        use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+        let review = kube::Api::<SelfSubjectReview>::all(client.clone())
+            .create(&kube::api::PostParams::default(), &SelfSubjectReview::default())
+            .await
+            .context("asking the API server who mandate is (SelfSubjectReview); set --operator-user to skip")?;
+        review
+            .status
+            .and_then(|s| s.user_info)
+            .and_then(|u| u.username)
+            .filter(|u| !u.is_empty())
+            .context("the SelfSubjectReview named no user; set --operator-user")
     }
 
     fn settings(&self) -> anyhow::Result<Settings> {
@@ -200,7 +243,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         watch::channel(true).1
     };
 
-    let reviewer = Arc::new(MandateReviewer::new(snapshots, args.admission()));
+    let operator_user = args.operator_user(&client).await?;
+    tracing::info!(%operator_user, "mandate's own writes are those of this user");
+    let reviewer = Arc::new(MandateReviewer::new(
+        snapshots,
+        args.admission(operator_user),
+    ));
     let webhook = serve_webhook(
         WebhookConfig::new(
             args.webhook_addr,

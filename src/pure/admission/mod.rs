@@ -5,6 +5,7 @@
 //! `crate::webhook` in the shell.
 
 pub mod mandate_resources;
+pub mod network_policy;
 pub mod pod;
 pub mod request;
 pub mod reviewer;

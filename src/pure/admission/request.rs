@@ -15,7 +15,8 @@
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::authentication::v1::{TokenRequest, UserInfo};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::admission::{AdmissionRequest, META_API_VERSION_V1, META_KIND, Operation};
 use kube::core::{DynamicObject, GroupVersionKind, GroupVersionResource, TypeMeta};
@@ -65,6 +66,12 @@ pub enum Object {
     /// A TokenRequest (`serviceaccounts/token`): the ServiceAccount it is for is the request's
     /// name.
     TokenRequest(Box<Objects<TokenRequest>>),
+    /// A NetworkPolicy: foreign ones are refused in agent namespaces, mandate's protected from
+    /// deletion. A DELETE carries it as the old object.
+    NetworkPolicy(Box<Objects<NetworkPolicy>>),
+    /// A ServiceAccount, reviewed on DELETE only (mandate's are protected); carried as the old
+    /// object.
+    ServiceAccount(Box<Objects<ServiceAccount>>),
     AgentIdentity(Box<Objects<AgentIdentity>>),
     ToolBinding(Box<Objects<ToolBinding>>),
     DelegationPolicy(Box<Objects<DelegationPolicy>>),
@@ -72,8 +79,9 @@ pub enum Object {
     Other,
 }
 
-/// A request's object and, for the kinds whose review compares them (pods, Secrets and
-/// mandate's own kinds), the object it replaces.
+/// A request's object and, for the kinds whose review compares them (pods, Secrets,
+/// NetworkPolicies, ServiceAccounts and mandate's own kinds), the object it replaces (for a
+/// DELETE, the object deleted).
 #[derive(Debug)]
 pub struct Objects<T> {
     pub object: Read<T>,
@@ -345,6 +353,12 @@ impl Object {
                 ("batch", "v1", "CronJob") => {
                     Object::CronJob(Objects::boxed(object, old, Old::Check, ns)?)
                 }
+                ("networking.k8s.io", "v1", "NetworkPolicy") => {
+                    Object::NetworkPolicy(Objects::boxed(object, old, Old::Read, ns)?)
+                }
+                ("", "v1", "ServiceAccount") => {
+                    Object::ServiceAccount(Objects::boxed(object, old, Old::Read, ns)?)
+                }
                 (GROUP, VERSION, "AgentIdentity") => {
                     Object::AgentIdentity(Objects::boxed(object, old, Old::Read, ns)?)
                 }
@@ -485,6 +499,8 @@ impl Object {
             Object::CronJob(o) => o.metadata(),
             Object::Secret(o) => o.metadata(),
             Object::TokenRequest(o) => o.metadata(),
+            Object::NetworkPolicy(o) => o.metadata(),
+            Object::ServiceAccount(o) => o.metadata(),
             Object::AgentIdentity(o) => o.metadata(),
             Object::ToolBinding(o) => o.metadata(),
             Object::DelegationPolicy(o) => o.metadata(),
@@ -505,6 +521,8 @@ impl Object {
             Object::CronJob(o) => o.is_absent(),
             Object::Secret(o) => o.is_absent(),
             Object::TokenRequest(o) => o.is_absent(),
+            Object::NetworkPolicy(o) => o.is_absent(),
+            Object::ServiceAccount(o) => o.is_absent(),
             Object::AgentIdentity(o) => o.is_absent(),
             Object::ToolBinding(o) => o.is_absent(),
             Object::DelegationPolicy(o) => o.is_absent(),
@@ -567,6 +585,8 @@ macro_rules! readable_builtin {
 readable_builtin!(
     Pod,
     TokenRequest,
+    NetworkPolicy,
+    ServiceAccount,
     Deployment,
     StatefulSet,
     DaemonSet,

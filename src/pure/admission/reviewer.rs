@@ -15,6 +15,9 @@ use kube::core::admission::Operation;
 
 use super::Reviewer;
 use super::mandate_resources::{MandateResource, Requester, review_resource};
+use super::network_policy::{
+    ProjectionKind, is_operator, review_network_policy, review_projection_delete,
+};
 use super::pod::review_pod;
 use super::request::{Object, Objects, ReadObjectError, Request, SecretHead};
 use super::secret::review_secret;
@@ -22,7 +25,7 @@ use super::snapshot::{AdmissionConfig, SERVICE_ACCOUNT_NAME_ANNOTATION, Snapshot
 use super::token::review_token_request;
 use super::verdict::{Mode, Verdict};
 use super::workload::{PodTemplate, review_workload};
-use crate::api::AGENT_LABEL;
+use crate::api::{AGENT_LABEL, MANAGED_BY_LABEL, MANAGER};
 use crate::authority::{Finding, Reason};
 
 /// Where the reviewer reads the current snapshot: `None` until the caches have synced. `mandate
@@ -123,6 +126,9 @@ pub fn review(
     let reviewed = match (object, &request.operation) {
         (Object::TokenRequest(_), Operation::Create) => true,
         (Object::TokenRequest(_), _) => false,
+        // Deleting mandate's projections is reviewed; a ServiceAccount only then.
+        (Object::NetworkPolicy(_) | Object::ServiceAccount(_), Operation::Delete) => true,
+        (Object::ServiceAccount(_), _) => false,
         (_, Operation::Create | Operation::Update) => true,
         _ => false,
     };
@@ -136,11 +142,15 @@ pub fn review(
     if !reviewed || !subresource_reviewed {
         return Verdict::skipped(subject);
     }
+    if request.operation == Operation::Delete {
+        return review_delete(request, object, namespace, subject, snapshot, config);
+    }
     if object.is_absent() {
         return invalid(subject, &ReadObjectError::Missing);
     }
+    let requester = Requester::from_user_info(&request.user_info);
     let Some(snapshot) = snapshot else {
-        return not_synced(object, subject);
+        return not_synced(object, subject, is_operator(requester, config));
     };
 
     match object {
@@ -173,6 +183,12 @@ pub fn review(
             Ok(token) => review_token_request(token, namespace, &request.name, snapshot, config),
             Err(error) => invalid(subject, error),
         },
+        Object::NetworkPolicy(policies) => match policies.object.get() {
+            Ok(policy) => review_network_policy(policy, requester, snapshot, config),
+            Err(error) => invalid(subject, error),
+        },
+        // Only DELETE reaches here (above).
+        Object::ServiceAccount(_) => Verdict::skipped(subject),
         Object::AgentIdentity(o) => {
             review_resource_request(request, o, subject, snapshot, config, now)
         }
@@ -283,9 +299,62 @@ fn review_resource_request<R: MandateResource>(
     review_resource(object, old, requester, snapshot, config, now)
 }
 
+/// Reviews a DELETE: of a NetworkPolicy or ServiceAccount, whether it is one of mandate's
+/// projections and who deletes it. Before the first snapshot nothing tells a projection apart
+/// but its `managed-by` label: one carrying it is refused to anyone but mandate and the
+/// configured deleters (never let through because the cache is empty), the rest pass.
+fn review_delete(
+    request: &Request,
+    object: &Object,
+    namespace: &str,
+    subject: String,
+    snapshot: Option<&Snapshot>,
+    config: &AdmissionConfig,
+) -> Verdict {
+    let (kind, old) = match object {
+        Object::NetworkPolicy(o) => (
+            ProjectionKind::NetworkPolicy,
+            o.old.as_ref().map(|p| &p.metadata),
+        ),
+        Object::ServiceAccount(o) => (
+            ProjectionKind::ServiceAccount,
+            o.old.as_ref().map(|s| &s.metadata),
+        ),
+        _ => return Verdict::skipped(subject),
+    };
+    let requester = Requester::from_user_info(&request.user_info);
+    let Some(snapshot) = snapshot else {
+        let labelled = old
+            .and_then(|m| m.labels.as_ref())
+            .and_then(|l| l.get(MANAGED_BY_LABEL))
+            .is_some_and(|v| v == MANAGER);
+        let deleter = is_operator(requester, config)
+            || config
+                .projection_deleters
+                .iter()
+                .any(|u| u == requester.username);
+        let finding = Finding::new(Reason::NotReady, NOT_SYNCED);
+        return if labelled && !deleter {
+            Verdict::reviewed(subject, Mode::Enforce).finding(finding)
+        } else {
+            Verdict::skipped(subject).finding(finding)
+        };
+    };
+    review_projection_delete(
+        kind,
+        namespace,
+        &request.name,
+        old,
+        requester,
+        snapshot,
+        config,
+    )
+}
+
 /// Before the first snapshot: refuse what must never run unreviewed, let the rest through with
-/// the reason recorded.
-fn not_synced(object: &Object, subject: String) -> Verdict {
+/// the reason recorded. A NetworkPolicy reaches the webhook only from agent namespaces (or
+/// from `mandate check`): one not written by mandate is refused, as it could select agent pods.
+fn not_synced(object: &Object, subject: String, by_operator: bool) -> Verdict {
     let finding = Finding::new(Reason::NotReady, NOT_SYNCED);
     let agent = object
         .metadata()
@@ -296,6 +365,9 @@ fn not_synced(object: &Object, subject: String) -> Verdict {
             .agent(agent.as_str())
             .finding(finding),
         (object, _) if object.is_mandate() => {
+            Verdict::reviewed(subject, Mode::Enforce).finding(finding)
+        }
+        (Object::NetworkPolicy(_), _) if !by_operator => {
             Verdict::reviewed(subject, Mode::Enforce).finding(finding)
         }
         _ => Verdict::skipped(subject).finding(finding),
@@ -704,6 +776,92 @@ mod tests {
         assert_eq!(
             Reviewer::review(&reviewer, &request).decision(),
             Some(Decision::Allowed)
+        );
+    }
+
+    fn network_request(
+        operation: &str,
+        user: &str,
+        object: serde_json::Value,
+        old: serde_json::Value,
+    ) -> Request {
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u",
+                "kind": {"group": "networking.k8s.io", "version": "v1", "kind": "NetworkPolicy"},
+                "resource": {"group": "networking.k8s.io", "version": "v1", "resource": "networkpolicies"},
+                "name": "mandate-researcher",
+                "namespace": NS,
+                "operation": operation,
+                "userInfo": {"username": user, "groups": ["system:authenticated"]},
+                "object": object,
+                "oldObject": old,
+            }
+        });
+        parse_review(review.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn open_policy() -> serde_json::Value {
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": "mandate-researcher", "namespace": NS,
+                "labels": {"app.kubernetes.io/managed-by": "mandate"}},
+            "spec": {"podSelector": {}, "ingress": [{}]}})
+    }
+
+    #[test]
+    fn a_network_policy_is_judged_by_who_writes_it_and_its_deletion_by_who_deletes_it() {
+        let config = AdmissionConfig {
+            operator_users: vec!["mandate".into()],
+            ..AdmissionConfig::default()
+        };
+        let snapshot = snapshot();
+        let write = |user: &str| {
+            review(
+                &network_request("UPDATE", user, open_policy(), open_policy()),
+                Some(&snapshot),
+                &config,
+                NOW,
+            )
+        };
+        assert_eq!(write("dev").codes(), ["ForeignNetworkPolicy"]);
+        assert_eq!(write("dev").decision(), Some(Decision::Denied));
+        assert_eq!(write("mandate").decision(), Some(Decision::Allowed));
+        let delete = |user: &str| {
+            review(
+                &network_request("DELETE", user, serde_json::Value::Null, open_policy()),
+                Some(&snapshot),
+                &config,
+                NOW,
+            )
+        };
+        assert_eq!(delete("dev").codes(), ["ProtectedProjection"]);
+        assert_eq!(delete("dev").agent_name(), Some("researcher"));
+        assert_eq!(delete("mandate").decision(), Some(Decision::Allowed));
+    }
+
+    #[test]
+    fn before_the_caches_synced_a_policy_write_and_a_labelled_projections_deletion_are_refused() {
+        let config = AdmissionConfig::default();
+        let write = network_request("CREATE", "dev", open_policy(), serde_json::Value::Null);
+        let verdict = review(&write, None, &config, NOW);
+        assert_eq!(verdict.codes(), ["NotReady"]);
+        assert_eq!(verdict.decision(), Some(Decision::Denied));
+        let delete = network_request("DELETE", "dev", serde_json::Value::Null, open_policy());
+        assert_eq!(
+            review(&delete, None, &config, NOW).decision(),
+            Some(Decision::Denied)
+        );
+        let gc = network_request(
+            "DELETE",
+            "system:serviceaccount:kube-system:generic-garbage-collector",
+            serde_json::Value::Null,
+            open_policy(),
+        );
+        assert_eq!(
+            review(&gc, None, &config, NOW).decision(),
+            Some(Decision::Skipped)
         );
     }
 }

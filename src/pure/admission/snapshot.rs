@@ -31,6 +31,15 @@ pub const DEFAULT_NAMESPACE: &str = "mandate-system";
 /// The API server's own token audience unless configured otherwise: its `--api-audiences`
 /// default, the `--service-account-issuer` most clusters use.
 pub const DEFAULT_API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
+/// Who may delete mandate's projections besides mandate, unless configured otherwise: the
+/// garbage collector and the namespace controller as kube-controller-manager runs them with
+/// `--use-service-account-credentials` (each controller its own ServiceAccount), and
+/// kube-controller-manager's own user for clusters that run it without.
+pub const DEFAULT_PROJECTION_DELETERS: [&str; 3] = [
+    "system:serviceaccount:kube-system:generic-garbage-collector",
+    "system:serviceaccount:kube-system:namespace-controller",
+    "system:kube-controller-manager",
+];
 
 /// Installation settings of admission.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +57,13 @@ pub struct AdmissionConfig {
     /// that names none before admission, so a TokenRequest for them is a token for the API
     /// server, which every identity allows. Default [`DEFAULT_API_AUDIENCE`].
     pub api_audiences: Vec<String>,
+    /// The usernames mandate itself authenticates as (`mandate run` asks the API server who it
+    /// is, or is told): their NetworkPolicy writes are mandate's own, and they may delete its
+    /// projections. Empty (`mandate check`): nobody's writes are mandate's.
+    pub operator_users: Vec<String>,
+    /// Who besides mandate may delete its projections (`ProtectedProjection`): Kubernetes'
+    /// garbage collector and namespace controller. Default [`DEFAULT_PROJECTION_DELETERS`].
+    pub projection_deleters: Vec<String>,
 }
 
 impl Default for AdmissionConfig {
@@ -57,6 +73,8 @@ impl Default for AdmissionConfig {
             approver_group: DEFAULT_APPROVER_GROUP.to_owned(),
             own_namespace: DEFAULT_NAMESPACE.to_owned(),
             api_audiences: vec![DEFAULT_API_AUDIENCE.to_owned()],
+            operator_users: Vec::new(),
+            projection_deleters: DEFAULT_PROJECTION_DELETERS.map(str::to_owned).to_vec(),
         }
     }
 }
@@ -157,6 +175,11 @@ impl Snapshot {
             .get(namespace)?
             .get(secret)
             .map(String::as_str)
+    }
+
+    /// Whether `namespace` holds an AgentIdentity.
+    pub fn holds_identity(&self, namespace: &str) -> bool {
+        self.authority.identities_in(namespace).next().is_some()
     }
 
     /// The agent a ServiceAccount belongs to: an identity claiming it (the first by name), or

@@ -11,6 +11,8 @@ pub const TOOLS_BOUND: &str = "ToolsBound";
 pub const ISOLATED: &str = "Isolated";
 /// AgentIdentity: no delegation chain through it escalates authority.
 pub const DELEGATION_SAFE: &str = "DelegationSafe";
+/// AgentIdentity: no NetworkPolicy but mandate's can select its pods (policies add up).
+pub const NETWORK_EXCLUSIVE: &str = "NetworkExclusive";
 /// ToolBinding and DelegationPolicy: the spec passed validation against the objects it names.
 pub const ACCEPTED: &str = "Accepted";
 /// ToolBinding: now lies inside the validity window.

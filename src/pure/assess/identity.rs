@@ -11,6 +11,11 @@
 //! - `ToolsBound`: at least one tool is live now.
 //! - `Isolated`: its NetworkPolicy is applied (tool destinations left out are named).
 //! - `DelegationSafe`: no delegation chain through it escalates authority.
+//! - `NetworkExclusive`: no NetworkPolicy but mandate's can select its pods. False (reason
+//!   `ForeignNetworkPolicy`, each policy named, with a warning event when the set changes)
+//!   when one can (`authority::network`): NetworkPolicies add up, so it widens the agent. It
+//!   does not make the identity not Ready: mandate cannot take the policy away, only report it
+//!   (and refuse new ones in agent namespaces).
 
 use std::collections::BTreeSet;
 
@@ -21,8 +26,11 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use super::Event;
-use crate::api::conditions::{self, DELEGATION_SAFE, ISOLATED, READY, TOOLS_BOUND};
+use crate::api::conditions::{
+    self, DELEGATION_SAFE, ISOLATED, NETWORK_EXCLUSIVE, READY, TOOLS_BOUND,
+};
 use crate::api::{AgentIdentity, AgentIdentityStatus};
+use crate::authority::network::foreign_policies_selecting;
 use crate::authority::{Authority, Finding, Reason};
 use crate::project::{
     self, NetworkConfig, NetworkInputs, ProjectError, ServiceDirectory, TrustDomain,
@@ -40,6 +48,9 @@ pub struct IdentityInputs<'a> {
     pub trust_domain: &'a TrustDomain,
     pub network: &'a NetworkConfig,
     pub services: &'a dyn ServiceDirectory,
+    /// The NetworkPolicies of the identity's namespace (others are ignored), mandate's among
+    /// them: the foreign ones that can select its pods are reported.
+    pub network_policies: &'a [std::sync::Arc<NetworkPolicy>],
     pub now: Timestamp,
 }
 
@@ -183,6 +194,29 @@ pub fn assess_identity(
             ),
         );
     }
+    let foreign = foreign_policies_selecting(
+        inputs.network_policies.iter().map(AsRef::as_ref),
+        &namespace,
+        &name,
+        authority,
+    );
+    if foreign.is_empty() {
+        set(
+            &mut conditions_now,
+            NETWORK_EXCLUSIVE,
+            true,
+            "NoForeignPolicy",
+            "no NetworkPolicy but mandate's can select this agent's pods".to_owned(),
+        );
+    } else {
+        set(
+            &mut conditions_now,
+            NETWORK_EXCLUSIVE,
+            false,
+            Reason::ForeignNetworkPolicy.code(),
+            foreign_message(&foreign),
+        );
+    }
     match blockers.first() {
         Some(finding) => set(
             &mut conditions_now,
@@ -243,8 +277,19 @@ pub fn assess_identity(
     })
 }
 
+/// The NetworkExclusive message naming the foreign policies.
+fn foreign_message(policies: &[String]) -> String {
+    format!(
+        "NetworkPolicy {} not written by mandate can select this agent's pods and widens what \
+         its mandate allows (NetworkPolicies add up): delete it, or make its podSelector exclude \
+         the agent (mandate.dev/agent DoesNotExist)",
+        policies.join(", ")
+    )
+}
+
 /// One event per change of authority between two statuses: tools granted or withdrawn,
-/// escalation paths that appear or clear, and the identity falling out of Ready.
+/// escalation paths that appear or clear, foreign NetworkPolicies that appear, and the
+/// identity falling out of Ready.
 fn changes(before: &AgentIdentityStatus, after: &AgentIdentityStatus) -> Vec<Event> {
     let names = |s: &AgentIdentityStatus| -> BTreeSet<String> {
         s.tools
@@ -284,6 +329,16 @@ fn changes(before: &AgentIdentityStatus, after: &AgentIdentityStatus) -> Vec<Eve
             "no escalation path remains",
         ));
     }
+    let exclusive = |s: &AgentIdentityStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == NETWORK_EXCLUSIVE)
+            .filter(|c| c.status == conditions::FALSE)
+            .map(|c| c.message.clone())
+    };
+    if let Some(message) = exclusive(after).filter(|now| exclusive(before).as_ref() != Some(now)) {
+        events.push(Event::warning(Reason::ForeignNetworkPolicy.code(), message));
+    }
     fn ready(
         s: &AgentIdentityStatus,
     ) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
@@ -319,6 +374,7 @@ mod tests {
     struct World {
         authority: Authority,
         services: Services,
+        network_policies: Vec<std::sync::Arc<NetworkPolicy>>,
         trust_domain: TrustDomain,
         network: NetworkConfig,
     }
@@ -328,6 +384,7 @@ mod tests {
             World {
                 authority,
                 services: Services::new(),
+                network_policies: Vec::new(),
                 trust_domain: TrustDomain::default(),
                 network: NetworkConfig::default(),
             }
@@ -352,6 +409,7 @@ mod tests {
                     trust_domain: &self.trust_domain,
                     network: &self.network,
                     services: &self.services,
+                    network_policies: &self.network_policies,
                     now,
                 },
             )
@@ -646,5 +704,54 @@ mod tests {
     fn a_status_without_a_ready_condition_has_no_projections_applied() {
         assert!(!projections_applied(None));
         assert!(!projections_applied(Some(&AgentIdentityStatus::default())));
+    }
+
+    fn foreign(name: &str, selector: serde_json::Value) -> std::sync::Arc<NetworkPolicy> {
+        std::sync::Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": crate::authority::fixtures::NS},
+                "spec": {"podSelector": selector},
+            }))
+            .unwrap_or_else(|e| panic!("{e}")),
+        )
+    }
+
+    #[test]
+    fn a_foreign_policy_that_can_select_the_agent_is_reported_once_and_clears_when_gone() {
+        let mut world = with_tools();
+        let exclusive = world.assess("researcher");
+        assert_eq!(condition(&exclusive, NETWORK_EXCLUSIVE).0, TRUE);
+        // Its own projection is mandate's (controller-owned by the live identity's uid).
+        world.network_policies = vec![
+            std::sync::Arc::new(exclusive.network_policy.clone()),
+            foreign("allow-all", serde_json::json!({})),
+            foreign(
+                "not-agents",
+                serde_json::json!({"matchExpressions": [
+                    {"key": "mandate.dev/agent", "operator": "DoesNotExist"}]}),
+            ),
+            foreign(
+                "writer-only",
+                serde_json::json!({"matchLabels": {"mandate.dev/agent": "writer"}}),
+            ),
+        ];
+        let mut identity = world.identity("researcher");
+        identity.status = Some(exclusive.status.clone());
+        let widened = world.assess_object(&identity, NOW);
+        let (status, reason, message) = condition(&widened, NETWORK_EXCLUSIVE);
+        assert_eq!((status, reason), (FALSE, "ForeignNetworkPolicy"));
+        assert!(
+            message.starts_with("NetworkPolicy allow-all not written"),
+            "{message}"
+        );
+        assert_eq!(reasons(&widened.events), ["ForeignNetworkPolicy"]);
+        assert_eq!(condition(&widened, READY).0, TRUE, "reported, not blocking");
+
+        identity.status = Some(widened.status.clone());
+        let again = world.assess_object(&identity, NOW);
+        assert!(again.events.is_empty(), "reported once");
+        world.network_policies.truncate(1);
+        let cleared = world.assess_object(&identity, NOW);
+        assert_eq!(condition(&cleared, NETWORK_EXCLUSIVE).0, TRUE);
     }
 }

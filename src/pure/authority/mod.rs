@@ -10,6 +10,7 @@
 
 mod config;
 mod graph;
+pub mod network;
 mod reason;
 mod tools;
 mod validate;

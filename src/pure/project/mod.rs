@@ -1,16 +1,19 @@
 //! Projection: an AgentIdentity plus an authority snapshot (and, for the NetworkPolicy, the
 //! Services and EndpointSlices its tools name) in; the objects Kubernetes enforces out: the
-//! desired ServiceAccount (with its SPIFFE ID) and NetworkPolicy. Pure: never does I/O, never
+//! desired ServiceAccount (with its SPIFFE ID) and NetworkPolicy. Also the namespace default
+//! deny (`default_deny`): what mandate knows of a namespace in, its default-deny policy out. Pure: never does I/O, never
 //! calls the API server; the controller applies what comes out with server-side apply.
 //!
-//! Every projected object carries the labels `app.kubernetes.io/managed-by: mandate` and
+//! Every projected object of an identity carries the labels `app.kubernetes.io/managed-by: mandate` and
 //! `mandate.dev/agent: <name>` and a controller ownerReference to its AgentIdentity, so garbage
 //! collection does the deletes. Output is deterministic: projecting twice gives equal objects.
 
+mod default_deny;
 mod network_policy;
 mod service_account;
 mod spiffe;
 
+pub use default_deny::{DEFAULT_DENY_NAME, DenyScope, default_deny_scope, desired_default_deny};
 pub use network_policy::{
     DesiredNetworkPolicy, DnsEgress, NetworkConfig, NetworkInputs, ServiceDirectory, Services,
     Unresolvable, desired_network_policy, network_policy_name, service_name_of_slice,

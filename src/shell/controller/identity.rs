@@ -18,6 +18,7 @@ use super::status;
 use super::{Context, ReconcileError, Reconciling};
 use crate::api::{AGENT_LABEL, AgentIdentity, DelegationPolicy, ToolBinding};
 use crate::assess::{Event, IdentityInputs, assess_identity};
+use crate::authority::network;
 use crate::index::Stores;
 use crate::project::{network_policy_name, service_name_of_slice};
 
@@ -35,6 +36,10 @@ pub(super) async fn reconcile(
         return Ok(Action::await_change());
     };
     let (name, namespace) = (&reconciling.name, &reconciling.namespace);
+    let network_policies = ctx
+        .stores
+        .network_policies
+        .state_filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()));
     let assessment = assess_identity(
         &identity,
         &IdentityInputs {
@@ -42,6 +47,7 @@ pub(super) async fn reconcile(
             trust_domain: &ctx.settings.trust_domain,
             network: &ctx.settings.network,
             services: &ctx.stores,
+            network_policies: &network_policies,
             now: reconciling.now,
         },
     )
@@ -104,7 +110,13 @@ pub(super) async fn reconcile(
 
 /// Projections mandate changed are logged at info; a change someone else made and mandate put
 /// back is a warning, since it means someone tried to widen (or break) an agent's boundary.
-fn log_apply(outcome: ApplyOutcome, kind: &str, namespace: &str, name: &str, agent: &str) {
+pub(super) fn log_apply(
+    outcome: ApplyOutcome,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    agent: &str,
+) {
     match outcome {
         ApplyOutcome::Unchanged => {}
         ApplyOutcome::Changed => {
@@ -246,6 +258,29 @@ pub(super) fn owner_of<P: Resource<DynamicType = ()>>(
                     identity.service_account_name() == name
                 }
         })
+        .iter()
+        .map(|identity| ObjectRef::from_obj(identity.as_ref()))
+        .collect()
+}
+
+/// The agents of a NetworkPolicy's namespace when it is not mandate's: their NetworkExclusive
+/// condition names the foreign policies that can select their pods. All of them, since a change
+/// of its podSelector may stop selecting an agent as well as start (foreign policies change
+/// rarely). mandate's own policies wake nobody here: their changes reach their identity
+/// through `owner_of`.
+pub(super) fn affected_by_network_policy(
+    stores: &Stores,
+    policy: &NetworkPolicy,
+) -> Vec<ObjectRef<AgentIdentity>> {
+    let Some(namespace) = policy.namespace() else {
+        return Vec::new();
+    };
+    if network::is_mandates(&policy.metadata, &stores.authority.latest()) {
+        return Vec::new();
+    }
+    stores
+        .identities
+        .state_filter(|identity| identity.metadata.namespace.as_deref() == Some(namespace.as_str()))
         .iter()
         .map(|identity| ObjectRef::from_obj(identity.as_ref()))
         .collect()

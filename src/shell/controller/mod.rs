@@ -9,6 +9,7 @@ mod binding;
 mod error;
 mod events;
 mod identity;
+mod namespace;
 mod policy;
 mod projection;
 mod status;
@@ -29,7 +30,7 @@ use tokio::sync::watch;
 use crate::authority;
 use crate::index::{
     BindingControllerSubscriptions, ControllerSubscriptions, IdentityControllerSubscriptions,
-    PolicyControllerSubscriptions, Stores,
+    NamespaceControllerSubscriptions, PolicyControllerSubscriptions, Stores,
 };
 use crate::project::{NetworkConfig, TrustDomain};
 use crate::telemetry::{Metrics, ReconcileResult};
@@ -132,7 +133,7 @@ pub(crate) fn now() -> k8s_openapi::jiff::Timestamp {
 /// the bare-client comparison in `make bench-reconcile` drives with 16 requests in flight.
 const CONCURRENCY: u16 = 16;
 
-/// Runs the three controllers until `shutdown` resolves. The stores must be fed by the
+/// Runs the four controllers until `shutdown` resolves. The stores must be fed by the
 /// index's watches, which the caller polls. Every subscription is moved into the controller
 /// it wakes, which polls it from the start: the patterns below name every field, so one the
 /// index adds cannot be left unconsumed here without a compile error.
@@ -145,6 +146,7 @@ pub async fn run(
         identity_controller: identity_subscriptions,
         binding_controller: binding_subscriptions,
         policy_controller: policy_subscriptions,
+        namespace_controller: namespace_subscriptions,
     } = subscriptions;
     let config = ControllerConfig::default().concurrency(CONCURRENCY);
     let stores = ctx.stores.clone();
@@ -187,6 +189,8 @@ pub async fn run(
             deleted_endpoint_slices,
             deleted_service_accounts,
             deleted_network_policies,
+            foreign_policies,
+            deleted_foreign_policies,
         } = identity_subscriptions;
         Controller::for_shared_stream(identity_changes(primary.boxed()), stores.identities.clone())
             .with_config(config.clone())
@@ -255,6 +259,15 @@ pub async fn run(
                 &stores,
                 identity::owner_of,
             ))
+            .watches_shared_stream(foreign_policies, {
+                let stores = stores.clone();
+                move |policy| identity::affected_by_network_policy(&stores, &policy)
+            })
+            .reconcile_on(on_deletion(
+                deleted_foreign_policies,
+                &stores,
+                identity::affected_by_network_policy,
+            ))
             .reconcile_all_on(on_becoming_leader(ctx.leader.clone()))
             .graceful_shutdown_on(shutdown.clone())
             .run(
@@ -317,12 +330,50 @@ pub async fn run(
                 policy::affected_by_identity,
             ))
             .reconcile_all_on(on_becoming_leader(ctx.leader.clone()))
-            .graceful_shutdown_on(shutdown)
-            .run(policy::reconcile, error_policy("DelegationPolicy"), ctx)
+            .graceful_shutdown_on(shutdown.clone())
+            .run(
+                policy::reconcile,
+                error_policy("DelegationPolicy"),
+                ctx.clone(),
+            )
             .for_each(|_| futures::future::ready(()))
     };
 
-    tokio::join!(identity_controller, binding_controller, policy_controller);
+    // The default deny of each namespace: its mode label and whether it holds an identity.
+    let namespace_controller = {
+        let NamespaceControllerSubscriptions {
+            primary,
+            identities,
+            deleted_identities,
+            network_policies,
+            deleted_network_policies,
+        } = namespace_subscriptions;
+        Controller::for_shared_stream(primary, stores.namespaces.clone())
+            .with_config(ControllerConfig::default().concurrency(CONCURRENCY))
+            .watches_shared_stream(identities, |identity| namespace::of_identity(&identity))
+            .reconcile_on(on_deletion(deleted_identities, &stores, |_, identity| {
+                namespace::of_identity(identity)
+            }))
+            .watches_shared_stream(ctx.applied.without_echoes(network_policies), |policy| {
+                namespace::of_default_deny(&policy)
+            })
+            .reconcile_on(on_deletion(
+                deleted_network_policies,
+                &stores,
+                |_, policy| namespace::of_default_deny(policy),
+            ))
+            .reconcile_all_on(on_becoming_leader(ctx.leader.clone()))
+            .graceful_shutdown_on(shutdown)
+            .run(namespace::reconcile, error_policy("Namespace"), ctx)
+            .for_each(|_| futures::future::ready(()))
+    };
+
+    tokio::join!(
+        identity_controller,
+        binding_controller,
+        policy_controller,
+        namespace_controller
+    );
 }
 
 /// Invalid specs wait for a change (a status condition already says why); API errors back off

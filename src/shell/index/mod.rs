@@ -1,6 +1,7 @@
 //! The reflector-backed view of the cluster that the controllers, the webhook and the CLI read.
 //! Watch events in; out, from `build`: one shared watch per kind (mandate's three kinds,
-//! Namespaces and Secrets as metadata only, Services, EndpointSlices) with readable stores;
+//! Namespaces and Secrets as metadata only, Services, EndpointSlices, and every NetworkPolicy
+//! reduced to its podSelector) with readable stores;
 //! ServiceAccounts and mandate's NetworkPolicies as resourceVersions only (see `projections`);
 //! the live [`Authority`] kept current from mandate's three kinds and the ServiceAccounts; and
 //! each consumer's subscriptions as a struct of its own (see `subscriptions`), which wake
@@ -35,8 +36,8 @@ use projections::AuthorityHook;
 pub use projections::Versions;
 pub use subscriptions::{
     BindingControllerSubscriptions, ControllerSubscriptions, Deletions,
-    IdentityControllerSubscriptions, PolicyControllerSubscriptions, Related, SnapshotSubscriptions,
-    Subscriptions,
+    IdentityControllerSubscriptions, NamespaceControllerSubscriptions,
+    PolicyControllerSubscriptions, Related, SnapshotSubscriptions, Subscriptions,
 };
 use watches::Watches;
 
@@ -282,6 +283,9 @@ pub struct Stores {
     pub service_account_versions: Versions,
     /// resourceVersions of mandate's NetworkPolicies.
     pub network_policy_versions: Versions,
+    /// Every NetworkPolicy in the cluster, reduced to its metadata and podSelector: the foreign
+    /// ones are reported on the identities whose pods they can select.
+    pub network_policies: Store<NetworkPolicy>,
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
     pub secrets: Store<PartialObjectMeta<Secret>>,
     pub services: Store<Service>,
@@ -360,6 +364,17 @@ fn slim_projection<K: Resource>(object: &mut PartialObjectMeta<K>) {
 fn slim_network_policy(object: &mut PartialObjectMeta<NetworkPolicy>) {
     slim_projection(object);
     object.metadata.labels = None;
+}
+
+/// Every NetworkPolicy is read for which pods it selects and whose it is (ownerReferences,
+/// labels, name): its rules are dropped, so a cluster full of policies costs little.
+fn slim_to_pod_selector(policy: &mut NetworkPolicy) {
+    slim(policy);
+    policy.metadata.annotations = None;
+    if let Some(spec) = policy.spec.as_mut() {
+        spec.ingress = None;
+        spec.egress = None;
+    }
 }
 
 /// The annotation client-side `kubectl apply` keeps the whole applied object in.
@@ -487,6 +502,7 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
         policies,
         service_accounts,
         network_policies,
+        all_network_policies,
         namespaces,
         secrets,
         services,
@@ -504,6 +520,8 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
     );
     let network_policies =
         network_policies.start(watch_all(client, managed()), slim_network_policy, None);
+    let all_network_policies =
+        all_network_policies.start(watch_all(client, all()), None, slim_to_pod_selector);
     let namespaces = namespaces.start(watch_all(client, all()), None, slim);
     // A legacy token Secret's annotations name its ServiceAccount: kept.
     let secrets = secrets.start(watch_all(client, all()), None, slim);
@@ -516,6 +534,7 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
         policies: policies.reader,
         service_account_versions: service_accounts.versions,
         network_policy_versions: network_policies.versions,
+        network_policies: all_network_policies.reader,
         namespaces: namespaces.reader,
         secrets: secrets.reader,
         services: services.reader,
@@ -531,6 +550,7 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
         policies.run,
         service_accounts.run,
         network_policies.run,
+        all_network_policies.run,
         namespaces.run,
         secrets.run,
         services.run,

@@ -53,11 +53,12 @@ impl Subscriptions {
     }
 }
 
-/// What the three controllers consume, one struct each.
+/// What the four controllers consume, one struct each.
 pub struct ControllerSubscriptions {
     pub identity_controller: IdentityControllerSubscriptions,
     pub binding_controller: BindingControllerSubscriptions,
     pub policy_controller: PolicyControllerSubscriptions,
+    pub namespace_controller: NamespaceControllerSubscriptions,
 }
 
 impl ControllerSubscriptions {
@@ -66,6 +67,7 @@ impl ControllerSubscriptions {
             identity_controller: IdentityControllerSubscriptions::subscribe(watches),
             binding_controller: BindingControllerSubscriptions::subscribe(watches),
             policy_controller: PolicyControllerSubscriptions::subscribe(watches),
+            namespace_controller: NamespaceControllerSubscriptions::subscribe(watches),
         }
     }
 }
@@ -91,6 +93,9 @@ pub struct IdentityControllerSubscriptions {
     /// A deleted projection is re-created by its identity's reconcile.
     pub deleted_service_accounts: Deletions<PartialObjectMeta<ServiceAccount>>,
     pub deleted_network_policies: Deletions<PartialObjectMeta<NetworkPolicy>>,
+    /// Any NetworkPolicy: one not mandate's that can select an agent's pods is reported on it.
+    pub foreign_policies: Related<NetworkPolicy>,
+    pub deleted_foreign_policies: Deletions<NetworkPolicy>,
 }
 
 impl IdentityControllerSubscriptions {
@@ -110,6 +115,33 @@ impl IdentityControllerSubscriptions {
             deleted_services: watches.services.subscribe_deletions(),
             deleted_endpoint_slices: watches.endpoint_slices.subscribe_deletions(),
             deleted_service_accounts: watches.service_accounts.subscribe_deletions(),
+            deleted_network_policies: watches.network_policies.subscribe_deletions(),
+            foreign_policies: watches.all_network_policies.subscribe_related(),
+            deleted_foreign_policies: watches.all_network_policies.subscribe_deletions(),
+        }
+    }
+}
+
+/// What wakes the namespace controller (the default deny of each namespace).
+pub struct NamespaceControllerSubscriptions {
+    /// Drives the controller: every Namespace (its mode label decides the default deny).
+    pub primary: ReflectHandle<PartialObjectMeta<Namespace>>,
+    /// Whether a namespace holds an identity decides it too.
+    pub identities: Related<AgentIdentity>,
+    pub deleted_identities: Deletions<AgentIdentity>,
+    /// Changes of mandate's NetworkPolicies by anyone (the default deny among them), so one
+    /// changed or deleted is restored at once.
+    pub network_policies: Related<PartialObjectMeta<NetworkPolicy>>,
+    pub deleted_network_policies: Deletions<PartialObjectMeta<NetworkPolicy>>,
+}
+
+impl NamespaceControllerSubscriptions {
+    fn subscribe(watches: &mut Watches) -> Self {
+        NamespaceControllerSubscriptions {
+            primary: watches.namespaces.subscribe(),
+            identities: watches.identities.subscribe_related(),
+            deleted_identities: watches.identities.subscribe_deletions(),
+            network_policies: watches.network_policies.subscribe_changes(),
             deleted_network_policies: watches.network_policies.subscribe_deletions(),
         }
     }
@@ -254,12 +286,14 @@ mod tests {
             identity_controller,
             binding_controller,
             policy_controller,
+            namespace_controller,
         } = controllers;
         let changes = [
             identity_controller.primary.boxed(),
             identity_controller.identities,
             binding_controller.identities,
             policy_controller.identities,
+            namespace_controller.identities,
             snapshot.identities.boxed(),
         ];
         for subscription in changes {
@@ -269,6 +303,7 @@ mod tests {
             identity_controller.deleted_identities,
             binding_controller.deleted_identities,
             policy_controller.deleted_identities,
+            namespace_controller.deleted_identities,
         ];
         for deleted in deletions {
             assert_eq!(names(deleted).await, ["retired"]);

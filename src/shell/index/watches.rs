@@ -38,6 +38,8 @@ pub(super) struct Watches {
     pub policies: SharedWatch<DelegationPolicy>,
     pub service_accounts: ProjectionWatch<ServiceAccount>,
     pub network_policies: ProjectionWatch<NetworkPolicy>,
+    /// Every NetworkPolicy, mandate's or not, with its podSelector: foreign ones widen agents.
+    pub all_network_policies: SharedWatch<NetworkPolicy>,
     pub namespaces: SharedWatch<PartialObjectMeta<Namespace>>,
     pub secrets: SharedWatch<PartialObjectMeta<Secret>>,
     pub services: SharedWatch<Service>,
@@ -52,6 +54,7 @@ impl Watches {
             policies: SharedWatch::new(listed),
             service_accounts: ProjectionWatch::new(listed),
             network_policies: ProjectionWatch::new(listed),
+            all_network_policies: SharedWatch::new(listed),
             namespaces: SharedWatch::new(listed),
             secrets: SharedWatch::new(listed),
             services: SharedWatch::new(listed),
