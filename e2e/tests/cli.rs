@@ -607,7 +607,15 @@ async fn check_predicts_exactly_what_the_webhook_decides() -> anyhow::Result<()>
     )
     .await?;
     let n = ns.name.as_str();
-    let operator = Operator::start(OperatorOptions::unique()).await?;
+    // The cases go to the webhook as the admin, who must not count as mandate itself (the
+    // operator runs as the admin here): else a NetworkPolicy case would be mandate's own write,
+    // which `mandate check` (asked as any user) never predicts.
+    let operator = Operator::start(
+        OperatorOptions::unique()
+            .arg("--operator-user")
+            .arg("system:serviceaccount:mandate-system:mandate"),
+    )
+    .await?;
 
     let work = state_dir().join(format!("cli-parity-{}", std::process::id()));
     let valid_until = rfc3339_from_now(4 * 3600)?;

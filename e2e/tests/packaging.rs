@@ -812,12 +812,6 @@ async fn the_charts_service_account_is_narrow() -> anyhow::Result<()> {
             "-n",
             "default",
         ],
-        &[
-            "delete",
-            "networkpolicies.networking.k8s.io/mandate.default-deny",
-            "-n",
-            "default",
-        ],
         &["list", "secrets", "-A"],
         &["watch", "namespaces"],
         &["list", "endpointslices.discovery.k8s.io", "-A"],

@@ -12,12 +12,6 @@
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["list", "watch", "create", "patch"]
-{{- /* A namespace that is no longer an agent namespace and holds no identity loses mandate's
-default deny: mandate deletes it, and only it (by name). */}}
-- apiGroups: ["networking.k8s.io"]
-  resources: ["networkpolicies"]
-  resourceNames: ["mandate.default-deny"]
-  verbs: ["delete"]
 - apiGroups: [""]
   resources: ["namespaces", "services", "secrets"]
   verbs: ["list", "watch"]

@@ -23,7 +23,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use super::mandate_resources::Requester;
 use super::snapshot::{AdmissionConfig, Snapshot};
 use super::verdict::{Mode, Verdict};
-use crate::authority::network::{DEFAULT_DENY_NAME, may_select_agent, owning_identity};
+use crate::authority::network::{
+    DEFAULT_DENY_NAME, is_default_deny, may_select_agent, owning_identity,
+};
 use crate::authority::{Finding, Reason};
 use crate::project::{default_deny_scope, network_policy_name};
 
@@ -163,9 +165,15 @@ fn projection_of<'a>(
     match kind {
         ProjectionKind::NetworkPolicy => {
             if name == DEFAULT_DENY_NAME {
+                // Mandate's wherever it is (its name and label), or where mandate wants one.
+                let exists = old.is_some_and(is_default_deny);
                 let agent_namespace = snapshot.namespace_mode(namespace).is_some();
-                return default_deny_scope(agent_namespace, snapshot.holds_identity(namespace))
-                    .map(|_| Projection::DefaultDeny);
+                return default_deny_scope(
+                    agent_namespace,
+                    snapshot.holds_identity(namespace),
+                    exists,
+                )
+                .map(|_| Projection::DefaultDeny);
             }
             authority
                 .identities_in(namespace)

@@ -1,7 +1,7 @@
 //! The namespace default deny: what mandate knows of a namespace (whether it is labelled
-//! `mandate.dev/mode`, whether it holds an AgentIdentity) in; the default-deny NetworkPolicy it
-//! wants there, or none, out. Pure: the namespace reconciler applies it (or deletes mandate's
-//! own when none is wanted).
+//! `mandate.dev/mode`, whether it holds an AgentIdentity, whether mandate's default deny is
+//! there already) in; the default-deny NetworkPolicy it wants there, or none, out. Pure: the
+//! namespace reconciler applies it. mandate never deletes it.
 //!
 //! Per-agent policies only ever add what a mandate allows; this policy is what they add to, so a
 //! pod that loses its identity (the identity deleted, the label removed or changed to a name with
@@ -14,10 +14,14 @@
 //!   may run there (an agent pod outside an agent namespace is admitted only with an existing
 //!   identity in its namespace). An agent-labelled pod in a namespace without any identity is
 //!   refused at admission (`NoIdentity`, in the default mode).
-//! - Lifecycle: when a namespace stops being an agent namespace, its policy narrows to the
-//!   agent-labelled pods if identities remain there, and is deleted once none does (then no
-//!   agent pod can be admitted there either). The namespace's own deletion takes it with it. It
-//!   is never owned by an AgentIdentity: deleting an identity leaves its pods isolated.
+//! - Lifecycle: once there, it stays. When a namespace stops being an agent namespace its
+//!   policy narrows to the agent-labelled pods; when the last identity of a namespace goes, it
+//!   stays too, since the pods of the deleted identities may still run there and must stay
+//!   isolated (it selects agent-labelled pods only, which cannot be admitted there without an
+//!   identity, so it costs nobody else anything). It goes with the namespace, or when an
+//!   administrator deletes it (refused to everyone but mandate, the garbage collector and the
+//!   namespace controller while it is mandate's; see `admission::network_policy`). It is never
+//!   owned by an AgentIdentity: deleting an identity leaves its pods isolated.
 //!
 //! Both rule lists are written (empty), so mandate's field manager owns them and a rule anyone
 //! adds is taken back at the next apply.
@@ -42,12 +46,19 @@ pub enum DenyScope {
     AgentPods,
 }
 
-/// The scope of the default deny a namespace needs; `None`: it needs none.
-pub fn default_deny_scope(agent_namespace: bool, holds_identity: bool) -> Option<DenyScope> {
-    match (agent_namespace, holds_identity) {
-        (true, _) => Some(DenyScope::Namespace),
-        (false, true) => Some(DenyScope::AgentPods),
-        (false, false) => None,
+/// The scope of the default deny a namespace needs; `None`: it needs none. `exists`: mandate's
+/// default deny is in the namespace already (it is kept, narrowed to agent pods).
+pub fn default_deny_scope(
+    agent_namespace: bool,
+    holds_identity: bool,
+    exists: bool,
+) -> Option<DenyScope> {
+    if agent_namespace {
+        Some(DenyScope::Namespace)
+    } else if holds_identity || exists {
+        Some(DenyScope::AgentPods)
+    } else {
+        None
     }
 }
 
@@ -90,10 +101,33 @@ mod tests {
 
     #[test]
     fn an_agent_namespace_denies_every_pod_and_other_identity_namespaces_their_agent_pods() {
-        assert_eq!(default_deny_scope(true, false), Some(DenyScope::Namespace));
-        assert_eq!(default_deny_scope(true, true), Some(DenyScope::Namespace));
-        assert_eq!(default_deny_scope(false, true), Some(DenyScope::AgentPods));
-        assert_eq!(default_deny_scope(false, false), None);
+        assert_eq!(
+            default_deny_scope(true, false, false),
+            Some(DenyScope::Namespace)
+        );
+        assert_eq!(
+            default_deny_scope(true, true, true),
+            Some(DenyScope::Namespace)
+        );
+        assert_eq!(
+            default_deny_scope(false, true, false),
+            Some(DenyScope::AgentPods)
+        );
+        assert_eq!(default_deny_scope(false, false, false), None);
+    }
+
+    #[test]
+    fn a_default_deny_once_there_stays_narrowed_to_agent_pods_when_the_namespace_opts_out_or_empties()
+     {
+        // Opted out, identities remain; or the last identity deleted under its running pods.
+        assert_eq!(
+            default_deny_scope(false, true, true),
+            Some(DenyScope::AgentPods)
+        );
+        assert_eq!(
+            default_deny_scope(false, false, true),
+            Some(DenyScope::AgentPods)
+        );
     }
 
     #[test]

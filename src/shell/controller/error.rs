@@ -34,13 +34,6 @@ pub enum ReconcileError {
         #[source]
         source: kube::Error,
     },
-    #[error("deleting NetworkPolicy {namespace}/{name}: {source}")]
-    DeleteNetworkPolicy {
-        namespace: String,
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
     #[error("writing the status of {kind} {namespace}/{name}: {source}")]
     WriteStatus {
         kind: &'static str,
@@ -59,7 +52,6 @@ impl ReconcileError {
             ReconcileError::ReadAuthority { .. } => false,
             ReconcileError::ApplyServiceAccount { source, .. }
             | ReconcileError::ApplyNetworkPolicy { source, .. }
-            | ReconcileError::DeleteNetworkPolicy { source, .. }
             | ReconcileError::WriteStatus { source, .. } => namespace_terminating(source),
         }
     }

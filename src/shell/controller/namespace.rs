@@ -1,7 +1,8 @@
-//! Reconciles one Namespace's default deny: the namespace's mode label and whether it holds an
-//! AgentIdentity in (from the stores); out, mandate's default-deny NetworkPolicy applied
-//! (`project::desired_default_deny`) or, where none is wanted, mandate's own deleted. Holds no
-//! rule: which policy a namespace needs is `project::default_deny_scope`'s. Also maps changes of
+//! Reconciles one Namespace's default deny: the namespace's mode label, whether it holds an
+//! AgentIdentity and whether mandate's default deny is there already in (from the stores); out,
+//! mandate's default-deny NetworkPolicy applied (`project::desired_default_deny`). Holds no
+//! rule: which policy a namespace needs is `project::default_deny_scope`'s (which never asks
+//! for a deletion). Also maps changes of
 //! identities and of mandate's NetworkPolicies to the namespaces they concern, so a default deny
 //! someone changed or deleted is restored at once.
 
@@ -9,7 +10,6 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::DeleteParams;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
@@ -55,46 +55,22 @@ pub(super) async fn reconcile(
         .stores
         .network_policy_versions
         .get(&name, DEFAULT_DENY_NAME);
-    match default_deny_scope(agent_namespace, holds_identity) {
-        Some(scope) => {
-            let outcome = ctx
-                .applied
-                .apply(
-                    &api,
-                    &name,
-                    &desired_default_deny(&name, scope),
-                    stored.as_deref(),
-                )
-                .await
-                .map_err(|source| ReconcileError::ApplyNetworkPolicy {
-                    namespace: name.clone(),
-                    name: DEFAULT_DENY_NAME.to_owned(),
-                    source,
-                })?;
-            log_apply(outcome, "NetworkPolicy", &name, DEFAULT_DENY_NAME, "");
-        }
-        // Only mandate's own (the managed watch saw it) is ever deleted.
-        None if stored.is_some() => {
-            match api
-                .delete(DEFAULT_DENY_NAME, &DeleteParams::default())
-                .await
-            {
-                Ok(_) => tracing::info!(
-                    namespace = %name,
-                    name = DEFAULT_DENY_NAME,
-                    "default deny deleted: the namespace is no agent namespace and holds no identity"
-                ),
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
-                Err(source) => {
-                    return Err(ReconcileError::DeleteNetworkPolicy {
-                        namespace: name,
-                        name: DEFAULT_DENY_NAME.to_owned(),
-                        source,
-                    });
-                }
-            }
-        }
-        None => {}
+    if let Some(scope) = default_deny_scope(agent_namespace, holds_identity, stored.is_some()) {
+        let outcome = ctx
+            .applied
+            .apply(
+                &api,
+                &name,
+                &desired_default_deny(&name, scope),
+                stored.as_deref(),
+            )
+            .await
+            .map_err(|source| ReconcileError::ApplyNetworkPolicy {
+                namespace: name.clone(),
+                name: DEFAULT_DENY_NAME.to_owned(),
+                source,
+            })?;
+        log_apply(outcome, "NetworkPolicy", &name, DEFAULT_DENY_NAME, "");
     }
     timer.finish(&ctx.metrics);
     Ok(Action::requeue(ctx.settings.resync))
