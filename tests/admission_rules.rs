@@ -480,6 +480,29 @@ fn a_year_long_token_request_for_an_agent_is_refused_with_token_ttl_only() -> Re
 }
 
 #[test]
+fn a_network_policy_selecting_every_pod_of_an_agent_namespace_is_refused_as_foreign() -> Result<()>
+{
+    let answer = review("networkpolicy-foreign.json")?;
+    assert_denied(&answer, &["ForeignNetworkPolicy"]);
+    assert!(
+        answer
+            .message()
+            .contains("agent(s) drafter, idle, payer, researcher"),
+        "{}",
+        answer.message()
+    );
+    Ok(())
+}
+
+#[test]
+fn deleting_an_agents_network_policy_is_refused_as_a_protected_projection() -> Result<()> {
+    let answer = review("networkpolicy-delete-projection.json")?;
+    assert_denied(&answer, &["ProtectedProjection"]);
+    assert_eq!(answer.annotation("agent"), Some("researcher"));
+    Ok(())
+}
+
+#[test]
 fn kinds_mandate_does_not_review_are_allowed_without_annotations() -> Result<()> {
     let answer = review("configmap-create.json")?;
     assert!(answer.allowed());

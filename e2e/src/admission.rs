@@ -200,6 +200,23 @@ pub fn webhook_configuration(
         "expression": "request.resource.resource != 'secrets' || (has(object.type) && object.type == 'kubernetes.io/service-account-token')",
     }]);
 
+    // NetworkPolicies (written: ForeignNetworkPolicy; deleted: ProtectedProjection), and
+    // ServiceAccounts deleted (ProtectedProjection).
+    let network_rule = |operations: &[&str]| {
+        json!({
+            "apiGroups": ["networking.k8s.io"], "apiVersions": ["v1"],
+            "operations": operations,
+            "resources": ["networkpolicies"],
+            "scope": "Namespaced",
+        })
+    };
+    let service_account_deletes = json!({
+        "apiGroups": [""], "apiVersions": ["v1"],
+        "operations": ["DELETE"],
+        "resources": ["serviceaccounts"],
+        "scope": "Namespaced",
+    });
+
     let webhooks = vec![
         // 1. Every pod in a namespace that opted in. Fail: these are agent namespaces, and an
         //    agent pod must never run unjudged because the webhook was down.
@@ -330,20 +347,7 @@ pub fn webhook_configuration(
             VALIDATE_PATH,
             "Fail",
             json!({
-                "rules": [
-                    {
-                        "apiGroups": ["networking.k8s.io"], "apiVersions": ["v1"],
-                        "operations": ["CREATE", "UPDATE", "DELETE"],
-                        "resources": ["networkpolicies"],
-                        "scope": "Namespaced",
-                    },
-                    {
-                        "apiGroups": [""], "apiVersions": ["v1"],
-                        "operations": ["DELETE"],
-                        "resources": ["serviceaccounts"],
-                        "scope": "Namespaced",
-                    },
-                ],
+                "rules": [network_rule(&["CREATE", "UPDATE", "DELETE"]), service_account_deletes],
                 "namespaceSelector": namespaces(Some(true)),
             }),
         ),
@@ -355,20 +359,7 @@ pub fn webhook_configuration(
             VALIDATE_PATH,
             "Fail",
             json!({
-                "rules": [
-                    {
-                        "apiGroups": ["networking.k8s.io"], "apiVersions": ["v1"],
-                        "operations": ["DELETE"],
-                        "resources": ["networkpolicies"],
-                        "scope": "Namespaced",
-                    },
-                    {
-                        "apiGroups": [""], "apiVersions": ["v1"],
-                        "operations": ["DELETE"],
-                        "resources": ["serviceaccounts"],
-                        "scope": "Namespaced",
-                    },
-                ],
+                "rules": [network_rule(&["DELETE"]), service_account_deletes],
                 "namespaceSelector": namespaces(Some(false)),
                 "objectSelector": {
                     "matchLabels": {
@@ -393,6 +384,23 @@ pub fn webhook_configuration(
         "webhooks": webhooks,
     }))
     .context("building mandate's ValidatingWebhookConfiguration")
+}
+
+/// Registers mandate's webhooks for `operator`, scoped to the namespaces labelled
+/// `isolation=run` (a test's own), named after `run`.
+pub async fn register_isolated(
+    client: &Client,
+    operator: &crate::operator::Operator,
+    isolation: &str,
+    run: &str,
+) -> anyhow::Result<RegisteredWebhooks> {
+    let settings = WebhookSettings::new(
+        format!("mandate-e2e-{run}"),
+        format!("https://{}", operator.webhook),
+        &operator.cert.ca_pem,
+    )
+    .isolated_by(isolation, run);
+    RegisteredWebhooks::register(client, &webhook_configuration(&settings)?).await
 }
 
 /// A registered webhook configuration, deleted when dropped (pass or fail), so a stopped

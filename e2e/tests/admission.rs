@@ -23,8 +23,7 @@ use mandate::api::conditions::{READY, is_true};
 use mandate::assess::projections_applied;
 use mandate_e2e::admission::{
     AGENT_PODS_ELSEWHERE, CREDENTIALS_IN_AGENT_NAMESPACES, MANDATE_RESOURCES,
-    PODS_IN_AGENT_NAMESPACES, RegisteredWebhooks, SECRETS_IN_AGENT_NAMESPACES, WebhookSettings,
-    webhook_configuration,
+    PODS_IN_AGENT_NAMESPACES, RegisteredWebhooks, SECRETS_IN_AGENT_NAMESPACES, register_isolated,
 };
 use mandate_e2e::operator::{Operator, OperatorOptions};
 use mandate_e2e::resources::{Kind, install_crds, rfc3339_from_now};
@@ -67,14 +66,7 @@ impl Mandate {
         install_crds(&client).await?;
         let run = format!("{test}-{}", std::process::id());
         let operator = Operator::start(OperatorOptions::unique()).await?;
-        let settings = WebhookSettings::new(
-            format!("mandate-e2e-{run}"),
-            format!("https://{}", operator.webhook),
-            &operator.cert.ca_pem,
-        )
-        .isolated_by(ISOLATION_LABEL, &run);
-        let webhooks =
-            RegisteredWebhooks::register(&client, &webhook_configuration(&settings)?).await?;
+        let webhooks = register_isolated(&client, &operator, ISOLATION_LABEL, &run).await?;
         let probe = namespace_for(&client, &run, "adm-probe", Some("enforce")).await?;
         let mandate = Mandate {
             client,

@@ -549,21 +549,26 @@ mod tests {
         old: &serde_json::Value,
         object: &serde_json::Value,
     ) -> Request {
+        reviewed(json!({
+            "uid": "u",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "subResource": sub_resource,
+            "name": "x",
+            "namespace": NS,
+            "operation": "UPDATE",
+            "userInfo": {"username": "alice", "groups": ["system:authenticated"]},
+            "object": object,
+            "oldObject": old,
+        }))
+    }
+
+    /// The request `request` as the API server sends it, read.
+    fn reviewed(request: serde_json::Value) -> Request {
         let review = json!({
             "apiVersion": "admission.k8s.io/v1",
             "kind": "AdmissionReview",
-            "request": {
-                "uid": "u",
-                "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                "resource": {"group": "", "version": "v1", "resource": "pods"},
-                "subResource": sub_resource,
-                "name": "x",
-                "namespace": NS,
-                "operation": "UPDATE",
-                "userInfo": {"username": "alice", "groups": ["system:authenticated"]},
-                "object": object,
-                "oldObject": old,
-            }
+            "request": request,
         });
         parse_review(review.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"))
     }
@@ -785,22 +790,17 @@ mod tests {
         object: serde_json::Value,
         old: serde_json::Value,
     ) -> Request {
-        let review = json!({
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": "u",
-                "kind": {"group": "networking.k8s.io", "version": "v1", "kind": "NetworkPolicy"},
-                "resource": {"group": "networking.k8s.io", "version": "v1", "resource": "networkpolicies"},
-                "name": "mandate-researcher",
-                "namespace": NS,
-                "operation": operation,
-                "userInfo": {"username": user, "groups": ["system:authenticated"]},
-                "object": object,
-                "oldObject": old,
-            }
-        });
-        parse_review(review.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+        reviewed(json!({
+            "uid": "u",
+            "kind": {"group": "networking.k8s.io", "version": "v1", "kind": "NetworkPolicy"},
+            "resource": {"group": "networking.k8s.io", "version": "v1", "resource": "networkpolicies"},
+            "name": "mandate-researcher",
+            "namespace": NS,
+            "operation": operation,
+            "userInfo": {"username": user, "groups": ["system:authenticated"]},
+            "object": object,
+            "oldObject": old,
+        }))
     }
 
     fn open_policy() -> serde_json::Value {
