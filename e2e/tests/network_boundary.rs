@@ -503,6 +503,15 @@ async fn mandates_projections_cannot_be_deleted_and_its_default_deny_outlives_id
     )
     .await?;
 
+    // The per-agent policy still opens what the mandate allows on top of the default deny
+    // (policies add up): DNS and the tool's CIDR.
+    let own = serde_json::to_value(&policies.get("mandate-researcher").await?.spec)?;
+    let egress = own["egress"].to_string();
+    assert!(
+        egress.contains("\"port\":53") && egress.contains("203.0.113.0/24"),
+        "{own:#}"
+    );
+
     // An agent pod; relabelled by the developer to an agent with no identity (warn admits it
     // with a warning), it is still selected by the default deny.
     kubectl_ok(

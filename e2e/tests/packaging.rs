@@ -170,7 +170,7 @@ fn check_webhooks(
 ) -> anyhow::Result<()> {
     let vwc = find(objects, "ValidatingWebhookConfiguration")?;
     let webhooks = vwc["webhooks"].as_array().context("no webhooks")?;
-    ensure!(webhooks.len() == 8, "expected eight webhooks: {vwc:#}");
+    ensure!(webhooks.len() == 10, "expected ten webhooks: {vwc:#}");
     for webhook in webhooks {
         let name = webhook["name"].as_str().unwrap_or_default();
         ensure!(webhook["sideEffects"] == "None", "{name}: sideEffects");
@@ -204,7 +204,8 @@ fn check_webhooks(
                 "{name} lacks the isolation label: {selector}"
             );
         }
-        // Fail only where scoped to agent namespaces, agent pods or mandate's own kinds.
+        // Fail only where scoped to agent namespaces, agent pods, mandate's own kinds or
+        // mandate's own (labelled) objects.
         if webhook["failurePolicy"] == "Fail" {
             let agent_namespaces = expressions
                 .iter()
@@ -214,8 +215,10 @@ fn check_webhooks(
             let mandate_kinds = webhook["rules"]
                 .as_array()
                 .is_some_and(|r| r.iter().all(|r| r["apiGroups"] == json!(["mandate.dev"])));
+            let mandate_objects = webhook["objectSelector"]["matchLabels"]["app.kubernetes.io/managed-by"]
+                == "mandate";
             ensure!(
-                agent_namespaces || agent_objects || mandate_kinds,
+                agent_namespaces || agent_objects || mandate_kinds || mandate_objects,
                 "{name} fails closed without being scoped"
             );
         }

@@ -233,6 +233,7 @@ fn is_namespaced_kind(api_version: &str, kind: &str) -> bool {
                 "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet"
             )
             | ("batch", "Job" | "CronJob")
+            | ("networking.k8s.io", "NetworkPolicy")
     ) || group == GROUP
 }
 
@@ -829,6 +830,30 @@ spec:
             .unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(of(&results, "Pod", "p").reasons, expected, "at {when}");
         }
+    }
+
+    #[test]
+    fn a_network_policy_manifest_selecting_agents_is_refused_as_foreign_and_reported_on_them() {
+        let open = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+                    metadata: {name: open}\nspec: {podSelector: {}, ingress: [{}]}\n";
+        let results = review(open);
+        let outcome = of(&results, "NetworkPolicy", "open");
+        assert_eq!(outcome.namespace, "team");
+        assert_eq!(outcome.reasons, ["ForeignNetworkPolicy"]);
+        assert_eq!(outcome.decision, "denied");
+        // The identity `check` assesses from the same manifests names it.
+        let manifests = load(&format!("{WORLD}\n---\n{open}"));
+        let snapshot = snapshot(None, &manifests, authority::Config::default(), NOW);
+        let researcher = snapshot
+            .authority()
+            .identity("team", "researcher")
+            .and_then(|i| i.status.clone())
+            .unwrap_or_default();
+        assert!(
+            !conditions::is_true(&researcher.conditions, conditions::NETWORK_EXCLUSIVE),
+            "{:#?}",
+            researcher.conditions
+        );
     }
 
     #[test]

@@ -111,7 +111,11 @@ pub fn review(
     now: Timestamp,
 ) -> Verdict {
     let object = &request.object;
-    if let Object::Other = object {
+    // A ServiceAccount is read only for its deletion (mandate's are protected): any other
+    // request about one is a kind mandate does not review.
+    let service_account_write =
+        matches!(object, Object::ServiceAccount(_)) && request.operation != Operation::Delete;
+    if matches!(object, Object::Other) || service_account_write {
         return Verdict::ignored();
     }
     let namespace = request
@@ -128,7 +132,6 @@ pub fn review(
         (Object::TokenRequest(_), _) => false,
         // Deleting mandate's projections is reviewed; a ServiceAccount only then.
         (Object::NetworkPolicy(_) | Object::ServiceAccount(_), Operation::Delete) => true,
-        (Object::ServiceAccount(_), _) => false,
         (_, Operation::Create | Operation::Update) => true,
         _ => false,
     };

@@ -85,7 +85,10 @@ impl Listed {
     }
 }
 
-/// Every kind `build` watches.
+/// Every kind `build` watches. NetworkPolicy is watched twice (mandate's, as versions; every
+/// one, reduced to its podSelector) and counts as listed when the first list is done: only the
+/// identities' NetworkExclusive condition reads the second, and the second's first list wakes
+/// every identity a foreign policy touches, so an early reconcile is corrected at once.
 pub const WATCHED_KINDS: [&str; 9] = [
     "AgentIdentity",
     "ToolBinding",
@@ -370,7 +373,15 @@ fn slim_network_policy(object: &mut PartialObjectMeta<NetworkPolicy>) {
 /// labels, name): its rules are dropped, so a cluster full of policies costs little.
 fn slim_to_pod_selector(policy: &mut NetworkPolicy) {
     slim(policy);
-    policy.metadata.annotations = None;
+    let meta = &mut policy.metadata;
+    meta.annotations = None;
+    meta.creation_timestamp = None;
+    meta.uid = None;
+    meta.generation = None;
+    // Only mandate's label tells its default deny (with its name); the rest decide nothing.
+    if let Some(labels) = meta.labels.as_mut() {
+        labels.retain(|key, _| key == MANAGED_BY_LABEL);
+    }
     if let Some(spec) = policy.spec.as_mut() {
         spec.ingress = None;
         spec.egress = None;
