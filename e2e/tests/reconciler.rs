@@ -710,10 +710,15 @@ async fn assert_converged(client: &Client, ns: &str, expected: usize) -> anyhow:
         sas, names,
         "exactly one managed ServiceAccount per identity"
     );
-    let expected_nps: BTreeSet<String> = names.iter().map(|n| format!("mandate-{n}")).collect();
+    // One per identity, and the namespace's default deny (owned by no identity).
+    let expected_nps: BTreeSet<String> = names
+        .iter()
+        .map(|n| format!("mandate-{n}"))
+        .chain([mandate::project::DEFAULT_DENY_NAME.to_owned()])
+        .collect();
     assert_eq!(
         nps, expected_nps,
-        "exactly one managed NetworkPolicy per identity"
+        "exactly one managed NetworkPolicy per identity, and the default deny"
     );
     Ok(())
 }
