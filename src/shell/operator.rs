@@ -417,6 +417,15 @@ mod tests {
     }
 
     #[test]
+    fn the_projection_deleters_flag_defaults_to_admissions_default() {
+        let flag: Vec<&str> = DEFAULT_PROJECTION_DELETERS_FLAG.split(',').collect();
+        assert_eq!(
+            flag,
+            crate::admission::snapshot::DEFAULT_PROJECTION_DELETERS
+        );
+    }
+
+    #[test]
     fn the_unmanaged_gauge_counts_what_the_published_snapshot_knows() -> anyhow::Result<()> {
         let authority = authority::Authority::builder()
             .service_account(ServiceAccount {
