@@ -87,6 +87,7 @@ pub struct PodSecurityExemption {
     pub control: BaselineControl,
     /// For control Capabilities (and only then): the capabilities beyond the baseline set the
     /// agent's containers may add, for example SYS_ADMIN (a CAP_ prefix is ignored).
+    // At most 41: as many as Linux defines.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(min = 1, max = 41),
