@@ -15,31 +15,37 @@ async fn developer(namespace: &str, name: &str) -> anyhow::Result<User> {
     std::fs::create_dir_all(&users)?;
     let user = User::create(&users, name, "developers")?;
     grant_edit(namespace, name).await?;
-    kubectl_ok(
-        &[
-            "create",
-            "role",
-            "pod-debugger",
-            "--verb=get,update,patch",
-            "--resource=pods/ephemeralcontainers",
-            "-n",
-            namespace,
-        ],
-        None,
-    )?;
-    kubectl_ok(
-        &[
-            "create",
-            "rolebinding",
-            "pod-debugger",
-            "--role=pod-debugger",
-            &format!("--user={name}"),
-            "-n",
-            namespace,
-        ],
-        None,
+    grant_role(
+        namespace,
+        "pod-debugger",
+        "get,update,patch",
+        "pods/ephemeralcontainers",
+        &[name],
     )?;
     Ok(user)
+}
+
+/// A Role `role` in `namespace` with `verbs` on `resources` (comma-separated), bound to
+/// `users`.
+fn grant_role(
+    namespace: &str,
+    role: &str,
+    verbs: &str,
+    resources: &str,
+    users: &[&str],
+) -> anyhow::Result<()> {
+    let verbs = format!("--verb={verbs}");
+    let resources = format!("--resource={resources}");
+    kubectl_ok(
+        &["create", "role", role, &verbs, &resources, "-n", namespace],
+        None,
+    )?;
+    let role_ref = format!("--role={role}");
+    let mut binding = vec!["create", "rolebinding", role, &role_ref, "-n", namespace];
+    let users: Vec<String> = users.iter().map(|u| format!("--user={u}")).collect();
+    binding.extend(users.iter().map(String::as_str));
+    kubectl_ok(&binding, None)?;
+    Ok(())
 }
 
 /// `researcher`'s pod `name` with `path` set to `value`.
@@ -224,30 +230,12 @@ async fn a_pod_security_exemption_added_by_the_owner_is_refused_and_one_from_ano
             // The owner is an approver too: four eyes still needs someone else.
             let owner = User::create(&users, "olivia", APPROVERS)?;
             let approver = User::create(&users, "victor", APPROVERS)?;
-            kubectl_ok(
-                &[
-                    "create",
-                    "role",
-                    "agent-editor",
-                    "--verb=get,list,create,update,patch",
-                    "--resource=agentidentities.mandate.dev,pods",
-                    "-n",
-                    ns,
-                ],
-                None,
-            )?;
-            kubectl_ok(
-                &[
-                    "create",
-                    "rolebinding",
-                    "agent-editor",
-                    "--role=agent-editor",
-                    &format!("--user={}", owner.name),
-                    &format!("--user={}", approver.name),
-                    "-n",
-                    ns,
-                ],
-                None,
+            grant_role(
+                ns,
+                "agent-editor",
+                "get,list,create,update,patch",
+                "agentidentities.mandate.dev,pods",
+                &[&owner.name, &approver.name],
             )?;
             let inspector = identity("inspector", "ReadOnly", "User", &owner.name);
             mandate

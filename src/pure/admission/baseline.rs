@@ -12,7 +12,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, EphemeralContainer, Lifecycle, PodSpec, Probe, SELinuxOptions, SecurityContext,
+    AppArmorProfile, Lifecycle, PodSpec, Probe, SELinuxOptions, SeccompProfile, SecurityContext,
+    WindowsSecurityContextOptions,
 };
 
 use crate::api::{AgentIdentity, BaselineControl, OwnerKind, PodSecurityExemption};
@@ -109,10 +110,12 @@ struct ContainerView<'a> {
     lifecycle: Option<&'a Lifecycle>,
 }
 
-impl<'a> ContainerView<'a> {
-    fn of(path: String, c: &'a Container) -> Self {
+/// The view of a `Container` or an `EphemeralContainer`: two types with the same fields.
+macro_rules! container_view {
+    ($path:expr, $c:expr) => {{
+        let c = $c;
         ContainerView {
-            path,
+            path: $path,
             security: c.security_context.as_ref(),
             host_ports: host_ports(c.ports.iter().flatten().map(|p| p.host_port)),
             probes: [
@@ -122,21 +125,7 @@ impl<'a> ContainerView<'a> {
             ],
             lifecycle: c.lifecycle.as_ref(),
         }
-    }
-
-    fn of_ephemeral(path: String, c: &'a EphemeralContainer) -> Self {
-        ContainerView {
-            path,
-            security: c.security_context.as_ref(),
-            host_ports: host_ports(c.ports.iter().flatten().map(|p| p.host_port)),
-            probes: [
-                ("livenessProbe", c.liveness_probe.as_ref()),
-                ("readinessProbe", c.readiness_probe.as_ref()),
-                ("startupProbe", c.startup_probe.as_ref()),
-            ],
-            lifecycle: c.lifecycle.as_ref(),
-        }
-    }
+    }};
 }
 
 /// Every port's hostPort, 0 where none is set (so indexes stay those of `ports`).
@@ -149,13 +138,11 @@ fn containers(spec: &PodSpec) -> Vec<ContainerView<'_>> {
     let init = spec.init_containers.iter().flatten().enumerate();
     let regular = spec.containers.iter().enumerate();
     let ephemeral = spec.ephemeral_containers.iter().flatten().enumerate();
-    init.map(|(i, c)| ContainerView::of(format!("spec.initContainers[{i}]"), c))
-        .chain(regular.map(|(i, c)| ContainerView::of(format!("spec.containers[{i}]"), c)))
-        .chain(
-            ephemeral.map(|(i, c)| {
-                ContainerView::of_ephemeral(format!("spec.ephemeralContainers[{i}]"), c)
-            }),
-        )
+    let ephemeral =
+        ephemeral.map(|(i, c)| container_view!(format!("spec.ephemeralContainers[{i}]"), c));
+    init.map(|(i, c)| container_view!(format!("spec.initContainers[{i}]"), c))
+        .chain(regular.map(|(i, c)| container_view!(format!("spec.containers[{i}]"), c)))
+        .chain(ephemeral)
         .collect()
 }
 
@@ -215,27 +202,14 @@ fn pod_security_context(spec: &PodSpec, found: &mut Vec<Violation>) {
         return;
     };
     let path = "spec.securityContext";
-    if context
-        .windows_options
-        .as_ref()
-        .and_then(|w| w.host_process)
-        == Some(true)
-    {
-        found.push(Violation::new(
-            BaselineControl::HostProcess,
-            format!("{path}.windowsOptions.hostProcess"),
-            "is true",
-        ));
-    }
-    if let Some(options) = &context.se_linux_options {
-        selinux(path, options, found);
-    }
-    if let Some(profile) = &context.seccomp_profile {
-        seccomp(path, &profile.type_, found);
-    }
-    if let Some(profile) = &context.app_armor_profile {
-        apparmor(path, &profile.type_, found);
-    }
+    shared_options(
+        path,
+        &context.windows_options,
+        &context.se_linux_options,
+        &context.seccomp_profile,
+        &context.app_armor_profile,
+        found,
+    );
     for (i, sysctl) in context.sysctls.iter().flatten().enumerate() {
         if !SAFE_SYSCTLS.contains(&sysctl.name.as_str()) {
             found.push(
@@ -284,27 +258,14 @@ fn container_violations(c: &ContainerView<'_>, user_namespace: bool, found: &mut
                 format!("is {mount}, not Default (outside a user namespace, hostUsers: false)"),
             ));
         }
-        if security
-            .windows_options
-            .as_ref()
-            .and_then(|w| w.host_process)
-            == Some(true)
-        {
-            found.push(Violation::new(
-                BaselineControl::HostProcess,
-                format!("{context}.windowsOptions.hostProcess"),
-                "is true",
-            ));
-        }
-        if let Some(options) = &security.se_linux_options {
-            selinux(&context, options, found);
-        }
-        if let Some(profile) = &security.seccomp_profile {
-            seccomp(&context, &profile.type_, found);
-        }
-        if let Some(profile) = &security.app_armor_profile {
-            apparmor(&context, &profile.type_, found);
-        }
+        shared_options(
+            &context,
+            &security.windows_options,
+            &security.se_linux_options,
+            &security.seccomp_profile,
+            &security.app_armor_profile,
+            found,
+        );
     }
     for (i, port) in c.host_ports.iter().enumerate() {
         if *port != 0 {
@@ -367,21 +328,43 @@ fn selinux(context: &str, options: &SELinuxOptions, found: &mut Vec<Violation>) 
     }
 }
 
-fn seccomp(context: &str, type_: &str, found: &mut Vec<Violation>) {
-    if !matches!(type_, "RuntimeDefault" | "Localhost") {
+/// The options pod and container security contexts share (HostProcess, SELinux, seccomp,
+/// AppArmor), of the one at `context`.
+fn shared_options(
+    context: &str,
+    windows: &Option<WindowsSecurityContextOptions>,
+    selinux_options: &Option<SELinuxOptions>,
+    seccomp: &Option<SeccompProfile>,
+    apparmor: &Option<AppArmorProfile>,
+    found: &mut Vec<Violation>,
+) {
+    if windows.as_ref().and_then(|w| w.host_process) == Some(true) {
         found.push(Violation::new(
-            BaselineControl::Seccomp,
-            format!("{context}.seccompProfile.type"),
-            format!("is {type_}, not RuntimeDefault or Localhost"),
+            BaselineControl::HostProcess,
+            format!("{context}.windowsOptions.hostProcess"),
+            "is true",
         ));
+    }
+    if let Some(options) = selinux_options {
+        selinux(context, options, found);
+    }
+    if let Some(p) = seccomp {
+        let field = format!("{context}.seccompProfile.type");
+        profile(BaselineControl::Seccomp, field, &p.type_, found);
+    }
+    if let Some(p) = apparmor {
+        let field = format!("{context}.appArmorProfile.type");
+        profile(BaselineControl::AppArmor, field, &p.type_, found);
     }
 }
 
-fn apparmor(context: &str, type_: &str, found: &mut Vec<Violation>) {
+/// A seccomp or AppArmor profile `type_` at `field`: RuntimeDefault and Localhost pass, the
+/// rest (Unconfined) fails `control`.
+fn profile(control: BaselineControl, field: String, type_: &str, found: &mut Vec<Violation>) {
     if !matches!(type_, "RuntimeDefault" | "Localhost") {
         found.push(Violation::new(
-            BaselineControl::AppArmor,
-            format!("{context}.appArmorProfile.type"),
+            control,
+            field,
             format!("is {type_}, not RuntimeDefault or Localhost"),
         ));
     }
@@ -798,6 +781,13 @@ mod tests {
         );
     }
 
+    /// The detail of the one finding on a pod with `spec` of agent `a`, identity `exempt`.
+    fn one_finding(spec: &PodSpec, exempt: &AgentIdentity) -> String {
+        let findings = baseline_findings(spec, None, Some(("a", exempt)));
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        findings[0].detail.clone()
+    }
+
     #[test]
     fn an_approved_exemption_covers_its_control_and_nothing_else() {
         let spec = spec(
@@ -807,19 +797,12 @@ mod tests {
         let exempt = identity("a")
             .exempt(BaselineControl::Privileged, &[], "carol")
             .build();
-        let findings = baseline_findings(&spec, None, Some(("a", &exempt)));
-        assert_eq!(findings.len(), 1);
+        let detail = one_finding(&spec, &exempt);
         assert!(
-            findings[0]
-                .detail
-                .starts_with("spec.hostPID is true (HostPID): remove it, or have"),
-            "{findings:?}"
+            detail.starts_with("spec.hostPID is true (HostPID): remove it, or have"),
+            "{detail}"
         );
-        assert!(
-            findings[0]
-                .detail
-                .contains("add a HostPID exemption to AgentIdentity a")
-        );
+        assert!(detail.contains("add a HostPID exemption to AgentIdentity a"));
     }
 
     #[test]
@@ -828,14 +811,9 @@ mod tests {
         let exempt = identity("a")
             .exempt(BaselineControl::Capabilities, &["SYS_ADMIN"], "carol")
             .build();
-        let findings = baseline_findings(&spec, None, Some(("a", &exempt)));
-        assert_eq!(findings.len(), 1, "{findings:?}");
-        assert!(findings[0].detail.contains("is NET_ADMIN"));
-        assert!(
-            findings[0]
-                .detail
-                .contains("a Capabilities exemption naming NET_ADMIN")
-        );
+        let detail = one_finding(&spec, &exempt);
+        assert!(detail.contains("is NET_ADMIN"), "{detail}");
+        assert!(detail.contains("a Capabilities exemption naming NET_ADMIN"));
     }
 
     #[test]
@@ -845,9 +823,7 @@ mod tests {
         let exempt = identity("a")
             .exempt(BaselineControl::Sysctls, &["kernel.msgmax"], "carol")
             .build();
-        let findings = baseline_findings(&spec, None, Some(("a", &exempt)));
-        assert_eq!(findings.len(), 1, "{findings:?}");
-        assert!(findings[0].detail.contains("is kernel.sem"));
+        assert!(one_finding(&spec, &exempt).contains("is kernel.sem"));
     }
 
     #[test]
@@ -857,13 +833,10 @@ mod tests {
             .owner(OwnerKind::User, "alice")
             .exempt(BaselineControl::Privileged, &[], "alice")
             .build();
-        let findings = baseline_findings(&spec, None, Some(("a", &exempt)));
-        assert_eq!(findings.len(), 1);
+        let detail = one_finding(&spec, &exempt);
         assert!(
-            findings[0]
-                .detail
-                .contains("is approved by alice, the agent's owner, which does not count"),
-            "{findings:?}"
+            detail.contains("is approved by alice, the agent's owner, which does not count"),
+            "{detail}"
         );
     }
 
