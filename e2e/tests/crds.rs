@@ -87,6 +87,17 @@ async fn kubectl_explain_prints_the_owner_fields_documentation() -> anyhow::Resu
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
+    let out = kubectl_output(&["explain", "agentidentity.spec.podSecurityExemptions"])?;
+    let text = collapse_whitespace(&String::from_utf8_lossy(&out.stdout));
+    for expected in [
+        "FIELD: podSecurityExemptions <[]Object>",
+        "Pod Security baseline controls this agent's pods may break, one entry per control",
+        "approval <Object> -required-",
+        "control <string> -required- enum: HostProcess, HostPID, HostIPC, Privileged",
+        "capabilities <[]string> For control Capabilities (and only then)",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
     Ok(())
 }
 
