@@ -320,6 +320,21 @@ fn a_pod_on_the_host_network_is_refused_with_host_network() -> Result<()> {
 }
 
 #[test]
+fn kubectl_debug_with_the_sysadmin_profile_is_refused_with_pod_security_baseline() -> Result<()> {
+    let answer = review("pod-ephemeral-sysadmin.json")?;
+    assert_denied(&answer, &["PodSecurityBaseline"]);
+    assert!(
+        answer.message().contains(
+            "spec.ephemeralContainers[0].securityContext.privileged is true (Privileged)"
+        ),
+        "{}",
+        answer.message()
+    );
+    assert_eq!(answer.annotation("agent"), Some("researcher"));
+    Ok(())
+}
+
+#[test]
 fn a_day_long_token_for_a_foreign_audience_is_refused_with_token_ttl() -> Result<()> {
     let answer = review("pod-token-ttl.json")?;
     assert_denied(&answer, &["TokenTTL"]);

@@ -34,6 +34,10 @@ use mandate_e2e::{
 };
 use serde_json::{Value, json};
 
+/// The Pod Security baseline of agent pods and its exemptions.
+#[path = "admission/pod_security.rs"]
+mod pod_security;
+
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a decision may lag behind the API server: the webhook judges from the operator's

@@ -639,6 +639,7 @@ async fn check_predicts_exactly_what_the_webhook_decides() -> anyhow::Result<()>
         "auditor",
         "ownerless",
         "idle",
+        "inspector",
     ] {
         wait_projected(&identities, agent, true).await?;
     }
@@ -746,6 +747,7 @@ async fn check_predicts_exactly_what_the_webhook_decides() -> anyhow::Result<()>
         "HostNetwork",
         "TokenTTL",
         "LongLivedToken",
+        "PodSecurityBaseline",
     ]
     .into_iter()
     .map(str::to_owned)

@@ -87,6 +87,17 @@ async fn kubectl_explain_prints_the_owner_fields_documentation() -> anyhow::Resu
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
+    let out = kubectl_output(&["explain", "agentidentity.spec.podSecurityExemptions"])?;
+    let text = collapse_whitespace(&String::from_utf8_lossy(&out.stdout));
+    for expected in [
+        "FIELD: podSecurityExemptions <[]Object>",
+        "Pod Security baseline controls this agent's pods may break, one entry per control",
+        "approval <Object> -required-",
+        "control <string> -required- enum: HostProcess, HostPID, HostIPC, Privileged",
+        "capabilities <[]string> For control Capabilities (and only then)",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
     Ok(())
 }
 
@@ -238,7 +249,8 @@ async fn every_sample_applies_with_the_high_risk_window_set_at_apply_time() -> a
     assert_eq!(deploy.data["spec"]["tools"][0]["risk"], "High");
     assert!(deploy.data["spec"]["approval"]["approvedBy"].is_string());
 
-    // The kustomization lists every sample except the High-risk grant, which needs a fresh window.
+    // The kustomization lists every sample except the two that only an approver may apply: the
+    // High-risk grant, which also needs a fresh window, and the Pod Security exemption.
     let kustomization: Value = serde_yaml::from_str(&std::fs::read_to_string(
         samples_dir().join("kustomization.yaml"),
     )?)?;
@@ -251,7 +263,7 @@ async fn every_sample_applies_with_the_high_risk_window_set_at_apply_time() -> a
     let expected: BTreeSet<String> = files
         .iter()
         .map(|f| f.to_string_lossy().into_owned())
-        .filter(|f| f != "code-agent-deploy.yaml")
+        .filter(|f| f != "code-agent-deploy.yaml" && f != "net-diagnostics.yaml")
         .collect();
     assert_eq!(listed, expected);
 
@@ -556,6 +568,63 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
+            rule: "a Capabilities exemption names no capability",
+            field: "spec.podSecurityExemptions[0].capabilities",
+            invalid: Create(exempt(json!({ "control": "Capabilities" }))),
+            valid: Create(exempt(
+                json!({ "control": "Capabilities", "capabilities": ["NET_RAW"] }),
+            )),
+        },
+        Case {
+            rule: "a Privileged exemption names capabilities",
+            field: "spec.podSecurityExemptions[0].capabilities",
+            invalid: Create(exempt(
+                json!({ "control": "Privileged", "capabilities": ["SYS_ADMIN"] }),
+            )),
+            valid: Create(exempt(json!({ "control": "Privileged" }))),
+        },
+        Case {
+            rule: "a Sysctls exemption names no sysctl",
+            field: "spec.podSecurityExemptions[0].sysctls",
+            invalid: Create(exempt(json!({ "control": "Sysctls" }))),
+            valid: Create(exempt(
+                json!({ "control": "Sysctls", "sysctls": ["kernel.msgmax"] }),
+            )),
+        },
+        Case {
+            rule: "an exemption names a control outside the baseline profile",
+            field: "spec.podSecurityExemptions[0].control",
+            invalid: Create(exempt(json!({ "control": "HostNetwork" }))),
+            valid: Create(exempt(json!({ "control": "HostPID" }))),
+        },
+        Case {
+            rule: "an exemption has no approval",
+            field: "spec.podSecurityExemptions[0].approval",
+            invalid: Create(identity().set(
+                "/spec/podSecurityExemptions",
+                json!([{ "control": "HostIPC" }]),
+            )),
+            valid: Create(exempt(json!({ "control": "HostIPC" }))),
+        },
+        Case {
+            rule: "two exemptions name the same control",
+            field: "spec.podSecurityExemptions[1]",
+            invalid: Create(identity().set(
+                "/spec/podSecurityExemptions",
+                json!([
+                    exemption(json!({ "control": "HostPath" })),
+                    exemption(json!({ "control": "HostPath" })),
+                ]),
+            )),
+            valid: Create(identity().set(
+                "/spec/podSecurityExemptions",
+                json!([
+                    exemption(json!({ "control": "HostPath" })),
+                    exemption(json!({ "control": "HostPorts" })),
+                ]),
+            )),
+        },
+        Case {
             rule: "an update changes spec.serviceAccountName",
             field: "spec.serviceAccountName",
             invalid: Update {
@@ -659,6 +728,18 @@ fn identity() -> Value {
             "purpose": "Answers questions about the product catalogue."
         }
     })
+}
+
+/// `fields` of a Pod Security exemption, approved.
+fn exemption(fields: Value) -> Value {
+    let mut exemption = fields;
+    exemption["approval"] = json!({ "approvedBy": "carol", "reason": "SEC-1" });
+    exemption
+}
+
+/// The identity with one exemption made of `fields`.
+fn exempt(fields: Value) -> Value {
+    identity().set("/spec/podSecurityExemptions", json!([exemption(fields)]))
 }
 
 fn binding() -> Value {

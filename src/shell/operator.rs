@@ -71,7 +71,8 @@ pub struct RunArgs {
     /// Mode for agent pods in namespaces without a mandate.dev/mode label: enforce, warn or audit.
     #[arg(long, env = "MANDATE_DEFAULT_MODE", default_value = "enforce", value_parser = crate::cli::parse_mode)]
     pub default_mode: Mode,
-    /// Group whose members may approve High-risk ToolBindings (and are not the agent's owner).
+    /// Group whose members may approve High-risk ToolBindings and Pod Security exemptions (and
+    /// are not the agent's owner).
     #[arg(
         long,
         env = "MANDATE_APPROVER_GROUP",

@@ -4,6 +4,7 @@
 //! webhook around them, which answers with the verdict and counts its [`Decision`], is
 //! `crate::webhook` in the shell.
 
+pub mod baseline;
 pub mod mandate_resources;
 pub mod pod;
 pub mod request;

@@ -449,6 +449,29 @@ mod tests {
         assert_eq!(verdict.codes(), ["InvalidObject"]);
     }
 
+    /// `kubectl debug --profile=sysadmin`: an update of `pods/ephemeralcontainers` adding a
+    /// privileged container to a running agent pod.
+    #[test]
+    fn a_privileged_ephemeral_container_added_to_an_agent_pod_is_refused() {
+        let mut debugged = agent_pod();
+        debugged["spec"]["ephemeralContainers"] = json!([{"name": "debugger-x", "image": "busybox",
+            "securityContext": {"privileged": true}}]);
+        let mut update = request(("", "v1", "Pod"), "UPDATE", debugged);
+        update.sub_resource = Some("ephemeralcontainers".into());
+        let Object::Pod(pods) = &mut update.object else {
+            panic!("not a pod");
+        };
+        pods.old = serde_json::from_value(agent_pod()).ok();
+        let verdict = review(&update, Some(&snapshot()), &AdmissionConfig::default(), NOW);
+        assert_eq!(verdict.codes(), ["PodSecurityBaseline"]);
+        assert_eq!(verdict.decision(), Some(Decision::Denied));
+        let message = verdict.message().unwrap_or_default();
+        assert!(
+            message.contains("spec.ephemeralContainers[0].securityContext.privileged is true"),
+            "{message}"
+        );
+    }
+
     #[test]
     fn a_pod_update_changing_neither_spec_nor_agent_label_is_skipped() {
         let mut changed = agent_pod();

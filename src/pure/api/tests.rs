@@ -200,6 +200,7 @@ fn full_identity() -> AgentIdentity {
                     protocol: Protocol::Udp,
                 }],
             }),
+            pod_security_exemptions: Vec::new(),
         },
     );
     identity.metadata.namespace = Some("agents".into());

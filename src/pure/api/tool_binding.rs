@@ -227,12 +227,13 @@ pub struct ApiResourceRef {
     pub names: Vec<String>,
 }
 
-/// Who approved a grant with High-risk tools, and why.
+/// Who approved a grant (High-risk tools, a Pod Security exemption), and why.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Approval {
-    /// The approver's username. It must equal the user who creates or changes the binding,
-    /// belong to the configured approver group, and not be the agent's owner.
+    /// The approver's username. It must equal the user who creates or changes the grant (the
+    /// ToolBinding, or the AgentIdentity's exemption), belong to the configured approver group,
+    /// and not be the agent's owner.
     #[schemars(length(min = 1, max = 253))]
     pub approved_by: String,
     /// Why the grant is needed (a ticket or a sentence).

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Container, EnvFromSource, EnvVar, EnvVarSource, Pod, PodSpec, ProjectedVolumeSource,
-    SecretEnvSource, SecretKeySelector, SecretVolumeSource, ServiceAccount,
+    SecretEnvSource, SecretKeySelector, SecretVolumeSource, SecurityContext, ServiceAccount,
     ServiceAccountTokenProjection, Volume, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
@@ -16,10 +16,10 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use crate::api::conditions;
 use crate::api::{
     AGENT_LABEL, Action, AgentClass, AgentIdentity, AgentIdentitySpec, AgentIdentityStatus,
-    ApiResourceRef, Approval, Credentials, Delegate, DelegationPolicy, DelegationPolicySpec,
-    Destination, Endpoint, EndpointPort, ExternalDestination, KubernetesApiDestination,
-    MANAGED_BY_LABEL, MANAGER, Owner, OwnerKind, PodsDestination, Protocol, Risk,
-    ServiceDestination, Tool, ToolBinding, ToolBindingSpec,
+    ApiResourceRef, Approval, BaselineControl, Credentials, Delegate, DelegationPolicy,
+    DelegationPolicySpec, Destination, Endpoint, EndpointPort, ExternalDestination,
+    KubernetesApiDestination, MANAGED_BY_LABEL, MANAGER, Owner, OwnerKind, PodSecurityExemption,
+    PodsDestination, Protocol, Risk, ServiceDestination, Tool, ToolBinding, ToolBindingSpec,
 };
 
 /// The namespace fixtures live in unless told otherwise.
@@ -58,6 +58,7 @@ pub fn identity(name: &str) -> IdentityBuilder {
         service_account_name: None,
         credentials: None,
         endpoint: None,
+        pod_security_exemptions: Vec::new(),
     };
     let mut identity = AgentIdentity::new(name, spec);
     identity.metadata = meta(NS, name);
@@ -110,6 +111,30 @@ impl IdentityBuilder {
             token_ttl_seconds: seconds,
             audiences: audiences.into_iter().map(str::to_owned).collect(),
         });
+        self
+    }
+
+    /// Exempts the agent's pods from baseline `control` (naming `items` for Capabilities and
+    /// Sysctls), approved by `approver`.
+    pub fn exempt(mut self, control: BaselineControl, items: &[&str], approver: &str) -> Self {
+        let items: Vec<String> = items.iter().map(|&i| i.to_owned()).collect();
+        let (capabilities, sysctls) = match control {
+            BaselineControl::Capabilities => (items, Vec::new()),
+            BaselineControl::Sysctls => (Vec::new(), items),
+            _ => (Vec::new(), Vec::new()),
+        };
+        self.identity
+            .spec
+            .pod_security_exemptions
+            .push(PodSecurityExemption {
+                control,
+                capabilities,
+                sysctls,
+                approval: Approval {
+                    approved_by: approver.to_owned(),
+                    reason: "needed".to_owned(),
+                },
+            });
         self
     }
 
@@ -458,6 +483,22 @@ impl PodBuilder {
     pub fn host_network(mut self) -> Self {
         self.spec().host_network = Some(true);
         self
+    }
+
+    /// Changes the spec with `change` (for the fields no other method sets).
+    pub fn with_spec(mut self, change: impl FnOnce(&mut PodSpec)) -> Self {
+        change(self.spec());
+        self
+    }
+
+    /// The first container runs privileged.
+    pub fn privileged(self) -> Self {
+        self.with_spec(|spec| {
+            spec.containers[0].security_context = Some(SecurityContext {
+                privileged: Some(true),
+                ..SecurityContext::default()
+            });
+        })
     }
 
     pub fn automount(mut self, automount: bool) -> Self {

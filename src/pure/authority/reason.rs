@@ -21,7 +21,8 @@ pub enum Reason {
     InvalidObject,
     /// A ServiceAccount that belongs to an agent tries to create or change a mandate resource.
     SelfEscalation,
-    /// A High-risk grant is not applied by an approver other than the agent's owner.
+    /// A High-risk grant or a Pod Security exemption is not applied by an approver other than
+    /// the agent's owner.
     FourEyes,
     /// The pod names no AgentIdentity, or one that does not exist in its namespace.
     NoIdentity,
