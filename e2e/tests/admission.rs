@@ -1818,6 +1818,55 @@ async fn exec_attach_port_forward_and_proxy_into_an_agent_pod_are_for_its_owner_
             assert_eq!(annotations[key("decision")], "allowed", "{annotations:#}");
             assert_eq!(annotations[key("agent")], "researcher");
             assert_eq!(annotations[key("owner")], "User:alice");
+            // kubectl debug adds an ephemeral container: code inside the pod, with its volumes
+            // and (--target) its processes, exec by another name. Same rule, on the pod path.
+            // `edit` does not grant pods/ephemeralcontainers; a debugging role does.
+            for command in [
+                &[
+                    "create",
+                    "role",
+                    "debugger",
+                    "--verb=get,patch,update",
+                    "--resource=pods/ephemeralcontainers",
+                    "-n",
+                    ns,
+                ][..],
+                &[
+                    "create",
+                    "rolebinding",
+                    "debuggers",
+                    "--role=debugger",
+                    "--user=dev",
+                    "--user=alice",
+                    "-n",
+                    ns,
+                ],
+            ] {
+                kubectl_ok(command, None)?;
+            }
+            let debug = [
+                "debug",
+                pod.as_str(),
+                "--image=registry.invalid/debug:1",
+                "--target=agent",
+            ];
+            let out = kubectl_connect(ns, "dev", &[], &debug)?;
+            let refusal = Refusal::parse(&stderr(&out))
+                .with_context(|| format!("kubectl debug as dev: {}", stderr(&out)))?;
+            assert_eq!(refusal.webhook, PODS_IN_AGENT_NAMESPACES);
+            assert_eq!(refusal.codes, ["ExecNotOwner"], "{refusal:?}");
+            assert!(
+                refusal
+                    .message
+                    .contains("only they may add an ephemeral container (kubectl debug) to"),
+                "{refusal:?}"
+            );
+            let out = kubectl_connect(ns, "alice", &[], &debug)?;
+            ensure!(
+                out.status.success(),
+                "the owner's kubectl debug was refused: {}",
+                stderr(&out)
+            );
             let metrics = mandate.operator.metrics()?;
             for decision in ["denied", "allowed"] {
                 assert!(

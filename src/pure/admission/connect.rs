@@ -41,7 +41,6 @@ pub fn review_connect(
 ) -> Verdict {
     let subject = kind.subject(namespace, name);
     let verb = kind.verb();
-    let user = requester.username;
     let approvers = config.approver_group.as_str();
     let approver = requester.in_group(approvers);
     let metadata = match pod {
@@ -79,19 +78,35 @@ pub fn review_connect(
     if let Some(agent) = label {
         verdict = verdict.agent(agent);
     }
-    let identity = label.and_then(|agent| snapshot.authority().identity(namespace, agent));
-    if let Some(identity) = identity {
-        verdict = verdict.owner(&identity.spec.owner);
+    if let Some(owner) = label.and_then(|agent| snapshot.authority().owner(namespace, agent)) {
+        verdict = verdict.owner(owner);
     }
-    if approver {
-        return verdict;
+    verdict.findings(not_owner(
+        namespace, label, requester, verb, snapshot, config,
+    ))
+}
+
+/// The ExecNotOwner finding when `requester` may not act inside the agent pod labelled
+/// `agent` (none: unlabelled) in `namespace`: when they are neither the owner of its identity
+/// nor in the approver group. `verb` says what they tried (`exec into`). Also the rule for
+/// ephemeral containers (`kubectl debug`), which run code inside the pod as exec does.
+pub fn not_owner(
+    namespace: &str,
+    agent: Option<&str>,
+    requester: Requester<'_>,
+    verb: &str,
+    snapshot: &Snapshot,
+    config: &AdmissionConfig,
+) -> Option<Finding> {
+    let user = requester.username;
+    let approvers = config.approver_group.as_str();
+    if requester.in_group(approvers) {
+        return None;
     }
-    let finding = match (label, identity) {
-        (Some(agent), Some(identity)) => {
-            let owner = &identity.spec.owner;
-            if owns(owner, requester) {
-                return verdict;
-            }
+    let owner = agent.and_then(|agent| snapshot.authority().owner(namespace, agent));
+    let detail = match (agent, owner) {
+        (Some(_), Some(owner)) if owns(owner, requester) => return None,
+        (Some(agent), Some(owner)) => {
             let contact = owner
                 .contact
                 .as_deref()
@@ -112,7 +127,7 @@ pub fn review_connect(
              {approvers} may {verb} it"
         ),
     };
-    verdict.finding(Finding::new(Reason::ExecNotOwner, finding))
+    Some(Finding::new(Reason::ExecNotOwner, detail))
 }
 
 /// Whether `requester` is `owner`: the owner User by name, or a member of the owner Group.

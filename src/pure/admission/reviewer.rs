@@ -14,9 +14,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::core::admission::Operation;
 
 use super::Reviewer;
-use super::connect::review_connect;
+use super::connect::{not_owner, review_connect};
 use super::mandate_resources::{MandateResource, Requester, review_resource};
-use super::pod::review_pod;
+use super::pod::{PodView, agent_pod_mode, review_pod};
 use super::request::{Object, Objects, ReadObjectError, Request, SecretHead};
 use super::secret::review_secret;
 use super::snapshot::{AdmissionConfig, SERVICE_ACCOUNT_NAME_ANNOTATION, Snapshot};
@@ -247,7 +247,37 @@ fn review_pod_request(
             return Verdict::skipped(subject);
         }
     }
-    review_pod(pod, snapshot, config, now)
+    let mut verdict = review_pod(pod, snapshot, config, now);
+    // An ephemeral container (`kubectl debug`) runs code inside the pod, with its volumes and,
+    // with --target, its processes: for an agent pod, that is exec by another name.
+    if request.sub_resource.as_deref() == Some("ephemeralcontainers")
+        && adds_ephemeral_containers(pods.old.as_ref(), pod)
+        && let Some(view) = PodView::of(pod)
+        && agent_pod_mode(&view, snapshot, config).is_some()
+        && let Some(finding) = not_owner(
+            view.namespace,
+            view.agent(),
+            Requester::from_user_info(&request.user_info),
+            "add an ephemeral container (kubectl debug) to",
+            snapshot,
+            config,
+        )
+    {
+        verdict.push(finding);
+    }
+    verdict
+}
+
+/// Whether `pod` has ephemeral containers `old` lacks (they can only be added, never changed or
+/// removed); an old pod that could not be read counts as having none.
+fn adds_ephemeral_containers(old: Option<&Pod>, pod: &Pod) -> bool {
+    let count = |pod: &Pod| {
+        pod.spec
+            .as_ref()
+            .and_then(|spec| spec.ephemeral_containers.as_ref())
+            .map_or(0, Vec::len)
+    };
+    count(pod) > old.map_or(0, count)
 }
 
 fn agent_label(pod: &Pod) -> Option<&str> {
@@ -553,6 +583,29 @@ mod tests {
         let verdict = review(&update, Some(&empty), &AdmissionConfig::default(), NOW);
         assert_eq!(verdict.decision(), Some(Decision::Skipped), "{verdict:?}");
         assert!(verdict.codes().is_empty());
+    }
+
+    #[test]
+    fn an_ephemeral_container_in_an_agent_pod_is_for_its_owner_and_approvers_only() {
+        let mut debugged = agent_pod();
+        debugged["spec"]["ephemeralContainers"] =
+            json!([{"name": "debugger", "image": "busybox", "targetContainerName": "c"}]);
+        let config = AdmissionConfig::default();
+        // alice is not in team-a, the fixture identity's owner group.
+        let stranger = pod_update(Some("ephemeralcontainers"), &agent_pod(), &debugged);
+        let verdict = review(&stranger, Some(&snapshot()), &config, NOW);
+        assert_eq!(verdict.codes(), ["ExecNotOwner"], "{verdict:?}");
+        assert!(
+            verdict
+                .message()
+                .unwrap_or_default()
+                .contains("only they may add an ephemeral container (kubectl debug) to its pods"),
+            "{verdict:?}"
+        );
+        let mut owner = pod_update(Some("ephemeralcontainers"), &agent_pod(), &debugged);
+        owner.user_info.groups = Some(vec!["team-a".into()]);
+        let verdict = review(&owner, Some(&snapshot()), &config, NOW);
+        assert_eq!(verdict.decision(), Some(Decision::Allowed), "{verdict:?}");
     }
 
     #[test]
