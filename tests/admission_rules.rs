@@ -592,6 +592,15 @@ async fn count(fixtures: &[&str]) -> Result<String> {
     Ok(post(fixtures, Arc::new(NoPodLookup)).await?.1)
 }
 
+/// Asserts `metrics` holds `series` (labels and value) of `mandate_admission_requests_total`.
+fn assert_counted(metrics: &str, series: &str) {
+    let expected = format!("mandate_admission_requests_total{series}");
+    assert!(
+        metrics.contains(&expected),
+        "missing {expected:?} in\n{metrics}"
+    );
+}
+
 #[tokio::test]
 async fn warned_audited_skipped_and_denied_requests_are_each_counted_as_such() -> Result<()> {
     let metrics = count(&[
@@ -624,10 +633,9 @@ async fn warned_audited_skipped_and_denied_requests_are_each_counted_as_such() -
 #[tokio::test]
 async fn an_allowed_request_is_counted_as_allowed_with_no_reason() -> Result<()> {
     let metrics = count(&["pod-create.json"]).await?;
-    let expected = r#"mandate_admission_requests_total{resource="pods",decision="allowed",reason="none",mode="enforce"} 1"#;
-    assert!(
-        metrics.contains(expected),
-        "missing {expected:?} in\n{metrics}"
+    assert_counted(
+        &metrics,
+        r#"{resource="pods",decision="allowed",reason="none",mode="enforce"} 1"#,
     );
     Ok(())
 }
@@ -673,10 +681,9 @@ async fn an_exec_into_an_agent_pod_by_a_developer_is_refused_with_exec_not_owner
     );
     assert_eq!(answer.annotation("agent"), Some("researcher"));
     assert_eq!(answer.annotation("owner"), Some("Group:team-research"));
-    let expected = r#"mandate_admission_requests_total{resource="pods",decision="denied",reason="ExecNotOwner",mode="enforce"} 1"#;
-    assert!(
-        metrics.contains(expected),
-        "missing {expected:?} in\n{metrics}"
+    assert_counted(
+        &metrics,
+        r#"{resource="pods",decision="denied",reason="ExecNotOwner",mode="enforce"} 1"#,
     );
     Ok(())
 }
@@ -691,10 +698,9 @@ async fn a_port_forward_by_a_member_of_the_owner_group_is_allowed_and_still_reco
     assert_eq!(answer.annotation("mode"), Some("enforce"));
     assert_eq!(answer.annotation("agent"), Some("researcher"));
     assert_eq!(answer.annotation("owner"), Some("Group:team-research"));
-    let expected = r#"mandate_admission_requests_total{resource="pods",decision="allowed",reason="none",mode="enforce"} 1"#;
-    assert!(
-        metrics.contains(expected),
-        "missing {expected:?} in\n{metrics}"
+    assert_counted(
+        &metrics,
+        r#"{resource="pods",decision="allowed",reason="none",mode="enforce"} 1"#,
     );
     Ok(())
 }
