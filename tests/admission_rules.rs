@@ -736,3 +736,33 @@ fn a_connect_reviewed_without_a_lookup_is_never_allowed() -> Result<()> {
     assert_denied(&review("pod-exec.json")?, &["ExecNotOwner"]);
     Ok(())
 }
+
+/// A lookup the API server never answers.
+struct Stalled;
+
+impl PodLookup for Stalled {
+    fn metadata<'a>(
+        &'a self,
+        _namespace: &'a str,
+        _name: &'a str,
+    ) -> BoxFuture<'a, std::result::Result<Option<ObjectMeta>, PodLookupError>> {
+        Box::pin(futures::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn an_exec_whose_lookup_never_answers_is_refused_within_the_webhooks_timeout() -> Result<()> {
+    let started = std::time::Instant::now();
+    let (answers, _) = post(&["pod-exec.json"], Arc::new(Stalled)).await?;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "the lookup must give up well within the webhook's 5 s timeout"
+    );
+    assert_denied(&answers[0], &["ExecNotOwner"]);
+    assert!(
+        answers[0].message().contains("took longer than 2s"),
+        "{}",
+        answers[0].message()
+    );
+    Ok(())
+}

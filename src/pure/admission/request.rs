@@ -5,7 +5,9 @@
 //! The body is deserialized once: the envelope and the request in one pass that keeps the
 //! objects as slices of the body, then each object once, straight into its kind. A Secret is
 //! read as its type and metadata only: its data is skipped, never held. Kinds mandate does not
-//! review are read no further than their metadata.
+//! review are read no further than their metadata. A CONNECT (exec, attach, port-forward,
+//! proxy) is read as its kind only: its options say nothing of the pod, which the webhook looks
+//! up and records on the request ([`Request::set_target_pod`]) before the review.
 //!
 //! An object that is not a valid instance of its kind is not a bad review: it is kept as
 //! [`Read::Invalid`] (with its metadata, so the answer can still name it) and refused as
