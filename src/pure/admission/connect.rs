@@ -130,12 +130,14 @@ pub fn not_owner(
     Some(Finding::new(Reason::ExecNotOwner, detail))
 }
 
-/// Whether `requester` is `owner`: the owner User by name, or a member of the owner Group.
+/// Whether `requester` is `owner`: the owner User by name, or a member of the owner Group. An
+/// owner without a name (`NoOwner`) is nobody.
 fn owns(owner: &Owner, requester: Requester<'_>) -> bool {
-    match owner.kind {
-        OwnerKind::User => owner.name == requester.username,
-        OwnerKind::Group => requester.in_group(&owner.name),
-    }
+    !owner.name.trim().is_empty()
+        && match owner.kind {
+            OwnerKind::User => owner.name == requester.username,
+            OwnerKind::Group => requester.in_group(&owner.name),
+        }
 }
 
 #[cfg(test)]
@@ -344,6 +346,27 @@ mod tests {
         );
         assert_eq!(verdict.decision(), Some(Decision::Warned));
         assert!(verdict.warnings()[0].starts_with("ExecNotOwner: dev is neither the owner"));
+    }
+
+    #[test]
+    fn an_ownerless_identity_is_owned_by_nobody_not_by_an_empty_name() {
+        let authority = Authority::builder()
+            .identity(identity("orphan").owner(OwnerKind::Group, "").build())
+            .build();
+        let snapshot = Snapshot::builder(authority)
+            .namespace_mode(NS, Mode::Enforce)
+            .build();
+        let groups = vec![String::new()];
+        let verdict = review_connect(
+            ConnectKind::Exec,
+            NS,
+            "p",
+            &found(NS, Some("orphan")),
+            Requester::new("", &groups),
+            &snapshot,
+            &AdmissionConfig::default(),
+        );
+        assert_eq!(verdict.codes(), ["ExecNotOwner"]);
     }
 
     #[test]
