@@ -4,7 +4,7 @@
 //! The Helm chart renders the same webhooks (with a Service instead of a URL): keep the two in
 //! step, webhook by webhook.
 //!
-//! Eight webhooks, each with its own name (the API server prefixes the audit annotations with it,
+//! Ten webhooks, each with its own name (the API server prefixes the audit annotations with it,
 //! so `pods.namespaces.mandate.dev/decision` says which scope judged a pod) and its own path:
 //!
 //! - `pods.namespaces.mandate.dev`: every pod in a namespace labelled `mandate.dev/mode`
@@ -20,7 +20,10 @@
 //!   (`/validate/mandate`, Fail: each of them concerns an agent);
 //! - `credentials.namespaces.mandate.dev`: TokenRequests (`serviceaccounts/token`) and updates
 //!   of legacy token Secrets in labelled namespaces (`/validate`, Fail);
-//! - `credentials.mandate.dev`: the same in every other namespace (`/validate`, Ignore).
+//! - `credentials.mandate.dev`: the same in every other namespace (`/validate`, Ignore);
+//! - `connect.namespaces.mandate.dev`: CONNECT (`kubectl exec`, `attach`, `port-forward`, the
+//!   pod proxy) to pods in labelled namespaces (`/validate/pods`, Fail);
+//! - `connect.mandate.dev`: the same in every other namespace (`/validate/pods`, Ignore).
 //!
 //! "Every namespace" always leaves out kube-system, kube-node-lease and mandate's own namespace,
 //! so a broken mandate can neither stop the cluster nor stop its own repair.
@@ -55,6 +58,10 @@ pub const MANDATE_RESOURCES: &str = "resources.mandate.dev";
 pub const CREDENTIALS_IN_AGENT_NAMESPACES: &str = "credentials.namespaces.mandate.dev";
 /// TokenRequests and updates of legacy token Secrets everywhere else.
 pub const CREDENTIALS_ELSEWHERE: &str = "credentials.mandate.dev";
+/// exec, attach, port-forward and proxy into pods in namespaces that opted in.
+pub const CONNECT_IN_AGENT_NAMESPACES: &str = "connect.namespaces.mandate.dev";
+/// exec, attach, port-forward and proxy into pods everywhere else.
+pub const CONNECT_ELSEWHERE: &str = "connect.mandate.dev";
 
 /// Namespaces no webhook ever looks at, besides mandate's own.
 pub const SYSTEM_NAMESPACES: [&str; 2] = ["kube-system", "kube-node-lease"];
@@ -106,7 +113,7 @@ impl WebhookSettings {
     }
 }
 
-/// mandate's ValidatingWebhookConfiguration for `settings` (the eight webhooks listed above).
+/// mandate's ValidatingWebhookConfiguration for `settings` (the ten webhooks listed above).
 pub fn webhook_configuration(
     settings: &WebhookSettings,
 ) -> anyhow::Result<ValidatingWebhookConfiguration> {
@@ -188,6 +195,15 @@ pub fn webhook_configuration(
     let token_requests_or_token_secrets = json!([{
         "name": "token-request-or-service-account-token",
         "expression": "request.resource.resource != 'secrets' || (has(object.type) && object.type == 'kubernetes.io/service-account-token')",
+    }]);
+
+    // Connections into pods: exec and attach act with the pod's token and network authority,
+    // port-forward and the proxy reach it around its NetworkPolicy.
+    let connect_rules = json!([{
+        "apiGroups": [""], "apiVersions": ["v1"],
+        "operations": ["CONNECT"],
+        "resources": ["pods/exec", "pods/attach", "pods/portforward", "pods/proxy"],
+        "scope": "Namespaced",
     }]);
 
     let webhooks = vec![
@@ -308,6 +324,30 @@ pub fn webhook_configuration(
                 "matchConditions": token_requests_or_token_secrets,
             }),
         ),
+        // 9. Connections into pods in namespaces that opted in. Fail: agent namespaces. A
+        //    CONNECT carries its options (PodExecOptions, ...), not the pod, so an
+        //    objectSelector cannot see the agent label: the namespace is the scope, and the
+        //    webhook looks the pod up.
+        webhook(
+            CONNECT_IN_AGENT_NAMESPACES,
+            VALIDATE_PODS_PATH,
+            "Fail",
+            json!({
+                "rules": connect_rules,
+                "namespaceSelector": namespaces(Some(true)),
+            }),
+        ),
+        // 10. The same elsewhere, where only agent-labelled pods are judged (after the lookup)
+        //     and every other pod's connections are sent too, so Ignore.
+        webhook(
+            CONNECT_ELSEWHERE,
+            VALIDATE_PODS_PATH,
+            "Ignore",
+            json!({
+                "rules": connect_rules,
+                "namespaceSelector": namespaces(Some(false)),
+            }),
+        ),
     ];
 
     serde_json::from_value(json!({
@@ -416,8 +456,9 @@ mod tests {
                 AGENT_PODS_ELSEWHERE,
                 SECRETS_IN_AGENT_NAMESPACES,
                 MANDATE_RESOURCES,
-                // Scoped by its namespaceSelector to opted-in namespaces, like the pods' one.
-                CREDENTIALS_IN_AGENT_NAMESPACES
+                // Scoped by their namespaceSelector to opted-in namespaces, like the pods' one.
+                CREDENTIALS_IN_AGENT_NAMESPACES,
+                CONNECT_IN_AGENT_NAMESPACES,
             ]
         );
     }

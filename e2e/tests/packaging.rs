@@ -31,8 +31,8 @@ use mandate_e2e::admission::{WebhookSettings, webhook_configuration};
 use mandate_e2e::operator::{Operator, OperatorOptions};
 use mandate_e2e::resources::{install_crds, samples_dir};
 use mandate_e2e::{
-    TestNamespace, bin_dir, client, eventually, kubeconfig_path, kubectl_ok, kubectl_with_stdin,
-    pinned, repo_root, state_dir,
+    TestNamespace, bin_dir, client, eventually, kubeconfig_path, kubectl_ok, kubectl_output,
+    kubectl_with_stdin, pinned, repo_root, state_dir,
 };
 use serde_json::{Value, json};
 
@@ -170,7 +170,7 @@ fn check_webhooks(
 ) -> anyhow::Result<()> {
     let vwc = find(objects, "ValidatingWebhookConfiguration")?;
     let webhooks = vwc["webhooks"].as_array().context("no webhooks")?;
-    ensure!(webhooks.len() == 8, "expected eight webhooks: {vwc:#}");
+    ensure!(webhooks.len() == 10, "expected ten webhooks: {vwc:#}");
     for webhook in webhooks {
         let name = webhook["name"].as_str().unwrap_or_default();
         ensure!(webhook["sideEffects"] == "None", "{name}: sideEffects");
@@ -816,6 +816,8 @@ async fn the_charts_service_account_is_narrow() -> anyhow::Result<()> {
         &["watch", "namespaces"],
         &["list", "endpointslices.discovery.k8s.io", "-A"],
         &["create", "events.events.k8s.io", "-n", "default"],
+        // The pod of a CONNECT (exec, attach, port-forward), by name.
+        &["get", "pods", "-n", "default"],
         &["create", "leases.coordination.k8s.io", "-n", ns],
         &[
             "patch",
@@ -855,7 +857,16 @@ async fn the_charts_service_account_is_narrow() -> anyhow::Result<()> {
             "default",
         ],
         &["create", "pods", "-n", "default"],
-        &["get", "pods", "-n", "default"],
+        &["list", "pods", "-A"],
+        &["watch", "pods", "-n", "default"],
+        &["create", "pods", "--subresource=exec", "-n", "default"],
+        &[
+            "create",
+            "pods",
+            "--subresource=portforward",
+            "-n",
+            "default",
+        ],
         &["patch", "agentidentities.mandate.dev", "-n", "default"],
         &["create", "toolbindings.mandate.dev", "-n", "default"],
         &["delete", "agentidentities.mandate.dev", "-n", "default"],
@@ -1017,6 +1028,17 @@ async fn mandate_with_the_charts_service_account_reconciles_and_admits() -> anyh
     assert!(
         stderr.contains("pods.namespaces.mandate.dev") && stderr.contains("NoIdentity"),
         "{stderr}"
+    );
+    // A CONNECT names its pod only: the chart's `get pods` lets the webhook look it up, so
+    // the refusal names the agent's owner instead of a failed lookup.
+    let exec = kubectl_output(&["exec", "researcher", "-n", &ns.name, "--", "true"])?;
+    let stderr = String::from_utf8_lossy(&exec.stderr);
+    assert!(
+        stderr.contains("connect.namespaces.mandate.dev")
+            && stderr.contains("ExecNotOwner")
+            && stderr.contains("neither the owner of agent researcher"),
+        "{stderr}\noperator log:\n{}",
+        operator.log()
     );
     drop(operator);
     Ok(())

@@ -208,6 +208,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             TlsFiles::new(args.tls_cert.clone(), args.tls_key.clone()),
         ),
         reviewer,
+        // CONNECTs (exec, attach, port-forward) name their pod only: it is looked up here.
+        Arc::new(client.clone()),
         metrics.clone(),
         stopped(),
     )

@@ -5,6 +5,7 @@
 //! `crate::webhook` in the shell.
 
 pub mod baseline;
+pub mod connect;
 pub mod mandate_resources;
 pub mod pod;
 pub mod request;
@@ -22,7 +23,7 @@ pub mod workload;
 
 /// The one reason set and the one finding, defined in `crate::authority` (`authority::reason`).
 pub use crate::authority::{Finding, Reason};
-pub use request::{BadReview, Object, Request, parse_review};
+pub use request::{BadReview, ConnectKind, Object, Request, TargetPod, parse_review};
 pub use reviewer::{Clock, FixedClock, MandateReviewer, SnapshotSource, SystemClock, review};
 pub use snapshot::{AdmissionConfig, Snapshot, SnapshotBuilder, Unmanaged};
 pub use verdict::{Decision, Mode, Verdict};

@@ -75,9 +75,20 @@ pub fn agent_pod_mode(
     snapshot: &Snapshot,
     config: &AdmissionConfig,
 ) -> Option<Mode> {
+    agent_mode(pod.namespace, pod.agent(), snapshot, config)
+}
+
+/// [`agent_pod_mode`] of a pod known only by its namespace and its `mandate.dev/agent` label
+/// (`agent`): what a CONNECT review knows of the pod it goes to.
+pub fn agent_mode(
+    namespace: &str,
+    agent: Option<&str>,
+    snapshot: &Snapshot,
+    config: &AdmissionConfig,
+) -> Option<Mode> {
     snapshot
-        .namespace_mode(pod.namespace)
-        .or_else(|| pod.agent().map(|_| config.default_mode))
+        .namespace_mode(namespace)
+        .or_else(|| agent.map(|_| config.default_mode))
 }
 
 /// Reviews a pod. A pod without a spec is refused as [`Reason::InvalidObject`].
