@@ -1853,6 +1853,9 @@ async fn exec_attach_port_forward_and_proxy_into_an_agent_pod_are_for_its_owner_
                 pod.as_str(),
                 "--image=registry.invalid/debug:1",
                 "--target=agent",
+                // The baseline profile adds nothing the Pod Security baseline refuses, so only
+                // who debugs is in question here (the default profile adds SYS_PTRACE).
+                "--profile=baseline",
             ];
             let out = kubectl_connect(ns, "dev", &[], &debug)?;
             let refusal = Refusal::parse(&stderr(&out))

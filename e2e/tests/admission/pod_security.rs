@@ -1,7 +1,8 @@
 //! The Pod Security baseline of agent pods (issue 13) on the real control plane: a namespace
 //! developer tries, with kubectl, to run an agent pod privileged, on the node's PID namespace,
-//! with a host path or with SYS_ADMIN, and to add a privileged debug container to a running
-//! agent pod (`kubectl debug --profile=sysadmin`); each is refused naming the field. An
+//! with a host path or with SYS_ADMIN; the agent's owner, who may debug its pods, tries to add
+//! a privileged debug container to a running one (`kubectl debug --profile=sysadmin`); each is
+//! refused naming the field. An
 //! exemption on the identity lets a pod in only when an approver other than the owner applied
 //! it. A submodule of `admission.rs`, so it shares its installation under test and helpers.
 
@@ -18,6 +19,23 @@ async fn developer(namespace: &str, name: &str) -> anyhow::Result<User> {
     grant_role(
         namespace,
         "pod-debugger",
+        "get,update,patch",
+        "pods/ephemeralcontainers",
+        &[name],
+    )?;
+    Ok(user)
+}
+
+/// `name` with just enough rights to `kubectl debug` pods in `namespace`: read them and add
+/// ephemeral containers.
+fn owner_who_may_debug(namespace: &str, name: &str) -> anyhow::Result<User> {
+    let users = state_dir().join("users").join(namespace);
+    std::fs::create_dir_all(&users)?;
+    let user = User::create(&users, name, "owners")?;
+    grant_role(namespace, "owner-pods", "get,list", "pods", &[name])?;
+    grant_role(
+        namespace,
+        "owner-debugger",
         "get,update,patch",
         "pods/ephemeralcontainers",
         &[name],
@@ -71,6 +89,9 @@ async fn a_developer_cannot_give_an_agent_pod_host_access_or_privilege_nor_debug
                 .await?;
             let dev = developer(ns, "dev").await?;
             let dev_config = Some(dev.kubeconfig.as_path());
+            // researcher's owner, who may debug its pods (ExecNotOwner lets them), but not
+            // with privilege.
+            let owner = owner_who_may_debug(ns, "alice")?;
 
             let cases = [
                 (
@@ -151,7 +172,7 @@ async fn a_developer_cannot_give_an_agent_pod_host_access_or_privilege_nor_debug
             );
 
             // `kubectl debug --profile=sysadmin` adds a privileged ephemeral container through
-            // pods/ephemeralcontainers: refused. (No kubelet runs here, so the pod stays
+            // pods/ephemeralcontainers: refused, even to the agent's owner, and for that alone. (No kubelet runs here, so the pod stays
             // Pending; the API server accepts ephemeral containers on it all the same, as the
             // baseline-profile debug container below shows.)
             admitted(
@@ -160,7 +181,7 @@ async fn a_developer_cannot_give_an_agent_pod_host_access_or_privilege_nor_debug
             )
             .await?;
             let refusal = refused_as(
-                &dev.kubeconfig,
+                &owner.kubeconfig,
                 &[
                     "debug",
                     "running",
@@ -174,6 +195,7 @@ async fn a_developer_cannot_give_an_agent_pod_host_access_or_privilege_nor_debug
             )
             .await?;
             assert_eq!(refusal.webhook, PODS_IN_AGENT_NAMESPACES);
+            assert_eq!(refusal.codes, ["PodSecurityBaseline"], "{refusal:?}");
             assert!(
                 refusal.message.contains(
                     "spec.ephemeralContainers[0].securityContext.privileged is true (Privileged)"
@@ -182,7 +204,7 @@ async fn a_developer_cannot_give_an_agent_pod_host_access_or_privilege_nor_debug
                 refusal.message
             );
             let out = kubectl_as(
-                &dev.kubeconfig,
+                &owner.kubeconfig,
                 &[
                     "debug",
                     "running",
