@@ -147,6 +147,9 @@ pub fn tool(name: &str) -> ToolBuilder {
                 }),
                 ..Destination::default()
             },
+            mcp: None,
+            http: Vec::new(),
+            audience: None,
         },
     }
 }
