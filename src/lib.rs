@@ -19,4 +19,4 @@ pub mod pure;
 pub mod shell;
 
 pub use pure::{admission, api, assess, authority, decide, project};
-pub use shell::{controller, index, operator, telemetry, webhook};
+pub use shell::{authz, controller, index, operator, telemetry, webhook};

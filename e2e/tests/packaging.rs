@@ -816,6 +816,7 @@ async fn the_charts_service_account_is_narrow() -> anyhow::Result<()> {
         &["watch", "namespaces"],
         &["list", "endpointslices.discovery.k8s.io", "-A"],
         &["create", "events.events.k8s.io", "-n", "default"],
+        &["create", "tokenreviews.authentication.k8s.io"],
         &["create", "leases.coordination.k8s.io", "-n", ns],
         &[
             "patch",

@@ -65,6 +65,8 @@ pub struct Decision {
     /// What is wrong and what to change (refusals), or what allowed it.
     pub detail: String,
     pub namespace: Option<String>,
+    /// The caller's ServiceAccount (its SPIFFE ID names it).
+    pub service_account: Option<String>,
     pub agent: Option<String>,
     /// `Kind:name` of the agent's accountable owner.
     pub owner: Option<String>,
@@ -130,6 +132,7 @@ pub fn decide(authority: &Authority, call: &Call, now: Timestamp) -> Decision {
     };
     let mut decision = Decision {
         namespace: Some(caller.namespace.clone()),
+        service_account: Some(caller.service_account.clone()),
         ..Decision::default()
     };
     let Some(identity) =
@@ -255,7 +258,7 @@ fn judge(held: &HeldTool<'_>, operation: &Operation, caller: &Caller) -> (Stage,
 fn audience_fits(held: &HeldTool<'_>, caller: &Caller) -> bool {
     caller.audiences.as_ref().is_none_or(|audiences| {
         let wanted = held.tool.audience_in(binding_namespace(held.binding));
-        audiences.iter().any(|a| *a == wanted)
+        audiences.contains(&wanted)
     })
 }
 
