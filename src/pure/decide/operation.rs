@@ -16,9 +16,10 @@ pub enum Operation {
 }
 
 /// MCP methods that open, keep or describe a session rather than act: any agent holding an MCP
-/// tool of the server may send them (they carry no action). Everything else but `tools/call` is
-/// refused until a tool can declare it.
-const MCP_SESSION_METHODS: [&str; 3] = ["initialize", "ping", "tools/list"];
+/// tool of the server may send them (they carry no action). `server/discover` is how clients of
+/// protocol 2026-07-28 and later start. Everything else but `tools/call` is refused until a
+/// tool can declare it.
+const MCP_SESSION_METHODS: [&str; 4] = ["initialize", "server/discover", "ping", "tools/list"];
 const MCP_NOTIFICATIONS: &str = "notifications/";
 
 /// How one tool judges one operation.

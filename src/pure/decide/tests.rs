@@ -33,6 +33,11 @@ fn base() -> AuthorityBuilder {
         )
 }
 
+/// `reader` holding `tool` through ToolBinding `b`, valid at any time.
+fn reader_holding(tool: impl Into<crate::api::Tool>) -> Authority {
+    reader_holding(tool)
+}
+
 fn caller(agent: &str) -> Caller {
     Caller {
         namespace: NS.into(),
@@ -146,16 +151,11 @@ fn a_prefix_and_a_star_match_mcp_tool_names() {
         code(&authority, &call(caller("reader"), mcp("ge"))),
         "OperationNotDeclared"
     );
-    let everything = Authority::builder()
-        .identity(identity("reader").build())
-        .binding(
-            binding("b").agent("reader").tool(
-                tool("docs")
-                    .service(SERVER, None, [])
-                    .mcp("*", Some(Action::Read)),
-            ),
-        )
-        .build();
+    let everything = reader_holding(
+        tool("docs")
+            .service(SERVER, None, [])
+            .mcp("*", Some(Action::Read)),
+    );
     assert_eq!(
         code(&everything, &call(caller("reader"), mcp("anything"))),
         "Allowed"
@@ -166,17 +166,12 @@ fn a_prefix_and_a_star_match_mcp_tool_names() {
 fn an_mcp_tool_whose_action_the_tool_does_not_declare_is_refused_even_if_the_api_server_let_it_in()
 {
     // The CRD's CEL rule refuses this binding; manifests read from disk or an older CRD may not.
-    let authority = Authority::builder()
-        .identity(identity("reader").build())
-        .binding(
-            binding("b").agent("reader").tool(
-                tool("docs")
-                    .service(SERVER, None, [])
-                    .mcp("purge", Some(Action::Delete))
-                    .mcp("update", None),
-            ),
-        )
-        .build();
+    let authority = reader_holding(
+        tool("docs")
+            .service(SERVER, None, [])
+            .mcp("purge", Some(Action::Delete))
+            .mcp("update", None),
+    );
     let purge = decide(&authority, &call(caller("reader"), mcp("purge")), NOW);
     assert_eq!(purge.code(), "ActionNotDeclared");
     assert_eq!(purge.action, Some(Action::Delete));
@@ -195,6 +190,7 @@ fn session_methods_are_allowed_to_a_holder_of_an_mcp_tool_without_an_action() {
     let authority = base().build();
     for name in [
         "initialize",
+        "server/discover",
         "ping",
         "tools/list",
         "notifications/initialized",
@@ -219,14 +215,7 @@ fn mcp_methods_no_tool_can_declare_yet_are_refused() {
 
 #[test]
 fn a_tool_that_declares_no_mcp_tools_refuses_every_mcp_method() {
-    let authority = Authority::builder()
-        .identity(identity("reader").build())
-        .binding(
-            binding("b")
-                .agent("reader")
-                .tool(tool("docs").service(SERVER, None, [])),
-        )
-        .build();
+    let authority = reader_holding(tool("docs").service(SERVER, None, []));
     for operation in [method("initialize"), method("tools/list"), mcp("search")] {
         assert_eq!(
             code(&authority, &call(caller("reader"), operation)),
@@ -290,16 +279,11 @@ fn http_methods_or_paths_the_tool_does_not_declare_are_refused() {
 
 #[test]
 fn a_declared_http_method_whose_action_the_tool_lacks_is_refused() {
-    let authority = Authority::builder()
-        .identity(identity("reader").build())
-        .binding(
-            binding("b").agent("reader").tool(
-                tool("docs")
-                    .service(SERVER, None, [])
-                    .http([HttpMethod::Get, HttpMethod::Delete], ["/v1/*"]),
-            ),
-        )
-        .build();
+    let authority = reader_holding(
+        tool("docs")
+            .service(SERVER, None, [])
+            .http([HttpMethod::Get, HttpMethod::Delete], ["/v1/*"]),
+    );
     let decision = decide(
         &authority,
         &call(caller("reader"), http("DELETE", "/v1/x")),
@@ -398,16 +382,11 @@ fn a_call_to_a_server_the_agent_holds_no_tool_at_is_refused() {
 
 #[test]
 fn a_service_in_another_namespace_is_reached_only_by_a_tool_naming_that_namespace() {
-    let authority = Authority::builder()
-        .identity(identity("reader").build())
-        .binding(
-            binding("b").agent("reader").tool(
-                tool("docs")
-                    .service(SERVER, Some("shared"), [])
-                    .mcp("search", Some(Action::Read)),
-            ),
-        )
-        .build();
+    let authority = reader_holding(
+        tool("docs")
+            .service(SERVER, Some("shared"), [])
+            .mcp("search", Some(Action::Read)),
+    );
     let mut shared = call(caller("reader"), mcp("search"));
     shared.server = Ok(Server::Service {
         namespace: "shared".into(),
@@ -528,14 +507,7 @@ fn a_token_must_carry_the_tools_audience_by_default_mandate_dev_namespace_tool()
 
 #[test]
 fn a_tool_with_its_own_audience_wants_exactly_that_one() {
-    let authority = Authority::builder()
-        .identity(identity("reader").build())
-        .binding(
-            binding("b")
-                .agent("reader")
-                .tool(docs_read().audience("https://docs.example.com")),
-        )
-        .build();
+    let authority = reader_holding(docs_read().audience("https://docs.example.com"));
     let with = |aud| code(&authority, &call(with_token("reader", aud), mcp("search")));
     assert_eq!(with("https://docs.example.com"), "Allowed");
     assert_eq!(with("mandate.dev/agents/docs"), "WrongAudience");

@@ -42,6 +42,21 @@ pub fn read_check(request: &CheckRequest) -> Asked {
         .metadata_context
         .map(|m| m.filter_metadata)
         .unwrap_or_default();
+    let rpc_id = MCP_METADATA_NAMESPACES
+        .iter()
+        .find_map(|ns| metadata.get(*ns))
+        .and_then(|fields| match fields.fields.get("id")?.kind.as_ref()? {
+            Kind::StringValue(id) => Some(serde_json::Value::from(id.clone())),
+            Kind::NumberValue(id) => serde_json::Number::from_f64(*id).map(|n| {
+                // JSON-RPC ids are usually integers; keep them integers.
+                if id.fract() == 0.0 && id.abs() < 9.0e15 {
+                    serde_json::Value::from(*id as i64)
+                } else {
+                    serde_json::Value::Number(n)
+                }
+            }),
+            _ => None,
+        });
     let operation = mcp_from_metadata(&metadata)
         .or_else(|| mcp_from_headers(headers))
         .unwrap_or_else(|| Operation::Http {
@@ -66,6 +81,7 @@ pub fn read_check(request: &CheckRequest) -> Asked {
             .cloned(),
         host: http.host,
         operation,
+        rpc_id,
     }
 }
 
@@ -155,6 +171,12 @@ mod tests {
         };
         Struct {
             fields: [
+                (
+                    "id".to_owned(),
+                    Value {
+                        kind: Some(Kind::NumberValue(3.0)),
+                    },
+                ),
                 ("method".to_owned(), string(method)),
                 (
                     "params".to_owned(),
@@ -221,6 +243,7 @@ mod tests {
                 },
                 "{namespace}"
             );
+            assert_eq!(asked.rpc_id, Some(serde_json::json!(3)));
         }
     }
 
@@ -277,6 +300,7 @@ mod tests {
             decision,
             operation: "tools/call write_doc".into(),
             mcp,
+            rpc_id: serde_json::json!(7),
         }
     }
 
@@ -330,6 +354,7 @@ mod tests {
         );
         let body: serde_json::Value = serde_json::from_str(&denied.body).unwrap();
         assert_eq!(body["error"]["code"], -32001);
+        assert_eq!(body["id"], 7);
         assert_eq!(
             body["error"]["message"],
             "mandate refused tools/call write_doc: OperationNotDeclared: declare write_doc"

@@ -41,6 +41,8 @@ pub struct Asked {
     /// The request's Host (`:authority`).
     pub host: String,
     pub operation: Operation,
+    /// The JSON-RPC id of an MCP request, when the gateway passes it: a refusal answers it.
+    pub rpc_id: Option<serde_json::Value>,
 }
 
 /// A decision with its id, as the gateway gets it back.
@@ -53,6 +55,8 @@ pub struct Answer {
     pub operation: String,
     /// Whether the call was an MCP one (a refusal then reads as a JSON-RPC error).
     pub mcp: bool,
+    /// The JSON-RPC id the refusal answers (`null` when the gateway did not pass it).
+    pub rpc_id: serde_json::Value,
 }
 
 impl Answer {
@@ -78,7 +82,7 @@ impl Answer {
         let body = if self.mcp {
             serde_json::json!({
                 "jsonrpc": "2.0",
-                "id": null,
+                "id": self.rpc_id,
                 "error": { "code": -32001, "message": self.message(), "data": data },
             })
         } else {
@@ -122,6 +126,7 @@ impl Authorizer {
             decision,
             operation: asked.operation.describe(),
             mcp: matches!(asked.operation, Operation::Mcp { .. }),
+            rpc_id: asked.rpc_id.clone().unwrap_or(serde_json::Value::Null),
         };
         self.record(protocol, &answer, started.elapsed());
         answer

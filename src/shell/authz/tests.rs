@@ -80,6 +80,7 @@ fn asked(principal: Option<&str>, bearer: Option<&str>, tool: &str) -> Asked {
             method: "tools/call".into(),
             tool: Some(tool.into()),
         },
+        rpc_id: None,
     }
 }
 
