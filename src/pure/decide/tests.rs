@@ -35,7 +35,10 @@ fn base() -> AuthorityBuilder {
 
 /// `reader` holding `tool` through ToolBinding `b`, valid at any time.
 fn reader_holding(tool: impl Into<crate::api::Tool>) -> Authority {
-    reader_holding(tool)
+    Authority::builder()
+        .identity(identity("reader").build())
+        .binding(binding("b").agent("reader").tool(tool))
+        .build()
 }
 
 fn caller(agent: &str) -> Caller {
