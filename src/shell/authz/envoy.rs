@@ -21,7 +21,8 @@ pub const MCP_METADATA_NAMESPACES: [&str; 2] = ["envoy.filters.http.mcp", "mcp_p
 /// The context extension (set on the gateway's route or virtual host) naming the called
 /// Service as `<namespace>/<name>`; without it the Host header names it.
 pub const SERVICE_EXTENSION: &str = "mandate.dev/service";
-/// The header carrying the delegators' tokens, outermost first, comma-separated.
+/// The header carrying the delegators' tokens, outermost first, comma-separated; removed from
+/// an allowed request before it goes on to the tool.
 pub const DELEGATOR_HEADER: &str = "x-mandate-delegator";
 /// The response header carrying the decision id, for the gateway's access log.
 pub const DECISION_HEADER: &str = "x-mandate-decision-id";
@@ -126,7 +127,9 @@ pub fn respond(answer: &Answer) -> CheckResponse {
     let mut response = CheckResponse::new();
     if answer.decision.allowed {
         let mut ok = OkHttpResponseBuilder::new();
-        ok.add_response_header(DECISION_HEADER, &answer.id, None, false);
+        // The delegators' tokens proved consent to mandate; the tool has no use for them.
+        ok.add_response_header(DECISION_HEADER, &answer.id, None, false)
+            .remove_header(DELEGATOR_HEADER);
         response
             .set_status(tonic::Status::ok(""))
             .set_http_response(OkHttpResponse::from(ok));
@@ -330,6 +333,7 @@ mod tests {
             header(&ok.response_headers_to_add, DECISION_HEADER),
             Some("d-1")
         );
+        assert_eq!(ok.headers_to_remove, [DELEGATOR_HEADER]);
     }
 
     #[test]
