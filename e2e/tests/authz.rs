@@ -115,6 +115,47 @@ async fn ready(
     .with_context(|| format!("operator log:\n{}", operator.log()))
 }
 
+/// `curl` against the operator's decision service (TLS, its CA), with extra arguments; stdout.
+fn curl_authz(operator: &Operator, args: &[&str]) -> anyhow::Result<String> {
+    let ca = operator.cert.dir.join("ca.crt");
+    let (path, rest) = args.split_first().context("a path")?;
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--fail-with-body", "--cacert"])
+        .arg(&ca)
+        .args(rest)
+        .arg(format!("https://{}{path}", operator.authz))
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "curl {path}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8(out.stdout)?)
+}
+
+/// POSTs an AuthZEN request with `X-Request-ID: e2e-1`: the response headers and body.
+fn authzen(operator: &Operator, path: &str, body: &Value) -> anyhow::Result<(String, Value)> {
+    let out = curl_authz(
+        operator,
+        &[
+            path,
+            "-D",
+            "-",
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "x-request-id: e2e-1",
+            "--data",
+            &body.to_string(),
+        ],
+    )?;
+    let (headers, body) = out
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("no header/body split in {out}"))?;
+    Ok((headers.to_owned(), serde_json::from_str(body)?))
+}
+
 /// The operator's decision lines, in order.
 fn decisions(operator: &Operator) -> Vec<Value> {
     operator
@@ -240,11 +281,41 @@ async fn a_read_only_agent_calls_its_read_tool_through_envoy_and_is_refused_the_
     )
     .await
     .with_context(|| format!("Envoy's log:\n{}", envoy.process.log()))?;
+    // The same decisions through the AuthZEN API on the same port: one evaluation, then a batch.
+    let evaluation = |tool: &str| {
+        serde_json::json!({
+            "subject": {"type": "agent", "id": "reader", "properties": {"token": token}},
+            "action": {"name": "tools/call"},
+            "resource": {"type": "mcp_tool", "id": tool,
+                         "properties": {"service": format!("{namespace}/docs-mcp")}},
+        })
+    };
+    let (headers, one) = authzen(&operator, "/access/v1/evaluation", &evaluation("read_doc"))?;
+    assert_eq!(one["decision"], true, "{one:#}");
+    assert!(
+        headers.to_ascii_lowercase().contains("x-request-id: e2e-1"),
+        "{headers}"
+    );
+    let (_, batch) = authzen(
+        &operator,
+        "/access/v1/evaluations",
+        &serde_json::json!({"evaluations": [evaluation("read_doc"), evaluation("delete_doc")]}),
+    )?;
+    assert_eq!(batch["evaluations"][0]["decision"], true, "{batch:#}");
+    assert_eq!(batch["evaluations"][1]["decision"], false, "{batch:#}");
+    assert_eq!(
+        batch["evaluations"][1]["context"]["reason"],
+        "OperationNotDeclared"
+    );
+    let discovery = curl_authz(&operator, &["/.well-known/authzen-configuration"])?;
+    assert!(discovery.contains("/access/v1/evaluations"), "{discovery}");
+
     // And the counters moved.
     let metrics = operator.metrics()?;
     for series in [
         r#"mandate_authz_decisions_total{protocol="grpc",decision="allowed",reason="Allowed"}"#,
         r#"mandate_authz_decisions_total{protocol="grpc",decision="denied",reason="OperationNotDeclared"}"#,
+        r#"mandate_authz_decisions_total{protocol="authzen",decision="allowed",reason="Allowed"}"#,
         "mandate_authz_duration_seconds_count",
     ] {
         assert!(metrics.contains(series), "{series} missing:\n{metrics}");

@@ -1,10 +1,11 @@
 //! The decision service: gateways ask, mandate decides each tool call. A protocol's request in
-//! (Envoy ext_authz over gRPC today), read into [`Asked`]; the caller's credential verified
+//! (Envoy ext_authz over gRPC, the AuthZEN evaluation API), read into [`Asked`]; the caller's credential verified
 //! (mTLS SPIFFE ID, or a bearer token through TokenReview); `decide::decide` on the latest
 //! authority snapshot at the current instant; an [`Answer`] out with a decision id, one JSON log
 //! line and the metrics. Holds no rule: when the snapshot is not synced or a credential cannot
 //! be verified, the pure decision refuses.
 
+pub mod authzen;
 pub mod envoy;
 pub mod grpc;
 pub mod server;

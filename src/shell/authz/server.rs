@@ -1,13 +1,21 @@
 //! The decision service's own TLS port: an address, certificate files and the [`Authorizer`]
-//! in; a listener serving Envoy's ext_authz gRPC service (HTTP/2 over TLS, the certificate
-//! reloaded on change, like the webhook's) out, until shutdown. Never decides anything itself.
+//! in; a listener serving Envoy's ext_authz gRPC service and the AuthZEN API (HTTP/2 or
+//! HTTP/1.1 over TLS, the certificate reloaded on change, like the webhook's) out, until
+//! shutdown. Never decides anything itself.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::convert::Infallible;
+
+use bytes::Bytes;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+use http_body_util::BodyExt as _;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use hyper::header::CONTENT_TYPE;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
@@ -15,11 +23,15 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
 
-use super::Authorizer;
 use super::grpc::GrpcAuthorizer;
+use super::{Authorizer, authzen};
 use crate::webhook::server::{ServeError, handshake, stop_signal};
 use crate::webhook::tls::{CertificateReloader, TlsFiles, server_config};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// How long a client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -62,9 +74,29 @@ pub async fn serve(
     tokio::spawn(reloader.run(RELOAD_INTERVAL, stop_signal(stop_rx.clone())));
 
     let grpc = tonic::service::Routes::new(AuthorizationServer::from_arc(Arc::new(
-        GrpcAuthorizer::new(authorizer),
+        GrpcAuthorizer::new(authorizer.clone()),
     )))
     .prepare();
+    let authzen = warp::service(authzen::routes(authorizer));
+    // One port for both: gRPC (Envoy ext_authz) by its content type, the rest is AuthZEN.
+    let dispatch = tower::service_fn(move |request: hyper::Request<Incoming>| {
+        let (grpc, authzen) = (grpc.clone(), authzen.clone());
+        async move {
+            let is_grpc = request
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/grpc"));
+            let response: hyper::Response<Body> = if is_grpc {
+                let response = grpc.oneshot(request).await?;
+                response.map(|b| b.map_err(BoxError::from).boxed_unsync())
+            } else {
+                let response = authzen.oneshot(request).await?;
+                response.map(|b| b.map_err(BoxError::from).boxed_unsync())
+            };
+            Ok::<_, Infallible>(response)
+        }
+    });
     let mut http = auto::Builder::new(TokioExecutor::new());
     http.http2().timer(TokioTimer::new());
 
@@ -78,7 +110,7 @@ pub async fn serve(
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
                         let (acceptor, http, stop) = (acceptor.clone(), http.clone(), stop_rx.clone());
-                        let service = TowerToHyperService::new(grpc.clone());
+                        let service = TowerToHyperService::new(dispatch.clone());
                         connections.spawn(async move {
                             let Some(tls) = handshake(&acceptor, stream, peer, HANDSHAKE_TIMEOUT).await else {
                                 return;
@@ -110,6 +142,6 @@ pub async fn serve(
         connections.abort_all();
         tracing::info!(%local_addr, "decision service stopped");
     });
-    tracing::info!(%local_addr, "decision service listening (Envoy ext_authz gRPC)");
+    tracing::info!(%local_addr, "decision service listening (Envoy ext_authz gRPC, AuthZEN)");
     Ok(AuthzServer { local_addr, task })
 }
