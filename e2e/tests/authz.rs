@@ -156,6 +156,19 @@ fn authzen(operator: &Operator, path: &str, body: &Value) -> anyhow::Result<(Str
     Ok((headers.to_owned(), serde_json::from_str(body)?))
 }
 
+/// The MCP test server as Service `docs-mcp` of `namespace`, behind Envoy asking `operator`.
+async fn docs_gateway(operator: &Operator, namespace: &str) -> anyhow::Result<(McpServer, Envoy)> {
+    let server = McpServer::start().await?;
+    let envoy = Envoy::start(&EnvoySettings {
+        upstream: server.addr,
+        authorizer: operator.authz,
+        authorizer_ca: &operator.cert.ca_pem,
+        service: &format!("{namespace}/docs-mcp"),
+    })
+    .await?;
+    Ok((server, envoy))
+}
+
 /// The operator's decision lines, in order.
 fn decisions(operator: &Operator) -> Vec<Value> {
     operator
@@ -191,14 +204,7 @@ async fn a_read_only_agent_calls_its_read_tool_through_envoy_and_is_refused_the_
     )?;
     let token = token.as_str();
 
-    let server = McpServer::start().await?;
-    let envoy = Envoy::start(&EnvoySettings {
-        upstream: server.addr,
-        authorizer: operator.authz,
-        authorizer_ca: &operator.cert.ca_pem,
-        service: &format!("{namespace}/docs-mcp"),
-    })
-    .await?;
+    let (server, envoy) = docs_gateway(&operator, namespace).await?;
     let explain = || {
         format!(
             "envoy log:\n{}\nmcp server log:\n{}\noperator decisions:\n{:#?}",
@@ -388,14 +394,7 @@ async fn through_envoy_mandate_refuses_foreign_tokens_deleted_pods_expired_tools
     let writer_docs = token(namespace, "writer", "writer-0", &docs)?;
     let doomed_pod = token(namespace, "reader", "reader-1", &docs)?;
 
-    let server = McpServer::start().await?;
-    let envoy = Envoy::start(&EnvoySettings {
-        upstream: server.addr,
-        authorizer: operator.authz,
-        authorizer_ca: &operator.cert.ca_pem,
-        service: &format!("{namespace}/docs-mcp"),
-    })
-    .await?;
+    let (_server, envoy) = docs_gateway(&operator, namespace).await?;
     let refused = |token: &str, reason: &str| -> anyhow::Result<()> {
         let call = mcp_call(&envoy.url(), token, Some("read_doc"))?;
         anyhow::ensure!(
