@@ -102,6 +102,33 @@ async fn kubectl_explain_prints_the_owner_fields_documentation() -> anyhow::Resu
 }
 
 #[tokio::test]
+async fn kubectl_explain_prints_how_a_tool_names_its_operations_and_audience() -> anyhow::Result<()>
+{
+    install_crds(&client().await?).await?;
+    let text = eventually(
+        "kubectl explain to know tool operations",
+        TIMEOUT,
+        || async {
+            let out = kubectl_output(&["explain", "toolbinding.spec.tools"])?;
+            let text = collapse_whitespace(&String::from_utf8_lossy(&out.stdout));
+            Ok((out.status.success() && text.contains("mcp <Object>")).then_some(text))
+        },
+    )
+    .await?;
+    for expected in [
+        "mcp <Object>",
+        "The MCP tools this tool exposes, each with the action it performs.",
+        "http <[]Object>",
+        "GET and HEAD read; POST, PUT and PATCH write; DELETE deletes.",
+        "audience <string>",
+        "Absent: `mandate.dev/<namespace>/<tool name>`.",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn kubectl_get_mandate_lists_all_three_kinds_with_their_printer_columns() -> anyhow::Result<()>
 {
     let client = client().await?;
@@ -426,6 +453,84 @@ fn cases() -> Vec<Case> {
             field: "spec.tools[0].destination.external.cidrs",
             invalid: Create(binding().set("/spec/tools/0", external_tool("203.0.113.0/33"))),
             valid: Create(binding().set("/spec/tools/0", external_tool("203.0.113.0/32"))),
+        },
+        Case {
+            rule: "an MCP tool performs an action its tool does not declare",
+            field: "spec.tools[0].mcp.tools",
+            invalid: Create(binding().set(
+                "/spec/tools/0/mcp",
+                json!({ "tools": [{ "name": "search", "action": "read" }, { "name": "update_order" }] }),
+            )),
+            valid: Create(binding().set(
+                "/spec/tools/0/mcp",
+                json!({ "tools": [{ "name": "search", "action": "read" }, { "name": "get_*", "action": "read" }] }),
+            )),
+        },
+        Case {
+            rule: "two MCP tools share a name",
+            field: "spec.tools[0].mcp.tools[1]",
+            invalid: Create(binding().set(
+                "/spec/tools/0/mcp",
+                json!({ "tools": [{ "name": "search", "action": "read" }, { "name": "search", "action": "read" }] }),
+            )),
+            valid: Create(binding().set(
+                "/spec/tools/0/mcp",
+                json!({ "tools": [{ "name": "*", "action": "read" }] }),
+            )),
+        },
+        Case {
+            rule: "an MCP tool name has a character MCP does not allow",
+            field: "spec.tools[0].mcp.tools[0].name",
+            invalid: Create(binding().set(
+                "/spec/tools/0/mcp",
+                json!({ "tools": [{ "name": "search orders", "action": "read" }] }),
+            )),
+            valid: Create(binding().set(
+                "/spec/tools/0/mcp",
+                json!({ "tools": [{ "name": "search_orders", "action": "read" }] }),
+            )),
+        },
+        Case {
+            rule: "an HTTP method performs an action its tool does not declare",
+            field: "spec.tools[0].http",
+            invalid: Create(binding().set(
+                "/spec/tools/0/http",
+                json!([{ "methods": ["GET", "DELETE"], "paths": ["/v1/products"] }]),
+            )),
+            valid: Create(binding().set(
+                "/spec/tools/0/http",
+                json!([{ "methods": ["GET", "HEAD"], "paths": ["/v1/products"] }]),
+            )),
+        },
+        Case {
+            rule: "an HTTP path climbs out with a .. segment",
+            field: "spec.tools[0].http[0].paths",
+            invalid: Create(binding().set(
+                "/spec/tools/0/http",
+                json!([{ "methods": ["GET"], "paths": ["/v1/products/../admin"] }]),
+            )),
+            valid: Create(binding().set(
+                "/spec/tools/0/http",
+                json!([{ "methods": ["GET"], "paths": ["/v1/products/*"] }]),
+            )),
+        },
+        Case {
+            rule: "an HTTP path does not start with / or has a * before its end",
+            field: "spec.tools[0].http[0].paths[0]",
+            invalid: Create(binding().set(
+                "/spec/tools/0/http",
+                json!([{ "methods": ["GET"], "paths": ["v1/*/products"] }]),
+            )),
+            valid: Create(binding().set(
+                "/spec/tools/0/http",
+                json!([{ "methods": ["GET"], "paths": ["/v1/products*"] }]),
+            )),
+        },
+        Case {
+            rule: "a token audience contains whitespace",
+            field: "spec.tools[0].audience",
+            invalid: Create(binding().set("/spec/tools/0/audience", json!("catalogue api"))),
+            valid: Create(binding().set("/spec/tools/0/audience", json!("https://catalogue.example.com"))),
         },
         Case {
             rule: "validUntil lies before validFrom",

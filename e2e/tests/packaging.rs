@@ -818,6 +818,7 @@ async fn the_charts_service_account_is_narrow() -> anyhow::Result<()> {
         &["create", "events.events.k8s.io", "-n", "default"],
         // The pod of a CONNECT (exec, attach, port-forward), by name.
         &["get", "pods", "-n", "default"],
+        &["create", "tokenreviews.authentication.k8s.io"],
         &["create", "leases.coordination.k8s.io", "-n", ns],
         &[
             "patch",

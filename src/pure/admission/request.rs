@@ -274,10 +274,10 @@ pub fn parse_review(body: &[u8]) -> Result<Request, BadReview> {
         Err(error) => {
             // Kind and version first, so a Pod posted by mistake is called what it is rather
             // than failing on some missing field. Read again only on this error path.
-            if error.classify() == serde_json::error::Category::Data {
-                if let Ok(types) = serde_json::from_slice::<TypeMeta>(body) {
-                    check_types(types.kind, types.api_version)?;
-                }
+            if error.classify() == serde_json::error::Category::Data
+                && let Ok(types) = serde_json::from_slice::<TypeMeta>(body)
+            {
+                check_types(types.kind, types.api_version)?;
             }
             return Err(classify_json_error(error));
         }

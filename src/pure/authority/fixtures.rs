@@ -17,9 +17,10 @@ use crate::api::conditions;
 use crate::api::{
     AGENT_LABEL, Action, AgentClass, AgentIdentity, AgentIdentitySpec, AgentIdentityStatus,
     ApiResourceRef, Approval, BaselineControl, Credentials, Delegate, DelegationPolicy,
-    DelegationPolicySpec, Destination, Endpoint, EndpointPort, ExternalDestination,
-    KubernetesApiDestination, MANAGED_BY_LABEL, MANAGER, Owner, OwnerKind, PodSecurityExemption,
-    PodsDestination, Protocol, Risk, ServiceDestination, Tool, ToolBinding, ToolBindingSpec,
+    DelegationPolicySpec, Destination, Endpoint, EndpointPort, ExternalDestination, HttpMethod,
+    HttpOperation, KubernetesApiDestination, MANAGED_BY_LABEL, MANAGER, McpOperations, McpTool,
+    Owner, OwnerKind, PodSecurityExemption, PodsDestination, Protocol, Risk, ServiceDestination,
+    Tool, ToolBinding, ToolBindingSpec,
 };
 
 /// The namespace fixtures live in unless told otherwise.
@@ -172,6 +173,9 @@ pub fn tool(name: &str) -> ToolBuilder {
                 }),
                 ..Destination::default()
             },
+            mcp: None,
+            http: Vec::new(),
+            audience: None,
         },
     }
 }
@@ -251,6 +255,37 @@ impl ToolBuilder {
         self
     }
 
+    /// Exposes MCP tool `name`, performing `action` (None: the default, write).
+    pub fn mcp(mut self, name: &str, action: Option<Action>) -> Self {
+        self.tool
+            .mcp
+            .get_or_insert_with(McpOperations::default)
+            .tools
+            .push(McpTool {
+                name: name.to_owned(),
+                action,
+            });
+        self
+    }
+
+    /// Exposes `methods` on `paths`.
+    pub fn http<'a>(
+        mut self,
+        methods: impl IntoIterator<Item = HttpMethod>,
+        paths: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        self.tool.http.push(HttpOperation {
+            methods: methods.into_iter().collect(),
+            paths: paths.into_iter().map(str::to_owned).collect(),
+        });
+        self
+    }
+
+    pub fn audience(mut self, audience: &str) -> Self {
+        self.tool.audience = Some(audience.to_owned());
+        self
+    }
+
     pub fn build(self) -> Tool {
         self.tool
     }
@@ -326,6 +361,12 @@ impl BindingBuilder {
 
     pub fn build(self) -> ToolBinding {
         self.binding
+    }
+}
+
+impl From<BindingBuilder> for std::sync::Arc<ToolBinding> {
+    fn from(builder: BindingBuilder) -> Self {
+        std::sync::Arc::new(builder.build())
     }
 }
 

@@ -548,7 +548,7 @@ pub async fn serve(
 }
 
 /// The TLS handshake, bounded in time; failures are the client's and only logged at debug.
-async fn handshake(
+pub(crate) async fn handshake(
     acceptor: &TlsAcceptor,
     stream: TcpStream,
     peer: SocketAddr,
@@ -567,7 +567,7 @@ async fn handshake(
     }
 }
 
-async fn stop_signal(mut stop: watch::Receiver<bool>) {
+pub(crate) async fn stop_signal(mut stop: watch::Receiver<bool>) {
     // An error means the sender is gone: the server has stopped, so stop too.
     let _ = stop.wait_for(|stopped| *stopped).await;
 }
