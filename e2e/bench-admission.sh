@@ -117,8 +117,8 @@ spec:
     namespaceSelector:
       matchLabels: {bench.mandate.dev/vap: "$run"}
 EOF
-admin_port=18090 webhook_port=19445
-target/release/mandate run --admin-addr 127.0.0.1:$admin_port --webhook-addr 127.0.0.1:$webhook_port \
+admin_port=18090 webhook_port=19445 authz_port=19446
+target/release/mandate run --admin-addr 127.0.0.1:$admin_port --webhook-addr 127.0.0.1:$webhook_port --authz-addr 127.0.0.1:$authz_port \
   --tls-cert "$certs/webhook.crt" --tls-key "$certs/webhook.key" --lease-name "bench-$run" \
   --namespace default --log-level warn >"$out/operator.log" 2>&1 &
 operator_pid=$!

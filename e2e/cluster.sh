@@ -94,8 +94,10 @@ pki() {
     openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
     openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
   fi
-  [[ -s $state/audit-policy.yaml ]] || cat >"$state/audit-policy.yaml" <<'EOF'
-# Metadata level keeps admission webhooks' audit annotations in the log without bodies.
+  # Written on every start, so a state dir from an older checkout gets the current policy.
+  cat >"$state/audit-policy.yaml" <<'EOF'
+# Metadata level keeps admission webhooks' audit annotations in the log without bodies. A
+# resource name matches no subresource: connections into pods are listed as well.
 apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: [RequestReceived]
@@ -103,7 +105,7 @@ rules:
 - level: Metadata
   resources:
   - group: ""
-    resources: [pods, serviceaccounts, secrets]
+    resources: [pods, pods/exec, pods/attach, pods/portforward, pods/proxy, serviceaccounts, secrets]
   - group: apps
   - group: batch
   - group: mandate.dev

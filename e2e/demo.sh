@@ -24,6 +24,7 @@ system=mandate-system
 release=mandate
 admin_port=${MANDATE_DEMO_ADMIN_PORT:-18080}
 webhook_port=${MANDATE_DEMO_WEBHOOK_PORT:-19443}
+authz_port=${MANDATE_DEMO_AUTHZ_PORT:-19444}
 webhook_name=mandate-demo
 # The demo's webhooks see only namespaces carrying this label, so they never touch anything
 # else on this control plane (tests may share it). A real install has no such label.
@@ -152,6 +153,7 @@ bash "$here/certs.sh" ca "$demo/certs"
 bash "$here/certs.sh" serving "$demo/certs" webhook "$demo/certs"
 KUBECONFIG=$demo/kubeconfig setsid "$mandate" run \
   --admin-addr "127.0.0.1:$admin_port" --webhook-addr "127.0.0.1:$webhook_port" \
+  --authz-addr "127.0.0.1:$authz_port" \
   --tls-cert "$demo/certs/webhook.crt" --tls-key "$demo/certs/webhook.key" \
   --namespace "$system" --log-format json >>"$demo/mandate.log" 2>&1 </dev/null &
 echo $! >"$demo/mandate.pid"

@@ -18,5 +18,5 @@ pub mod cli;
 pub mod pure;
 pub mod shell;
 
-pub use pure::{admission, api, assess, authority, project};
-pub use shell::{controller, index, operator, telemetry, webhook};
+pub use pure::{admission, api, assess, authority, decide, project};
+pub use shell::{authz, controller, index, operator, telemetry, webhook};

@@ -3,13 +3,16 @@
 //! by `MandateReviewer` over a snapshot built from manifests, and out through `server::respond`
 //! as the JSON the API server would read: allowed, the message with its codes, warnings and
 //! audit annotations; and through the webhook's routes, out as the
-//! `mandate_admission_requests_total` series each decision is counted under. No network.
+//! `mandate_admission_requests_total` series each decision is counted under. CONNECTs (exec,
+//! attach, port-forward) go through the routes, which look their pod up in a fixed set of pods
+//! here. No network.
 
 use std::sync::Arc;
 
 use anyhow::{Context, Result, ensure};
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
+use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full};
 use hyper::service::Service as _;
 use hyper_util::service::TowerToHyperService;
@@ -22,6 +25,7 @@ use mandate::admission::{
 use mandate::api::{AgentIdentity, DelegationPolicy, ToolBinding};
 use mandate::authority::{Authority, Config};
 use mandate::telemetry::Metrics;
+use mandate::webhook::pods::{NoPodLookup, PodLookup, PodLookupError};
 use mandate::webhook::server::{self, WebhookConfig, parse_review, respond};
 use mandate::webhook::tls::TlsFiles;
 use serde_json::{Value, json};
@@ -319,6 +323,22 @@ fn a_pod_on_the_host_network_is_refused_with_host_network() -> Result<()> {
     Ok(())
 }
 
+/// Even a member of the owner group, who may debug the pod, may not debug it privileged.
+#[test]
+fn kubectl_debug_with_the_sysadmin_profile_is_refused_with_pod_security_baseline() -> Result<()> {
+    let answer = review("pod-ephemeral-sysadmin.json")?;
+    assert_denied(&answer, &["PodSecurityBaseline"]);
+    assert!(
+        answer.message().contains(
+            "spec.ephemeralContainers[0].securityContext.privileged is true (Privileged)"
+        ),
+        "{}",
+        answer.message()
+    );
+    assert_eq!(answer.annotation("agent"), Some("researcher"));
+    Ok(())
+}
+
 #[test]
 fn a_day_long_token_for_a_foreign_audience_is_refused_with_token_ttl() -> Result<()> {
     let answer = review("pod-token-ttl.json")?;
@@ -573,8 +593,9 @@ fn a_policy_handing_on_a_tool_the_delegator_lacks_is_refused_with_delegation_esc
 // Counting decisions
 
 /// Posts each fixture to the webhook's routes in-process (no socket, no TLS), as the API server
-/// would to `/validate/pods`, and returns the metrics as `/metrics` would serve them.
-async fn count(fixtures: &[&str]) -> Result<String> {
+/// would to `/validate/pods`, with `pods` as the pods the webhook can look up; returns the
+/// answers and the metrics as `/metrics` would serve them.
+async fn post(fixtures: &[&str], pods: Arc<dyn PodLookup>) -> Result<(Vec<Answer>, String)> {
     let metrics = Metrics::new();
     let config = WebhookConfig::new(
         ([127, 0, 0, 1], 0).into(),
@@ -582,10 +603,12 @@ async fn count(fixtures: &[&str]) -> Result<String> {
     );
     let routes = server::routes(
         Arc::new(reviewer(Some(snapshot()?))?),
+        pods,
         metrics.clone(),
         &config,
     );
     let service = TowerToHyperService::new(warp::service(routes));
+    let mut answers = Vec::new();
     for fixture in fixtures {
         let request = hyper::Request::post(server::VALIDATE_PODS_PATH)
             .header(hyper::header::CONTENT_TYPE, "application/json")
@@ -598,8 +621,23 @@ async fn count(fixtures: &[&str]) -> Result<String> {
             "{fixture}: {status} {}",
             String::from_utf8_lossy(&body)
         );
+        answers.push(Answer(serde_json::from_slice(&body)?));
     }
-    Ok(metrics.encode()?)
+    Ok((answers, metrics.encode()?))
+}
+
+/// The metrics after posting `fixtures` (no pods to look up).
+async fn count(fixtures: &[&str]) -> Result<String> {
+    Ok(post(fixtures, Arc::new(NoPodLookup)).await?.1)
+}
+
+/// Asserts `metrics` holds `series` (labels and value) of `mandate_admission_requests_total`.
+fn assert_counted(metrics: &str, series: &str) {
+    let expected = format!("mandate_admission_requests_total{series}");
+    assert!(
+        metrics.contains(&expected),
+        "missing {expected:?} in\n{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -634,10 +672,136 @@ async fn warned_audited_skipped_and_denied_requests_are_each_counted_as_such() -
 #[tokio::test]
 async fn an_allowed_request_is_counted_as_allowed_with_no_reason() -> Result<()> {
     let metrics = count(&["pod-create.json"]).await?;
-    let expected = r#"mandate_admission_requests_total{resource="pods",decision="allowed",reason="none",mode="enforce"} 1"#;
+    assert_counted(
+        &metrics,
+        r#"{resource="pods",decision="allowed",reason="none",mode="enforce"} 1"#,
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// exec, attach, port-forward
+
+/// The pods the webhook's lookup finds: `agents/researcher-0` (agent `researcher`, owned by
+/// group team-research) and `team-b/web-0` (no agent).
+struct Pods;
+
+impl PodLookup for Pods {
+    fn metadata<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, std::result::Result<Option<ObjectMeta>, PodLookupError>> {
+        let found = match (namespace, name) {
+            ("agents", "researcher-0") => meta(
+                Some(namespace),
+                name,
+                json!({"mandate.dev/agent": "researcher"}),
+                json!({}),
+            )
+            .ok(),
+            ("team-b", "web-0") => meta(Some(namespace), name, json!({}), json!({})).ok(),
+            _ => None,
+        };
+        Box::pin(async move { Ok(found) })
+    }
+}
+
+#[tokio::test]
+async fn an_exec_into_an_agent_pod_by_a_developer_is_refused_with_exec_not_owner() -> Result<()> {
+    let (answers, metrics) = post(&["pod-exec.json"], Arc::new(Pods)).await?;
+    let answer = &answers[0];
+    assert_denied(answer, &["ExecNotOwner"]);
+    assert_eq!(
+        answer.message(),
+        "mandate refused exec into Pod agents/researcher-0 (1 rule failed): ExecNotOwner: dana \
+         is neither the owner of agent researcher (Group:team-research) nor in group \
+         mandate:approvers, and only they may exec into its pods: ask the owner or an approver"
+    );
+    assert_eq!(answer.annotation("agent"), Some("researcher"));
+    assert_eq!(answer.annotation("owner"), Some("Group:team-research"));
+    assert_counted(
+        &metrics,
+        r#"{resource="pods",decision="denied",reason="ExecNotOwner",mode="enforce"} 1"#,
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_port_forward_by_a_member_of_the_owner_group_is_allowed_and_still_recorded() -> Result<()>
+{
+    let (answers, metrics) = post(&["pod-portforward-by-owner.json"], Arc::new(Pods)).await?;
+    let answer = &answers[0];
+    assert!(answer.allowed(), "{:#}", answer.0);
+    assert_eq!(answer.annotation("decision"), Some("allowed"));
+    assert_eq!(answer.annotation("mode"), Some("enforce"));
+    assert_eq!(answer.annotation("agent"), Some("researcher"));
+    assert_eq!(answer.annotation("owner"), Some("Group:team-research"));
+    assert_counted(
+        &metrics,
+        r#"{resource="pods",decision="allowed",reason="none",mode="enforce"} 1"#,
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_attach_to_a_pod_that_is_no_agent_pod_is_skipped() -> Result<()> {
+    let (answers, _) = post(&["pod-attach-unlabelled-namespace.json"], Arc::new(Pods)).await?;
+    let answer = &answers[0];
+    assert!(answer.allowed(), "{:#}", answer.0);
+    assert_eq!(answer.annotation("decision"), Some("skipped"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_exec_whose_pod_cannot_be_looked_up_is_refused_in_an_agent_namespace() -> Result<()> {
+    let (answers, _) = post(&["pod-exec.json"], Arc::new(NoPodLookup)).await?;
+    let answer = &answers[0];
+    assert_denied(answer, &["ExecNotOwner"]);
     assert!(
-        metrics.contains(expected),
-        "missing {expected:?} in\n{metrics}"
+        answer.message().contains(
+            "could not look up pod agents/researcher-0 to learn its agent and owner \
+                       (this webhook server has no pod lookup)"
+        ),
+        "{}",
+        answer.message()
+    );
+    Ok(())
+}
+
+#[test]
+fn a_connect_reviewed_without_a_lookup_is_never_allowed() -> Result<()> {
+    // The reviewer alone (as `mandate check` would call it) has no pod: it refuses.
+    assert_denied(&review("pod-exec.json")?, &["ExecNotOwner"]);
+    Ok(())
+}
+
+/// A lookup the API server never answers.
+struct Stalled;
+
+impl PodLookup for Stalled {
+    fn metadata<'a>(
+        &'a self,
+        _namespace: &'a str,
+        _name: &'a str,
+    ) -> BoxFuture<'a, std::result::Result<Option<ObjectMeta>, PodLookupError>> {
+        Box::pin(futures::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn an_exec_whose_lookup_never_answers_is_refused_within_the_webhooks_timeout() -> Result<()> {
+    let started = std::time::Instant::now();
+    let (answers, _) = post(&["pod-exec.json"], Arc::new(Stalled)).await?;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "the lookup must give up well within the webhook's 5 s timeout"
+    );
+    assert_denied(&answers[0], &["ExecNotOwner"]);
+    assert!(
+        answers[0].message().contains("took longer than 2s"),
+        "{}",
+        answers[0].message()
     );
     Ok(())
 }

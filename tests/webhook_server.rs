@@ -19,6 +19,7 @@ use hyper::{Method, Request, StatusCode, header};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mandate::admission::{Finding, Mode, Reason, Request as Review, Reviewer, Verdict};
 use mandate::telemetry::{Metrics, Readiness, serve_admin};
+use mandate::webhook::pods::NoPodLookup;
 use mandate::webhook::server::{self, WebhookConfig, WebhookServer};
 use mandate::webhook::tls::TlsFiles;
 use rcgen::{
@@ -201,9 +202,15 @@ async fn start_webhook_with(
     configure(&mut config);
     let metrics = Metrics::new();
     let (shutdown, stop) = oneshot::channel::<()>();
-    let server = server::serve(config, reviewer, metrics.clone(), async move {
-        let _ = stop.await;
-    })
+    let server = server::serve(
+        config,
+        reviewer,
+        Arc::new(NoPodLookup),
+        metrics.clone(),
+        async move {
+            let _ = stop.await;
+        },
+    )
     .await?;
     Ok(Webhook {
         server,
@@ -689,7 +696,14 @@ async fn the_server_does_not_start_without_a_valid_certificate() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let files = TlsFiles::new(dir.path().join("tls.crt"), dir.path().join("tls.key"));
     let config = WebhookConfig::new(SocketAddr::from((LOCALHOST, 0)), files);
-    let started = server::serve(config, Arc::new(DenyLabelled), Metrics::new(), async {}).await;
+    let started = server::serve(
+        config,
+        Arc::new(DenyLabelled),
+        Arc::new(NoPodLookup),
+        Metrics::new(),
+        async {},
+    )
+    .await;
     let error = started
         .err()
         .context("serve started without certificate files")?;

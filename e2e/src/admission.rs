@@ -21,6 +21,9 @@
 //! - `credentials.namespaces.mandate.dev`: TokenRequests (`serviceaccounts/token`) and updates
 //!   of legacy token Secrets in labelled namespaces (`/validate`, Fail);
 //! - `credentials.mandate.dev`: the same in every other namespace (`/validate`, Ignore);
+//! - `connect.namespaces.mandate.dev`: CONNECT (`kubectl exec`, `attach`, `port-forward`, the
+//!   pod proxy) to pods in labelled namespaces (`/validate/pods`, Fail);
+//! - `connect.mandate.dev`: the same in every other namespace (`/validate/pods`, Ignore).
 //! - `networkpolicies.namespaces.mandate.dev`: NetworkPolicies written or deleted and
 //!   ServiceAccounts deleted in labelled namespaces (`/validate`, Fail: foreign policies and the
 //!   deletion of mandate's projections);
@@ -60,6 +63,10 @@ pub const MANDATE_RESOURCES: &str = "resources.mandate.dev";
 pub const CREDENTIALS_IN_AGENT_NAMESPACES: &str = "credentials.namespaces.mandate.dev";
 /// TokenRequests and updates of legacy token Secrets everywhere else.
 pub const CREDENTIALS_ELSEWHERE: &str = "credentials.mandate.dev";
+/// exec, attach, port-forward and proxy into pods in namespaces that opted in.
+pub const CONNECT_IN_AGENT_NAMESPACES: &str = "connect.namespaces.mandate.dev";
+/// exec, attach, port-forward and proxy into pods everywhere else.
+pub const CONNECT_ELSEWHERE: &str = "connect.mandate.dev";
 
 /// NetworkPolicies written or deleted, and ServiceAccounts deleted, in namespaces that opted in.
 pub const NETWORK_IN_AGENT_NAMESPACES: &str = "networkpolicies.namespaces.mandate.dev";
@@ -216,6 +223,14 @@ pub fn webhook_configuration(
         "resources": ["serviceaccounts"],
         "scope": "Namespaced",
     });
+    // Connections into pods: exec and attach act with the pod's token and network authority,
+    // port-forward and the proxy reach it around its NetworkPolicy.
+    let connect_rules = json!([{
+        "apiGroups": [""], "apiVersions": ["v1"],
+        "operations": ["CONNECT"],
+        "resources": ["pods/exec", "pods/attach", "pods/portforward", "pods/proxy"],
+        "scope": "Namespaced",
+    }]);
 
     let webhooks = vec![
         // 1. Every pod in a namespace that opted in. Fail: these are agent namespaces, and an
@@ -335,13 +350,37 @@ pub fn webhook_configuration(
                 "matchConditions": token_requests_or_token_secrets,
             }),
         ),
-        // 9. The network boundary in namespaces that opted in. Fail: agent namespaces. A
-        //    NetworkPolicy not written by mandate that selects agent pods is refused per the
-        //    mode (ForeignNetworkPolicy); deleting mandate's projections (its policies, the
-        //    default deny, its ServiceAccounts) is refused to all but mandate and Kubernetes'
-        //    garbage collector and namespace controller (ProtectedProjection). Every
-        //    ServiceAccount DELETE there is sent, so stripping a projection's labels first
-        //    does not get its deletion past the webhook.
+        // 9. Connections into pods in namespaces that opted in. Fail: agent namespaces. A
+        //    CONNECT carries its options (PodExecOptions, ...), not the pod, so an
+        //    objectSelector cannot see the agent label: the namespace is the scope, and the
+        //    webhook looks the pod up.
+        webhook(
+            CONNECT_IN_AGENT_NAMESPACES,
+            VALIDATE_PODS_PATH,
+            "Fail",
+            json!({
+                "rules": connect_rules,
+                "namespaceSelector": namespaces(Some(true)),
+            }),
+        ),
+        // 10. The same elsewhere, where only agent-labelled pods are judged (after the lookup)
+        //     and every other pod's connections are sent too, so Ignore.
+        webhook(
+            CONNECT_ELSEWHERE,
+            VALIDATE_PODS_PATH,
+            "Ignore",
+            json!({
+                "rules": connect_rules,
+                "namespaceSelector": namespaces(Some(false)),
+            }),
+        ),
+        // 11. The network boundary in namespaces that opted in. Fail: agent namespaces. A
+        //     NetworkPolicy not written by mandate that selects agent pods is refused per the
+        //     mode (ForeignNetworkPolicy); deleting mandate's projections (its policies, the
+        //     default deny, its ServiceAccounts) is refused to all but mandate and Kubernetes'
+        //     garbage collector and namespace controller (ProtectedProjection). Every
+        //     ServiceAccount DELETE there is sent, so stripping a projection's labels first
+        //     does not get its deletion past the webhook.
         webhook(
             NETWORK_IN_AGENT_NAMESPACES,
             VALIDATE_PATH,
@@ -351,9 +390,9 @@ pub fn webhook_configuration(
                 "namespaceSelector": namespaces(Some(true)),
             }),
         ),
-        // 10. The deletion of mandate's projections elsewhere (the default deny of namespaces
-        //     holding identities, projections of identities outside agent namespaces). Fail:
-        //     only objects labelled as mandate's match.
+        // 12. The deletion of mandate's projections elsewhere (the default deny of namespaces
+        //      holding identities, projections of identities outside agent namespaces). Fail:
+        //      only objects labelled as mandate's match.
         webhook(
             PROJECTIONS_ELSEWHERE,
             VALIDATE_PATH,
@@ -493,8 +532,9 @@ mod tests {
                 AGENT_PODS_ELSEWHERE,
                 SECRETS_IN_AGENT_NAMESPACES,
                 MANDATE_RESOURCES,
-                // Scoped by its namespaceSelector to opted-in namespaces, like the pods' one.
+                // Scoped by their namespaceSelector to opted-in namespaces, like the pods' one.
                 CREDENTIALS_IN_AGENT_NAMESPACES,
+                CONNECT_IN_AGENT_NAMESPACES,
                 NETWORK_IN_AGENT_NAMESPACES,
                 // Only objects labelled as mandate's.
                 PROJECTIONS_ELSEWHERE,

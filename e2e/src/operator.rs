@@ -60,6 +60,8 @@ pub struct Operator {
     pub admin: SocketAddr,
     /// The HTTPS admission webhook, serving a certificate for 127.0.0.1.
     pub webhook: SocketAddr,
+    /// The decision service (Envoy ext_authz gRPC over TLS), with the webhook's certificate.
+    pub authz: SocketAddr,
     pub cert: ServingCert,
     pub log_path: PathBuf,
     pub options: OperatorOptions,
@@ -158,9 +160,10 @@ impl Operator {
                 binary.display()
             );
         }
-        let [admin_port, webhook_port] = free_ports()?;
+        let [admin_port, webhook_port, authz_port] = free_ports()?;
         let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse()?;
         let webhook: SocketAddr = format!("127.0.0.1:{webhook_port}").parse()?;
+        let authz: SocketAddr = format!("127.0.0.1:{authz_port}").parse()?;
         let cert = ServingCert::generate("mandate-webhook")?;
         let logs = state_dir().join("operator-logs");
         std::fs::create_dir_all(&logs)?;
@@ -173,6 +176,7 @@ impl Operator {
         cmd.arg("run")
             .args(["--admin-addr", &admin.to_string()])
             .args(["--webhook-addr", &webhook.to_string()])
+            .args(["--authz-addr", &authz.to_string()])
             .arg("--tls-cert")
             .arg(&cert.cert_path)
             .arg("--tls-key")
@@ -199,6 +203,7 @@ impl Operator {
             child,
             admin,
             webhook,
+            authz,
             cert,
             log_path,
             options,

@@ -22,8 +22,9 @@ use mandate::api::AgentIdentity;
 use mandate::api::conditions::{READY, is_true};
 use mandate::assess::projections_applied;
 use mandate_e2e::admission::{
-    AGENT_PODS_ELSEWHERE, CREDENTIALS_IN_AGENT_NAMESPACES, MANDATE_RESOURCES,
-    PODS_IN_AGENT_NAMESPACES, RegisteredWebhooks, SECRETS_IN_AGENT_NAMESPACES, register_isolated,
+    AGENT_PODS_ELSEWHERE, CONNECT_ELSEWHERE, CONNECT_IN_AGENT_NAMESPACES,
+    CREDENTIALS_IN_AGENT_NAMESPACES, MANDATE_RESOURCES, PODS_IN_AGENT_NAMESPACES,
+    RegisteredWebhooks, SECRETS_IN_AGENT_NAMESPACES, register_isolated,
 };
 use mandate_e2e::operator::{Operator, OperatorOptions};
 use mandate_e2e::resources::{Kind, install_crds, rfc3339_from_now};
@@ -32,6 +33,10 @@ use mandate_e2e::{
     kubectl_output, kubectl_with_stdin, repo_root, state_dir,
 };
 use serde_json::{Value, json};
+
+/// The Pod Security baseline of agent pods and its exemptions.
+#[path = "admission/pod_security.rs"]
+mod pod_security;
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -1605,6 +1610,334 @@ async fn a_developer_may_mint_no_token_for_an_agent_beyond_its_ttl_or_audience_n
             )
             .await?;
             assert_eq!(patched.codes, ["LongLivedToken"]);
+            Ok(())
+        })
+        .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// exec, attach, port-forward and the pod proxy
+// ---------------------------------------------------------------------------------------------
+
+/// `kubectl -n namespace <args>` as `user` (impersonated, with `groups` if any), given 30
+/// seconds: an admitted exec or port-forward would otherwise wait on a pod that never runs.
+fn kubectl_connect(
+    namespace: &str,
+    user: &str,
+    groups: &[&str],
+    args: &[&str],
+) -> anyhow::Result<Output> {
+    let mut command = std::process::Command::new("timeout");
+    command
+        .arg("30")
+        .arg(mandate_e2e::bin_dir()?.join("kubectl"))
+        .env("KUBECONFIG", kubeconfig_path())
+        .args(["--as", user]);
+    for group in groups {
+        command.args(["--as-group", group]);
+    }
+    Ok(command.args(["-n", namespace]).args(args).output()?)
+}
+
+/// The CONNECT `args` names (`exec`, `attach`, `port-forward`, a raw `pods/.../proxy` GET).
+fn subresource_of(args: &[&str]) -> &'static str {
+    match args.first().copied() {
+        Some("exec") => "exec",
+        Some("attach") => "attach",
+        Some("port-forward") => "portforward",
+        _ => "proxy",
+    }
+}
+
+impl Mandate {
+    /// Runs the CONNECT `args` as `user` until mandate's webhook has judged it (its log line
+    /// for `pod`, this user and subresource) with `decision`; returns kubectl's output. The
+    /// webhook judges from watch caches a moment behind the identity the test just made ready.
+    async fn connect_judged(
+        &self,
+        namespace: &str,
+        pod: &str,
+        (user, groups): (&str, &[&str]),
+        args: &[&str],
+        decision: &str,
+    ) -> anyhow::Result<Output> {
+        let subresource = subresource_of(args);
+        let deadline = Instant::now() + CACHE_LAG;
+        loop {
+            let seen = self.decisions(namespace).len();
+            let out = kubectl_connect(namespace, user, groups, args)?;
+            let judged: Vec<Value> = self
+                .decisions(namespace)
+                .into_iter()
+                .skip(seen)
+                .filter(|d| d["name"] == pod && d["user"] == user)
+                .filter(|d| d["subresource"] == subresource)
+                .collect();
+            if judged.iter().any(|d| d["decision"] == decision) {
+                return Ok(out);
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "kubectl {args:?} as {user} was never judged {decision}; judged {judged:#?}; \
+                     kubectl said: {}",
+                    stderr(&out)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+/// A ready agent `name` owned by user alice, and its pod `<name>-0`, marked Running (kubectl
+/// port-forward refuses a pod that is not; no kubelet ever runs it here).
+async fn agent_pod_in(mandate: &Mandate, namespace: &str, name: &str) -> anyhow::Result<String> {
+    mandate
+        .ready_agent(
+            namespace,
+            reader(name),
+            Some(binding(&format!("{name}-tools"), name, &["read"])),
+        )
+        .await?;
+    let pod_name = format!("{name}-0");
+    admitted(
+        &in_namespace(pod(&pod_name, Some(name), name), namespace),
+        None,
+    )
+    .await?;
+    mark_running(namespace, &pod_name)?;
+    Ok(pod_name)
+}
+
+fn mark_running(namespace: &str, pod: &str) -> anyhow::Result<()> {
+    kubectl_ok(
+        &[
+            "patch",
+            "pod",
+            pod,
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type=merge",
+            "-p={\"status\":{\"phase\":\"Running\"}}",
+        ],
+        None,
+    )?;
+    Ok(())
+}
+
+/// Whether kubectl's stderr carries a refusal by mandate (of any webhook, for any reason).
+fn refused_by_mandate(out: &Output) -> bool {
+    let text = stderr(out);
+    Refusal::parse(&text).is_some() || text.contains("ExecNotOwner")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_attach_port_forward_and_proxy_into_an_agent_pod_are_for_its_owner_and_approvers_only()
+-> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let mandate = Mandate::start("adm-connect").await?;
+    mandate
+        .explain(async {
+            let ns = mandate.namespace("adm-connect", Some("enforce")).await?;
+            let ns = ns.name.as_str();
+            let pod = agent_pod_in(&mandate, ns, "researcher").await?;
+            // dev: an ordinary developer with `edit`, which grants pods/exec, pods/attach,
+            // pods/portforward and pods/proxy. alice owns the agent; carol is an approver.
+            grant_edit(ns, "dev").await?;
+            kubectl_ok(
+                &[
+                    "create",
+                    "rolebinding",
+                    "owner-and-approver-edit",
+                    "--clusterrole=edit",
+                    "--user=alice",
+                    "--user=carol",
+                    "-n",
+                    ns,
+                ],
+                None,
+            )?;
+            let proxy = format!("/api/v1/namespaces/{ns}/pods/{pod}/proxy/");
+            let attempts: [&[&str]; 4] = [
+                &["exec", &pod, "--", "cat", "/var/run/secrets/tokens/token"],
+                &["attach", &pod],
+                &["port-forward", &format!("pod/{pod}"), ":8080"],
+                &["get", "--raw", &proxy],
+            ];
+
+            // The developer is refused on every path, naming who may.
+            for args in attempts {
+                let out = mandate
+                    .connect_judged(ns, &pod, ("dev", &[]), args, "denied")
+                    .await?;
+                let refusal = Refusal::parse(&stderr(&out)).with_context(|| {
+                    format!("kubectl {args:?} as dev: no refusal in {}", stderr(&out))
+                })?;
+                assert_eq!(refusal.webhook, CONNECT_IN_AGENT_NAMESPACES, "{args:?}");
+                assert_eq!(refusal.codes, ["ExecNotOwner"], "{args:?}");
+                assert!(
+                    refusal.message.contains(
+                        "dev is neither the owner of agent researcher (User:alice) nor in group \
+                         mandate:approvers"
+                    ),
+                    "{refusal:?}"
+                );
+            }
+
+            // The owner and an approver get past admission: their attempts fail later, at the
+            // pod that no kubelet runs, and not by mandate.
+            let audit = AuditLog::mark()?;
+            for (user, groups) in [("alice", &[][..]), ("carol", &[APPROVERS][..])] {
+                for args in attempts {
+                    let out = mandate
+                        .connect_judged(ns, &pod, (user, groups), args, "allowed")
+                        .await?;
+                    assert!(
+                        !refused_by_mandate(&out),
+                        "kubectl {args:?} as {user}: {}",
+                        stderr(&out)
+                    );
+                }
+            }
+            // Allowed connections are audited too: the API server's audit log carries the
+            // decision of the webhook that judged the owner's exec.
+            let key = |k: &str| format!("{CONNECT_IN_AGENT_NAMESPACES}/{k}");
+            let annotations = eventually("the owner's exec in the audit log", TIMEOUT, || async {
+                Ok(audit.pod_events(ns, &pod)?.into_iter().find_map(|event| {
+                    // The test impersonates: the API server audits the admin as `user`.
+                    (event["objectRef"]["subresource"] == "exec"
+                        && event["impersonatedUser"]["username"] == "alice"
+                        && event["annotations"][key("decision")].is_string())
+                    .then(|| event["annotations"].clone())
+                }))
+            })
+            .await?;
+            assert_eq!(annotations[key("decision")], "allowed", "{annotations:#}");
+            assert_eq!(annotations[key("agent")], "researcher");
+            assert_eq!(annotations[key("owner")], "User:alice");
+            // kubectl debug adds an ephemeral container: code inside the pod, with its volumes
+            // and (--target) its processes, exec by another name. Same rule, on the pod path.
+            // `edit` does not grant pods/ephemeralcontainers; a debugging role does.
+            for command in [
+                &[
+                    "create",
+                    "role",
+                    "debugger",
+                    "--verb=get,patch,update",
+                    "--resource=pods/ephemeralcontainers",
+                    "-n",
+                    ns,
+                ][..],
+                &[
+                    "create",
+                    "rolebinding",
+                    "debuggers",
+                    "--role=debugger",
+                    "--user=dev",
+                    "--user=alice",
+                    "-n",
+                    ns,
+                ],
+            ] {
+                kubectl_ok(command, None)?;
+            }
+            let debug = [
+                "debug",
+                pod.as_str(),
+                "--image=registry.invalid/debug:1",
+                "--target=agent",
+                // The baseline profile adds nothing the Pod Security baseline refuses, so only
+                // who debugs is in question here (the default profile adds SYS_PTRACE).
+                "--profile=baseline",
+            ];
+            let out = kubectl_connect(ns, "dev", &[], &debug)?;
+            let refusal = Refusal::parse(&stderr(&out))
+                .with_context(|| format!("kubectl debug as dev: {}", stderr(&out)))?;
+            assert_eq!(refusal.webhook, PODS_IN_AGENT_NAMESPACES);
+            assert_eq!(refusal.codes, ["ExecNotOwner"], "{refusal:?}");
+            assert!(
+                refusal
+                    .message
+                    .contains("only they may add an ephemeral container (kubectl debug) to"),
+                "{refusal:?}"
+            );
+            let out = kubectl_connect(ns, "alice", &[], &debug)?;
+            ensure!(
+                out.status.success(),
+                "the owner's kubectl debug was refused: {}",
+                stderr(&out)
+            );
+            let metrics = mandate.operator.metrics()?;
+            for decision in ["denied", "allowed"] {
+                assert!(
+                    metrics.contains(&format!(
+                        r#"mandate_admission_requests_total{{resource="pods",decision="{decision}","#
+                    )),
+                    "no {decision} pod decision in:\n{metrics}"
+                );
+            }
+            Ok(())
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_elsewhere_are_judged_only_into_agent_pods_and_warn_mode_admits_with_a_warning()
+-> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let mandate = Mandate::start("adm-connect-scope").await?;
+    mandate
+        .explain(async {
+            // Not an agent namespace: a plain pod is left alone, an agent-labelled one is
+            // judged in the default mode (enforce) by the Ignore webhook.
+            let plain = mandate.namespace("adm-connect-plain", None).await?;
+            let plain = plain.name.as_str();
+            grant_edit(plain, "dev").await?;
+            admitted(&in_namespace(pod("web-0", None, "default"), plain), None).await?;
+            mark_running(plain, "web-0")?;
+            let out = mandate
+                .connect_judged(
+                    plain,
+                    "web-0",
+                    ("dev", &[]),
+                    &["exec", "web-0", "--", "true"],
+                    "skipped",
+                )
+                .await?;
+            assert!(!refused_by_mandate(&out), "{}", stderr(&out));
+            let helper = agent_pod_in(&mandate, plain, "helper").await?;
+            let out = mandate
+                .connect_judged(
+                    plain,
+                    &helper,
+                    ("dev", &[]),
+                    &["exec", &helper, "--", "true"],
+                    "denied",
+                )
+                .await?;
+            let refusal = Refusal::parse(&stderr(&out))
+                .with_context(|| format!("no refusal in {}", stderr(&out)))?;
+            assert_eq!(refusal.webhook, CONNECT_ELSEWHERE);
+            assert_eq!(refusal.codes, ["ExecNotOwner"]);
+
+            // A warn namespace admits the developer's exec, with a warning.
+            let warn = mandate.namespace("adm-connect-warn", Some("warn")).await?;
+            let warn = warn.name.as_str();
+            let pod = agent_pod_in(&mandate, warn, "researcher").await?;
+            grant_edit(warn, "dev").await?;
+            let out = mandate
+                .connect_judged(
+                    warn,
+                    &pod,
+                    ("dev", &[]),
+                    &["exec", &pod, "--", "true"],
+                    "warned",
+                )
+                .await?;
+            assert!(!refused_by_mandate(&out), "{}", stderr(&out));
+            // The warning is in the AdmissionResponse (the decision line says `warned`), but
+            // kubectl prints no response warnings for a connection (exec, attach, port-forward
+            // stream; its raw GET of the proxy answered with an error prints none either).
             Ok(())
         })
         .await

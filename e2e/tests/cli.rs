@@ -647,6 +647,7 @@ async fn check_predicts_exactly_what_the_webhook_decides() -> anyhow::Result<()>
         "auditor",
         "ownerless",
         "idle",
+        "inspector",
     ] {
         wait_projected(&identities, agent, true).await?;
     }
@@ -754,6 +755,7 @@ async fn check_predicts_exactly_what_the_webhook_decides() -> anyhow::Result<()>
         "HostNetwork",
         "TokenTTL",
         "LongLivedToken",
+        "PodSecurityBaseline",
     ]
     .into_iter()
     .map(str::to_owned)

@@ -87,6 +87,44 @@ async fn kubectl_explain_prints_the_owner_fields_documentation() -> anyhow::Resu
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
+    let out = kubectl_output(&["explain", "agentidentity.spec.podSecurityExemptions"])?;
+    let text = collapse_whitespace(&String::from_utf8_lossy(&out.stdout));
+    for expected in [
+        "FIELD: podSecurityExemptions <[]Object>",
+        "Pod Security baseline controls this agent's pods may break, one entry per control",
+        "approval <Object> -required-",
+        "control <string> -required- enum: HostProcess, HostPID, HostIPC, Privileged",
+        "capabilities <[]string> For control Capabilities (and only then)",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn kubectl_explain_prints_how_a_tool_names_its_operations_and_audience() -> anyhow::Result<()>
+{
+    install_crds(&client().await?).await?;
+    let text = eventually(
+        "kubectl explain to know tool operations",
+        TIMEOUT,
+        || async {
+            let out = kubectl_output(&["explain", "toolbinding.spec.tools"])?;
+            let text = collapse_whitespace(&String::from_utf8_lossy(&out.stdout));
+            Ok((out.status.success() && text.contains("mcp <Object>")).then_some(text))
+        },
+    )
+    .await?;
+    for expected in [
+        "mcp <Object>",
+        "The MCP tools this tool exposes, each with the action it performs.",
+        "http <[]Object>",
+        "GET and HEAD read; POST, PUT and PATCH write; DELETE deletes.",
+        "audience <string>",
+        "Absent: `mandate.dev/<namespace>/<tool name>`.",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
     Ok(())
 }
 
@@ -238,7 +276,8 @@ async fn every_sample_applies_with_the_high_risk_window_set_at_apply_time() -> a
     assert_eq!(deploy.data["spec"]["tools"][0]["risk"], "High");
     assert!(deploy.data["spec"]["approval"]["approvedBy"].is_string());
 
-    // The kustomization lists every sample except the High-risk grant, which needs a fresh window.
+    // The kustomization lists every sample except the two that only an approver may apply: the
+    // High-risk grant, which also needs a fresh window, and the Pod Security exemption.
     let kustomization: Value = serde_yaml::from_str(&std::fs::read_to_string(
         samples_dir().join("kustomization.yaml"),
     )?)?;
@@ -251,7 +290,7 @@ async fn every_sample_applies_with_the_high_risk_window_set_at_apply_time() -> a
     let expected: BTreeSet<String> = files
         .iter()
         .map(|f| f.to_string_lossy().into_owned())
-        .filter(|f| f != "code-agent-deploy.yaml")
+        .filter(|f| f != "code-agent-deploy.yaml" && f != "net-diagnostics.yaml")
         .collect();
     assert_eq!(listed, expected);
 
@@ -416,6 +455,84 @@ fn cases() -> Vec<Case> {
             valid: Create(binding().set("/spec/tools/0", external_tool("203.0.113.0/32"))),
         },
         Case {
+            rule: "an MCP tool performs an action its tool does not declare",
+            field: "spec.tools[0].mcp.tools",
+            invalid: Create(binding().set(
+                "/spec/tools/0/mcp",
+                json!({ "tools": [{ "name": "search", "action": "read" }, { "name": "update_order" }] }),
+            )),
+            valid: Create(binding().set(
+                "/spec/tools/0/mcp",
+                json!({ "tools": [{ "name": "search", "action": "read" }, { "name": "get_*", "action": "read" }] }),
+            )),
+        },
+        Case {
+            rule: "two MCP tools share a name",
+            field: "spec.tools[0].mcp.tools[1]",
+            invalid: Create(binding().set(
+                "/spec/tools/0/mcp",
+                json!({ "tools": [{ "name": "search", "action": "read" }, { "name": "search", "action": "read" }] }),
+            )),
+            valid: Create(binding().set(
+                "/spec/tools/0/mcp",
+                json!({ "tools": [{ "name": "*", "action": "read" }] }),
+            )),
+        },
+        Case {
+            rule: "an MCP tool name has a character MCP does not allow",
+            field: "spec.tools[0].mcp.tools[0].name",
+            invalid: Create(binding().set(
+                "/spec/tools/0/mcp",
+                json!({ "tools": [{ "name": "search orders", "action": "read" }] }),
+            )),
+            valid: Create(binding().set(
+                "/spec/tools/0/mcp",
+                json!({ "tools": [{ "name": "search_orders", "action": "read" }] }),
+            )),
+        },
+        Case {
+            rule: "an HTTP method performs an action its tool does not declare",
+            field: "spec.tools[0].http",
+            invalid: Create(binding().set(
+                "/spec/tools/0/http",
+                json!([{ "methods": ["GET", "DELETE"], "paths": ["/v1/products"] }]),
+            )),
+            valid: Create(binding().set(
+                "/spec/tools/0/http",
+                json!([{ "methods": ["GET", "HEAD"], "paths": ["/v1/products"] }]),
+            )),
+        },
+        Case {
+            rule: "an HTTP path climbs out with a .. segment",
+            field: "spec.tools[0].http[0].paths",
+            invalid: Create(binding().set(
+                "/spec/tools/0/http",
+                json!([{ "methods": ["GET"], "paths": ["/v1/products/../admin"] }]),
+            )),
+            valid: Create(binding().set(
+                "/spec/tools/0/http",
+                json!([{ "methods": ["GET"], "paths": ["/v1/products/*"] }]),
+            )),
+        },
+        Case {
+            rule: "an HTTP path does not start with / or has a * before its end",
+            field: "spec.tools[0].http[0].paths[0]",
+            invalid: Create(binding().set(
+                "/spec/tools/0/http",
+                json!([{ "methods": ["GET"], "paths": ["v1/*/products"] }]),
+            )),
+            valid: Create(binding().set(
+                "/spec/tools/0/http",
+                json!([{ "methods": ["GET"], "paths": ["/v1/products*"] }]),
+            )),
+        },
+        Case {
+            rule: "a token audience contains whitespace",
+            field: "spec.tools[0].audience",
+            invalid: Create(binding().set("/spec/tools/0/audience", json!("catalogue api"))),
+            valid: Create(binding().set("/spec/tools/0/audience", json!("https://catalogue.example.com"))),
+        },
+        Case {
             rule: "validUntil lies before validFrom",
             field: "spec.validUntil",
             invalid: Create(
@@ -556,6 +673,63 @@ fn cases() -> Vec<Case> {
             },
         },
         Case {
+            rule: "a Capabilities exemption names no capability",
+            field: "spec.podSecurityExemptions[0].capabilities",
+            invalid: Create(exempt(json!({ "control": "Capabilities" }))),
+            valid: Create(exempt(
+                json!({ "control": "Capabilities", "capabilities": ["NET_RAW"] }),
+            )),
+        },
+        Case {
+            rule: "a Privileged exemption names capabilities",
+            field: "spec.podSecurityExemptions[0].capabilities",
+            invalid: Create(exempt(
+                json!({ "control": "Privileged", "capabilities": ["SYS_ADMIN"] }),
+            )),
+            valid: Create(exempt(json!({ "control": "Privileged" }))),
+        },
+        Case {
+            rule: "a Sysctls exemption names no sysctl",
+            field: "spec.podSecurityExemptions[0].sysctls",
+            invalid: Create(exempt(json!({ "control": "Sysctls" }))),
+            valid: Create(exempt(
+                json!({ "control": "Sysctls", "sysctls": ["kernel.msgmax"] }),
+            )),
+        },
+        Case {
+            rule: "an exemption names a control outside the baseline profile",
+            field: "spec.podSecurityExemptions[0].control",
+            invalid: Create(exempt(json!({ "control": "HostNetwork" }))),
+            valid: Create(exempt(json!({ "control": "HostPID" }))),
+        },
+        Case {
+            rule: "an exemption has no approval",
+            field: "spec.podSecurityExemptions[0].approval",
+            invalid: Create(identity().set(
+                "/spec/podSecurityExemptions",
+                json!([{ "control": "HostIPC" }]),
+            )),
+            valid: Create(exempt(json!({ "control": "HostIPC" }))),
+        },
+        Case {
+            rule: "two exemptions name the same control",
+            field: "spec.podSecurityExemptions[1]",
+            invalid: Create(identity().set(
+                "/spec/podSecurityExemptions",
+                json!([
+                    exemption(json!({ "control": "HostPath" })),
+                    exemption(json!({ "control": "HostPath" })),
+                ]),
+            )),
+            valid: Create(identity().set(
+                "/spec/podSecurityExemptions",
+                json!([
+                    exemption(json!({ "control": "HostPath" })),
+                    exemption(json!({ "control": "HostPorts" })),
+                ]),
+            )),
+        },
+        Case {
             rule: "an update changes spec.serviceAccountName",
             field: "spec.serviceAccountName",
             invalid: Update {
@@ -659,6 +833,18 @@ fn identity() -> Value {
             "purpose": "Answers questions about the product catalogue."
         }
     })
+}
+
+/// `fields` of a Pod Security exemption, approved.
+fn exemption(fields: Value) -> Value {
+    let mut exemption = fields;
+    exemption["approval"] = json!({ "approvedBy": "carol", "reason": "SEC-1" });
+    exemption
+}
+
+/// The identity with one exemption made of `fields`.
+fn exempt(fields: Value) -> Value {
+    identity().set("/spec/podSecurityExemptions", json!([exemption(fields)]))
 }
 
 fn binding() -> Value {

@@ -31,8 +31,8 @@ use mandate_e2e::admission::{WebhookSettings, webhook_configuration};
 use mandate_e2e::operator::{Operator, OperatorOptions};
 use mandate_e2e::resources::{install_crds, samples_dir};
 use mandate_e2e::{
-    TestNamespace, bin_dir, client, eventually, kubeconfig_path, kubectl_ok, kubectl_with_stdin,
-    pinned, repo_root, state_dir,
+    TestNamespace, bin_dir, client, eventually, kubeconfig_path, kubectl_ok, kubectl_output,
+    kubectl_with_stdin, pinned, repo_root, state_dir,
 };
 use serde_json::{Value, json};
 
@@ -819,6 +819,9 @@ async fn the_charts_service_account_is_narrow() -> anyhow::Result<()> {
         &["watch", "namespaces"],
         &["list", "endpointslices.discovery.k8s.io", "-A"],
         &["create", "events.events.k8s.io", "-n", "default"],
+        // The pod of a CONNECT (exec, attach, port-forward), by name.
+        &["get", "pods", "-n", "default"],
+        &["create", "tokenreviews.authentication.k8s.io"],
         &["create", "leases.coordination.k8s.io", "-n", ns],
         &[
             "patch",
@@ -858,7 +861,16 @@ async fn the_charts_service_account_is_narrow() -> anyhow::Result<()> {
             "default",
         ],
         &["create", "pods", "-n", "default"],
-        &["get", "pods", "-n", "default"],
+        &["list", "pods", "-A"],
+        &["watch", "pods", "-n", "default"],
+        &["create", "pods", "--subresource=exec", "-n", "default"],
+        &[
+            "create",
+            "pods",
+            "--subresource=portforward",
+            "-n",
+            "default",
+        ],
         &["patch", "agentidentities.mandate.dev", "-n", "default"],
         &["create", "toolbindings.mandate.dev", "-n", "default"],
         &["delete", "agentidentities.mandate.dev", "-n", "default"],
@@ -1020,6 +1032,17 @@ async fn mandate_with_the_charts_service_account_reconciles_and_admits() -> anyh
     assert!(
         stderr.contains("pods.namespaces.mandate.dev") && stderr.contains("NoIdentity"),
         "{stderr}"
+    );
+    // A CONNECT names its pod only: the chart's `get pods` lets the webhook look it up, so
+    // the refusal names the agent's owner instead of a failed lookup.
+    let exec = kubectl_output(&["exec", "researcher", "-n", &ns.name, "--", "true"])?;
+    let stderr = String::from_utf8_lossy(&exec.stderr);
+    assert!(
+        stderr.contains("connect.namespaces.mandate.dev")
+            && stderr.contains("ExecNotOwner")
+            && stderr.contains("neither the owner of agent researcher"),
+        "{stderr}\noperator log:\n{}",
+        operator.log()
     );
     drop(operator);
     Ok(())

@@ -79,7 +79,7 @@ pub struct CheckArgs {
     /// The installation's mode for agent pods outside labelled namespaces.
     #[arg(long, default_value = "enforce", value_parser = super::parse_mode)]
     pub default_mode: Mode,
-    /// The installation's approver group for High-risk ToolBindings.
+    /// The installation's approver group for High-risk ToolBindings and Pod Security exemptions.
     #[arg(long, default_value = DEFAULT_APPROVER_GROUP)]
     pub approver_group: String,
     /// The API server's token audiences (its --api-audiences, comma-separated).

@@ -263,18 +263,18 @@ pub fn build(
                 })
                 .collect();
             for tool in &tools {
-                if let (Some(at), Some(seconds)) = (&tool.expires_at, tool.expires_in_seconds) {
-                    if seconds <= horizon.as_secs() {
-                        expiring.push(ExpiringTool {
-                            namespace: ns.to_owned(),
-                            agent: name.clone(),
-                            tool: tool.name.clone(),
-                            binding: tool.binding.clone(),
-                            risk: tool.risk.clone(),
-                            expires_at: at.clone(),
-                            expires_in_seconds: seconds,
-                        });
-                    }
+                if let (Some(at), Some(seconds)) = (&tool.expires_at, tool.expires_in_seconds)
+                    && seconds <= horizon.as_secs()
+                {
+                    expiring.push(ExpiringTool {
+                        namespace: ns.to_owned(),
+                        agent: name.clone(),
+                        tool: tool.name.clone(),
+                        binding: tool.binding.clone(),
+                        risk: tool.risk.clone(),
+                        expires_at: at.clone(),
+                        expires_in_seconds: seconds,
+                    });
                 }
             }
             let status = identity.status.as_ref();

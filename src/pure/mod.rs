@@ -8,10 +8,12 @@
 //!   the one validator of mandate's resources, with the one closed set of reason codes;
 //! - [`project`]: the desired ServiceAccount and NetworkPolicy of an identity;
 //! - [`assess`]: one assessment per kind: conditions, status, events and the next change;
-//! - [`admission`]: one review per resource kind: a verdict with reason codes.
+//! - [`admission`]: one review per resource kind: a verdict with reason codes;
+//! - [`decide`]: one decision per tool call: allowed, or the reason code that refused it.
 
 pub mod admission;
 pub mod api;
 pub mod assess;
 pub mod authority;
+pub mod decide;
 pub mod project;

@@ -1,5 +1,6 @@
 //! `mandate run`: the long-running process. Flags, the cluster's watches (one index shared by
 //! everything) and signals in; out, on every replica the admin server, the admission webhook,
+//! the decision service gateways ask about tool calls,
 //! the admission snapshots it publishes for the webhook and the gauges it refreshes, and the
 //! three controllers, which write only while this replica holds the leader Lease. Each of the
 //! index's subscriptions is moved to the task that polls it (the snapshot publisher, the
@@ -22,6 +23,9 @@ use tokio::sync::watch;
 use crate::admission::{AdmissionConfig, MandateReviewer, Mode, Snapshot, SnapshotSource};
 use crate::api::conditions;
 use crate::authority;
+use crate::authz::Authorizer;
+use crate::authz::server::serve as serve_authz;
+use crate::authz::tokens::{ApiTokenReviewer, TokenVerifier};
 use crate::controller::{self, Settings};
 use crate::index::{self, Stores};
 use crate::project::{DnsEgress, NetworkConfig, TrustDomain};
@@ -62,16 +66,21 @@ pub struct RunArgs {
     /// Address of the HTTPS admission webhook.
     #[arg(long, env = "MANDATE_WEBHOOK_ADDR", default_value = "0.0.0.0:9443")]
     pub webhook_addr: SocketAddr,
-    /// PEM certificate of the webhook (reloaded when the file changes).
+    /// Address of the decision service (Envoy ext_authz over gRPC, TLS with the webhook's
+    /// certificate) that gateways ask about each tool call.
+    #[arg(long, env = "MANDATE_AUTHZ_ADDR", default_value = "0.0.0.0:9444")]
+    pub authz_addr: SocketAddr,
+    /// PEM certificate of the webhook and the decision service (reloaded when the file changes).
     #[arg(long, env = "MANDATE_TLS_CERT", default_value = "/tls/tls.crt")]
     pub tls_cert: PathBuf,
-    /// PEM private key of the webhook (reloaded when the file changes).
+    /// PEM private key of the webhook and the decision service (reloaded when the file changes).
     #[arg(long, env = "MANDATE_TLS_KEY", default_value = "/tls/tls.key")]
     pub tls_key: PathBuf,
     /// Mode for agent pods in namespaces without a mandate.dev/mode label: enforce, warn or audit.
     #[arg(long, env = "MANDATE_DEFAULT_MODE", default_value = "enforce", value_parser = crate::cli::parse_mode)]
     pub default_mode: Mode,
-    /// Group whose members may approve High-risk ToolBindings (and are not the agent's owner).
+    /// Group whose members may approve High-risk ToolBindings and Pod Security exemptions (and
+    /// are not the agent's owner).
     #[arg(
         long,
         env = "MANDATE_APPROVER_GROUP",
@@ -243,6 +252,21 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         watch::channel(true).1
     };
 
+    let authorizer = Authorizer::new(
+        snapshots.clone(),
+        TokenVerifier::new(Arc::new(ApiTokenReviewer::new(client.clone()))),
+        settings.trust_domain.clone(),
+        metrics.clone(),
+    );
+    let authz = serve_authz(
+        args.authz_addr,
+        TlsFiles::new(args.tls_cert.clone(), args.tls_key.clone()),
+        authorizer,
+        stopped(),
+    )
+    .await
+    .context("starting the decision service")?;
+
     let operator_user = args.operator_user(&client).await?;
     tracing::info!(%operator_user, "mandate's own writes are those of this user");
     let reviewer = Arc::new(MandateReviewer::new(
@@ -255,6 +279,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             TlsFiles::new(args.tls_cert.clone(), args.tls_key.clone()),
         ),
         reviewer,
+        // CONNECTs (exec, attach, port-forward) name their pod only: it is looked up here.
+        Arc::new(client.clone()),
         metrics.clone(),
         stopped(),
     )
@@ -277,6 +303,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let _ = controllers.await;
     let _ = admin.stopped().await;
     let _ = webhook.stopped().await;
+    let _ = authz.stopped().await;
     Ok(())
 }
 

@@ -21,6 +21,12 @@
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get"]
+- apiGroups: ["authentication.k8s.io"]
+  resources: ["tokenreviews"]
+  verbs: ["create"]
 {{- end }}
 
 {{/* The leader-election Role's rules: the Lease is created once, then read and renewed by name. */}}

@@ -11,6 +11,7 @@ use anyhow::Context;
 use arc_swap::ArcSwapOption;
 use mandate::admission::{AdmissionConfig, MandateReviewer, Request, Reviewer, Verdict, synthetic};
 use mandate::telemetry::Metrics;
+use mandate::webhook::pods::NoPodLookup;
 use mandate::webhook::server::{WebhookConfig, serve};
 use mandate::webhook::tls::TlsFiles;
 
@@ -45,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
     let mandate = serve(
         WebhookConfig::new(mandate_addr, tls.clone()),
         Arc::new(reviewer),
+        Arc::new(NoPodLookup),
         Metrics::new(),
         never(),
     )
@@ -52,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
     let baseline = serve(
         WebhookConfig::new(baseline_addr, tls),
         Arc::new(AllowAll),
+        Arc::new(NoPodLookup),
         Metrics::new(),
         never(),
     )

@@ -16,7 +16,7 @@ use super::snapshot::{AdmissionConfig, Snapshot};
 use super::verdict::{Mode, Verdict};
 use crate::api::{
     AgentIdentity, AgentIdentitySpec, DelegationPolicy, DelegationPolicySpec, Owner, OwnerKind,
-    Risk, ToolBinding, ToolBindingSpec,
+    PodSecurityExemption, Risk, ToolBinding, ToolBindingSpec,
 };
 use crate::authority::{Finding, Reason};
 
@@ -78,9 +78,10 @@ pub trait MandateResource: kube::Resource<DynamicType = ()> + Sized {
     }
 
     /// The rules of this kind: the shared validator's (the reconciler's rulebook), and any that
-    /// need the requester.
+    /// need the requester (and, on update, the object replaced: `old`).
     fn rules(
         &self,
+        old: Option<&Self>,
         requester: Requester<'_>,
         snapshot: &Snapshot,
         config: &AdmissionConfig,
@@ -111,14 +112,18 @@ impl MandateResource for AgentIdentity {
         Some(&self.spec.owner)
     }
 
+    /// Four eyes on every Pod Security exemption added or changed, and the validator's rules.
     fn rules(
         &self,
-        _requester: Requester<'_>,
+        old: Option<&Self>,
+        requester: Requester<'_>,
         snapshot: &Snapshot,
-        _config: &AdmissionConfig,
+        config: &AdmissionConfig,
         _now: Timestamp,
     ) -> Vec<Finding> {
-        snapshot.authority().validate_identity(self)
+        let mut findings = exemption_four_eyes(self, old, requester, config);
+        findings.extend(snapshot.authority().validate_identity(self));
+        findings
     }
 }
 
@@ -144,12 +149,13 @@ impl MandateResource for ToolBinding {
     /// Four eyes when it grants a High-risk tool, and the validator's rules.
     fn rules(
         &self,
+        _old: Option<&Self>,
         requester: Requester<'_>,
         snapshot: &Snapshot,
         config: &AdmissionConfig,
         now: Timestamp,
     ) -> Vec<Finding> {
-        let mut findings = four_eyes(self, requester, snapshot, config);
+        let mut findings = tool_four_eyes(self, requester, snapshot, config);
         findings.extend(snapshot.authority().validate_binding(self, now));
         findings
     }
@@ -178,6 +184,7 @@ impl MandateResource for DelegationPolicy {
     /// The validator checks the namespace's delegation graph as if the policy were applied.
     fn rules(
         &self,
+        _old: Option<&Self>,
         _requester: Requester<'_>,
         snapshot: &Snapshot,
         _config: &AdmissionConfig,
@@ -208,7 +215,7 @@ pub fn review_resource<R: MandateResource>(
     if old.is_some_and(|old| old.spec() == object.spec()) {
         return verdict;
     }
-    verdict.findings(object.rules(requester, snapshot, config, now))
+    verdict.findings(object.rules(old, requester, snapshot, config, now))
 }
 
 fn names(meta: &ObjectMeta) -> (&str, &str) {
@@ -237,7 +244,7 @@ fn self_escalation(requester: Requester<'_>, snapshot: &Snapshot) -> Option<Find
 
 /// A grant with a High-risk tool is applied by a member of the approver group who is not the
 /// agent's owner, and names that requester in `approval.approvedBy`.
-fn four_eyes(
+fn tool_four_eyes(
     binding: &ToolBinding,
     requester: Requester<'_>,
     snapshot: &Snapshot,
@@ -253,54 +260,136 @@ fn four_eyes(
     if high.is_empty() {
         return Vec::new();
     }
-    let tools = high.join(", ");
-    let user = requester.username;
-    let group = config.approver_group.as_str();
     let agent = binding.spec.agent.as_str();
     let namespace = binding.metadata.namespace.as_deref().unwrap_or_default();
-    let mut findings = Vec::new();
-    if !requester.in_group(group) {
-        findings.push(Finding::new(
-            Reason::FourEyes,
-            format!(
-                "High-risk tools ({tools}) must be granted by a member of group {group}, and \
-                 {user} is not one: ask an approver to review and apply the ToolBinding"
-            ),
-        ));
-    }
-    if let Some(owner) = snapshot.authority().owner(namespace, agent) {
-        let owns = match owner.kind {
-            OwnerKind::User => owner.name == user,
-            OwnerKind::Group => requester.in_group(&owner.name),
-        };
-        if owns {
-            let how = match owner.kind {
-                OwnerKind::User => format!("{user} owns AgentIdentity {agent}"),
-                OwnerKind::Group => format!(
-                    "{user} is in group {}, which owns AgentIdentity {agent}",
-                    owner.name
-                ),
-            };
-            findings.push(Finding::new(
-                Reason::FourEyes,
-                format!(
-                    "{how}, and High-risk tools ({tools}) need an approver who is not the \
-                     agent's owner: ask another member of group {group} to apply it"
-                ),
-            ));
-        }
-    }
     let approved_by = binding
         .spec
         .approval
         .as_ref()
         .map(|a| a.approved_by.as_str());
-    if let Some(approved_by) = approved_by.filter(|approver| *approver != user) {
+    four_eyes(
+        &Grant {
+            what: format!("High-risk tools ({})", high.join(", ")),
+            kind: "ToolBinding",
+            field: "approval.approvedBy",
+            agent,
+            owners: snapshot
+                .authority()
+                .owner(namespace, agent)
+                .into_iter()
+                .collect(),
+            approved_by: approved_by.into_iter().collect(),
+        },
+        requester,
+        config,
+    )
+}
+
+/// Every Pod Security exemption an AgentIdentity create or update adds or changes is applied by
+/// a member of the approver group who is not the agent's owner (before or after the change),
+/// and names that requester in its `approval.approvedBy`. Removing one needs nobody.
+fn exemption_four_eyes(
+    identity: &AgentIdentity,
+    old: Option<&AgentIdentity>,
+    requester: Requester<'_>,
+    config: &AdmissionConfig,
+) -> Vec<Finding> {
+    let before = old.map_or(&[][..], |o| o.spec.pod_security_exemptions.as_slice());
+    let changed: Vec<&PodSecurityExemption> = identity
+        .spec
+        .pod_security_exemptions
+        .iter()
+        .filter(|e| !before.contains(e))
+        .collect();
+    if changed.is_empty() {
+        return Vec::new();
+    }
+    let controls: Vec<&str> = changed.iter().map(|e| e.control.as_str()).collect();
+    let mut owners = vec![&identity.spec.owner];
+    owners.extend(old.map(|o| &o.spec.owner));
+    four_eyes(
+        &Grant {
+            what: format!("Pod Security exemptions ({})", controls.join(", ")),
+            kind: "AgentIdentity",
+            field: "podSecurityExemptions[].approval.approvedBy",
+            agent: identity.metadata.name.as_deref().unwrap_or_default(),
+            owners,
+            approved_by: changed
+                .iter()
+                .map(|e| e.approval.approved_by.as_str())
+                .collect(),
+        },
+        requester,
+        config,
+    )
+}
+
+/// Authority that needs four eyes: what it is, where it is approved and by whom.
+struct Grant<'a> {
+    /// `High-risk tools (payments)`.
+    what: String,
+    /// The kind that carries it.
+    kind: &'static str,
+    /// The field naming the approver.
+    field: &'static str,
+    agent: &'a str,
+    /// The agent's owners (an update that changes the owner has two).
+    owners: Vec<&'a Owner>,
+    /// What each approval names.
+    approved_by: Vec<&'a str>,
+}
+
+/// Four eyes: `grant` is applied by a member of the approver group who is none of the agent's
+/// owners, and each approval names that requester. The one rule for High-risk tools and Pod
+/// Security exemptions.
+fn four_eyes(
+    grant: &Grant<'_>,
+    requester: Requester<'_>,
+    config: &AdmissionConfig,
+) -> Vec<Finding> {
+    let Grant {
+        what,
+        kind,
+        field,
+        agent,
+        ..
+    } = grant;
+    let user = requester.username;
+    let group = config.approver_group.as_str();
+    let mut findings = Vec::new();
+    if !requester.in_group(group) {
         findings.push(Finding::new(
             Reason::FourEyes,
             format!(
-                "approval.approvedBy is {approved_by}, but {user} applies the ToolBinding: the approver \
-                 applies it themself, naming themself in approval.approvedBy",
+                "{what} must be granted by a member of group {group}, and {user} is not one: ask \
+                 an approver to review and apply the {kind}"
+            ),
+        ));
+    }
+    for owner in &grant.owners {
+        let how = match owner.kind {
+            OwnerKind::User if owner.name == user => format!("{user} owns AgentIdentity {agent}"),
+            OwnerKind::Group if requester.in_group(&owner.name) => format!(
+                "{user} is in group {}, which owns AgentIdentity {agent}",
+                owner.name
+            ),
+            _ => continue,
+        };
+        findings.push(Finding::new(
+            Reason::FourEyes,
+            format!(
+                "{how}, and {what} need an approver who is not the agent's owner: ask another \
+                 member of group {group} to apply it"
+            ),
+        ));
+        break;
+    }
+    for approved_by in grant.approved_by.iter().filter(|a| **a != user) {
+        findings.push(Finding::new(
+            Reason::FourEyes,
+            format!(
+                "{field} is {approved_by}, but {user} applies the {kind}: the approver applies it \
+                 themself, naming themself in {field}",
             ),
         ));
     }
@@ -311,7 +400,7 @@ fn four_eyes(
 mod tests {
     use super::*;
     use crate::admission::verdict::Decision;
-    use crate::api::{Action, AgentClass};
+    use crate::api::{Action, AgentClass, BaselineControl};
     use crate::authority::Authority;
     use crate::authority::fixtures::*;
 
@@ -563,6 +652,88 @@ mod tests {
         assert_eq!(verdict.agent_name(), Some("trader"));
         assert_eq!(verdict.owner_name(), Some("Group:finance"));
         assert_eq!(verdict.mode(), Some(Mode::Enforce));
+    }
+
+    /// `payer` (owned by user alice) with a Privileged exemption approved by `approver`.
+    fn exempt_identity(approver: &str) -> AgentIdentity {
+        identity("payer")
+            .class(AgentClass::TransactionExecutor)
+            .owner(OwnerKind::User, "alice")
+            .exempt(BaselineControl::Privileged, &[], approver)
+            .build()
+    }
+
+    fn review_identity(
+        proposed: &AgentIdentity,
+        old: Option<&AgentIdentity>,
+        user: &str,
+        groups: &[String],
+    ) -> Verdict {
+        review_resource(
+            proposed,
+            old,
+            Requester::new(user, groups),
+            &snapshot(),
+            &AdmissionConfig::default(),
+            NOW,
+        )
+    }
+
+    #[test]
+    fn an_exemption_added_by_the_owner_alone_breaks_four_eyes() {
+        let existing = identity("payer")
+            .class(AgentClass::TransactionExecutor)
+            .owner(OwnerKind::User, "alice")
+            .build();
+        let verdict = review_identity(&exempt_identity("alice"), Some(&existing), "alice", &[]);
+        assert_eq!(verdict.codes(), ["FourEyes"]);
+        let details: Vec<&str> = verdict
+            .all_findings()
+            .iter()
+            .map(|f| f.detail.as_str())
+            .collect();
+        assert!(details[0].contains("Pod Security exemptions (Privileged) must be granted by a member of group mandate:approvers"), "{details:?}");
+        assert!(
+            details[1].contains("alice owns AgentIdentity payer"),
+            "{details:?}"
+        );
+        // Even an owner who is an approver may not approve their own agent's exemption.
+        let verdict = review_identity(
+            &exempt_identity("alice"),
+            Some(&existing),
+            "alice",
+            &approvers(),
+        );
+        assert_eq!(verdict.codes(), ["FourEyes"]);
+    }
+
+    #[test]
+    fn an_exemption_applied_by_an_approver_who_is_not_the_owner_and_names_themself_is_allowed() {
+        let verdict = review_identity(&exempt_identity(APPROVER), None, APPROVER, &approvers());
+        assert_eq!(verdict.decision(), Some(Decision::Allowed), "{verdict:?}");
+        let verdict = review_identity(&exempt_identity("dave"), None, APPROVER, &approvers());
+        assert_eq!(verdict.codes(), ["FourEyes"]);
+        assert!(verdict.all_findings()[0].detail.contains(
+            "podSecurityExemptions[].approval.approvedBy is dave, but carol applies the AgentIdentity"
+        ));
+    }
+
+    #[test]
+    fn the_owner_may_change_an_exempt_identity_without_touching_its_exemptions_or_remove_them() {
+        let existing = exempt_identity(APPROVER);
+        let mut reworded = existing.clone();
+        reworded.spec.purpose = "Pays invoices, carefully.".into();
+        let verdict = review_identity(&reworded, Some(&existing), "alice", &[]);
+        assert_eq!(verdict.decision(), Some(Decision::Allowed), "{verdict:?}");
+        let mut removed = existing.clone();
+        removed.spec.pod_security_exemptions.clear();
+        let verdict = review_identity(&removed, Some(&existing), "alice", &[]);
+        assert_eq!(verdict.decision(), Some(Decision::Allowed), "{verdict:?}");
+        // Widening one (another capability, a new approver name) is a change: four eyes again.
+        let mut widened = existing.clone();
+        widened.spec.pod_security_exemptions[0].approval.approved_by = "alice".into();
+        let verdict = review_identity(&widened, Some(&existing), "alice", &[]);
+        assert_eq!(verdict.codes(), ["FourEyes"]);
     }
 
     #[test]

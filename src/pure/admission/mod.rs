@@ -4,6 +4,8 @@
 //! webhook around them, which answers with the verdict and counts its [`Decision`], is
 //! `crate::webhook` in the shell.
 
+pub mod baseline;
+pub mod connect;
 pub mod mandate_resources;
 pub mod network_policy;
 pub mod pod;
@@ -22,7 +24,7 @@ pub mod workload;
 
 /// The one reason set and the one finding, defined in `crate::authority` (`authority::reason`).
 pub use crate::authority::{Finding, Reason};
-pub use request::{BadReview, Object, Request, parse_review};
+pub use request::{BadReview, ConnectKind, Object, Request, TargetPod, parse_review};
 pub use reviewer::{Clock, FixedClock, MandateReviewer, SnapshotSource, SystemClock, review};
 pub use snapshot::{AdmissionConfig, Snapshot, SnapshotBuilder, Unmanaged};
 pub use verdict::{Decision, Mode, Verdict};

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, Pod, PodSpec};
 use k8s_openapi::jiff::Timestamp;
 
+use super::baseline::baseline_findings;
 use super::snapshot::{AdmissionConfig, Snapshot};
 use super::verdict::{Finding, Mode, Reason, Verdict};
 use crate::api::{AGENT_LABEL, AgentIdentity};
@@ -29,6 +30,8 @@ pub const EXTENDED_TOKEN_SECONDS: i64 = 3607;
 pub struct PodView<'a> {
     pub namespace: &'a str,
     pub labels: Option<&'a BTreeMap<String, String>>,
+    /// Read by the baseline's AppArmor control (its beta annotation).
+    pub annotations: Option<&'a BTreeMap<String, String>>,
     pub spec: &'a PodSpec,
 }
 
@@ -39,6 +42,7 @@ impl<'a> PodView<'a> {
         Some(PodView {
             namespace: pod.metadata.namespace.as_deref().unwrap_or_default(),
             labels: pod.metadata.labels.as_ref(),
+            annotations: pod.metadata.annotations.as_ref(),
             spec: pod.spec.as_ref()?,
         })
     }
@@ -71,9 +75,20 @@ pub fn agent_pod_mode(
     snapshot: &Snapshot,
     config: &AdmissionConfig,
 ) -> Option<Mode> {
+    agent_mode(pod.namespace, pod.agent(), snapshot, config)
+}
+
+/// [`agent_pod_mode`] of a pod known only by its namespace and its `mandate.dev/agent` label
+/// (`agent`): what a CONNECT review knows of the pod it goes to.
+pub fn agent_mode(
+    namespace: &str,
+    agent: Option<&str>,
+    snapshot: &Snapshot,
+    config: &AdmissionConfig,
+) -> Option<Mode> {
     snapshot
-        .namespace_mode(pod.namespace)
-        .or_else(|| pod.agent().map(|_| config.default_mode))
+        .namespace_mode(namespace)
+        .or_else(|| agent.map(|_| config.default_mode))
 }
 
 /// Reviews a pod. A pod without a spec is refused as [`Reason::InvalidObject`].
@@ -168,6 +183,10 @@ pub fn review_pod_view(
              hostNetwork",
         ));
     }
+    // Host access and privilege would let the agent act outside its identity (other pods'
+    // tokens, the node's credentials); only its identity's approved exemptions allow them.
+    let exemptions = label.and_then(|agent| Some((agent, authority.identity(namespace, agent)?)));
+    findings.extend(baseline_findings(pod.spec, pod.annotations, exemptions));
     if pod.spec.automount_service_account_token == Some(true) {
         let ttl = label
             .and_then(|agent| authority.identity(namespace, agent))
@@ -464,7 +483,7 @@ fn env_secrets<'a>(
 mod tests {
     use super::*;
     use crate::admission::verdict::Decision;
-    use crate::api::{AgentClass, MODE_LABEL, OwnerKind};
+    use crate::api::{AgentClass, BaselineControl, MODE_LABEL, OwnerKind};
     use crate::authority::Authority;
     use crate::authority::fixtures::*;
 
@@ -738,6 +757,74 @@ mod tests {
     fn a_pod_on_the_host_network_is_refused_with_host_network() {
         let verdict = review(pod("p").runs_as("researcher").host_network());
         assert_eq!(verdict.codes(), ["HostNetwork"]);
+    }
+
+    #[test]
+    fn a_privileged_agent_pod_is_refused_with_pod_security_baseline_naming_the_field() {
+        let verdict = review(pod("p").runs_as("researcher").privileged());
+        assert_eq!(verdict.codes(), ["PodSecurityBaseline"]);
+        assert_eq!(verdict.decision(), Some(Decision::Denied));
+        let message = verdict.message().unwrap_or_default();
+        assert!(
+            message.contains(
+                "PodSecurityBaseline: spec.containers[0].securityContext.privileged is true \
+                 (Privileged): remove it, or have a member of the approver group"
+            ),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn host_network_is_reported_once_under_its_own_code() {
+        let verdict = review(
+            pod("p")
+                .runs_as("researcher")
+                .host_network()
+                .with_spec(|s| s.host_pid = Some(true)),
+        );
+        assert_eq!(verdict.codes(), ["HostNetwork", "PodSecurityBaseline"]);
+        assert_eq!(verdict.all_findings().len(), 2);
+    }
+
+    #[test]
+    fn an_approved_exemption_on_the_identity_lets_its_privileged_pod_in() {
+        let snapshot = snapshot_with(|b| {
+            b.identity(
+                identity("debugger")
+                    .owner(OwnerKind::User, "alice")
+                    .exempt(BaselineControl::Privileged, &[], "carol")
+                    .ready()
+                    .build(),
+            )
+            .identity(
+                identity("self-approved")
+                    .owner(OwnerKind::User, "alice")
+                    .exempt(BaselineControl::Privileged, &[], "alice")
+                    .ready()
+                    .build(),
+            )
+            .binding(binding("d").agent("debugger").tool(tool("t")).build())
+            .binding(binding("s").agent("self-approved").tool(tool("t")).build())
+        });
+        let verdict = review_with(&snapshot, pod("p").runs_as("debugger").privileged());
+        assert_eq!(verdict.decision(), Some(Decision::Allowed), "{verdict:?}");
+        let verdict = review_with(&snapshot, pod("p").runs_as("self-approved").privileged());
+        assert_eq!(verdict.codes(), ["PodSecurityBaseline"]);
+        // Another agent's exemption is no exemption for this one.
+        let verdict = review_with(&snapshot, pod("p").runs_as("researcher").privileged());
+        assert_eq!(verdict.codes(), ["PodSecurityBaseline"]);
+    }
+
+    #[test]
+    fn baseline_findings_follow_the_pods_mode() {
+        let warned = review(pod("p").namespace("agents-warn").privileged());
+        assert_eq!(warned.decision(), Some(Decision::Warned));
+        assert_eq!(warned.codes(), ["NoIdentity", "PodSecurityBaseline"]);
+        let audited = review(pod("p").namespace("agents-audit").privileged());
+        assert_eq!(audited.decision(), Some(Decision::Audited));
+        // A pod that is no agent pod is left to Pod Security Admission.
+        let skipped = review(pod("web").namespace("team-b").privileged());
+        assert_eq!(skipped.decision(), Some(Decision::Skipped));
     }
 
     #[test]

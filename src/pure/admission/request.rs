@@ -5,7 +5,9 @@
 //! The body is deserialized once: the envelope and the request in one pass that keeps the
 //! objects as slices of the body, then each object once, straight into its kind. A Secret is
 //! read as its type and metadata only: its data is skipped, never held. Kinds mandate does not
-//! review are read no further than their metadata.
+//! review are read no further than their metadata. A CONNECT (exec, attach, port-forward,
+//! proxy) is read as its kind only: its options say nothing of the pod, which the webhook looks
+//! up and records on the request ([`Request::set_target_pod`]) before the review.
 //!
 //! An object that is not a valid instance of its kind is not a bad review: it is kept as
 //! [`Read::Invalid`] (with its metadata, so the answer can still name it) and refused as
@@ -75,8 +77,49 @@ pub enum Object {
     AgentIdentity(Box<Objects<AgentIdentity>>),
     ToolBinding(Box<Objects<ToolBinding>>),
     DelegationPolicy(Box<Objects<DelegationPolicy>>),
+    /// A CONNECT to a pod (`pods/exec`, `pods/attach`, `pods/portforward`, `pods/proxy`). Its
+    /// object is the options (PodExecOptions, ...), which say nothing of the pod: the pod is the
+    /// request's name, and what is known of it is [`Connect::pod`], filled in by the webhook.
+    Connect(Box<Connect>),
     /// A kind mandate does not review.
     Other,
+}
+
+/// A CONNECT to a pod: what it does, and what the webhook found of the pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connect {
+    pub kind: ConnectKind,
+    /// The pod it goes to. A body says nothing of it ([`TargetPod::NotLookedUp`]); the webhook
+    /// server looks it up before the review ([`Request::set_target_pod`]).
+    pub pod: TargetPod,
+}
+
+/// The subresource a CONNECT opens, read from the kind of its options object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectKind {
+    /// `pods/exec` (PodExecOptions): `kubectl exec`.
+    Exec,
+    /// `pods/attach` (PodAttachOptions): `kubectl attach`.
+    Attach,
+    /// `pods/portforward` (PodPortForwardOptions): `kubectl port-forward`.
+    PortForward,
+    /// `pods/proxy` (PodProxyOptions): the API server's HTTP proxy to the pod, which reaches it
+    /// around its NetworkPolicy as port-forward does.
+    Proxy,
+}
+
+/// What is known of the pod a CONNECT goes to: the options object of a CONNECT carries none of
+/// its labels, so the shell looks the pod up and hands the answer to the pure review as data.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TargetPod {
+    /// Nobody looked the pod up: judged as a failed lookup (never allowed for it).
+    NotLookedUp,
+    /// The pod's metadata, as the API server returned it.
+    Found(Box<ObjectMeta>),
+    /// The API server has no such pod (the CONNECT then fails there with NotFound).
+    Missing,
+    /// The lookup failed: why, for the message.
+    LookupFailed(String),
 }
 
 /// A request's object and, for the kinds whose review compares them (pods, Secrets,
@@ -239,10 +282,10 @@ pub fn parse_review(body: &[u8]) -> Result<Request, BadReview> {
         Err(error) => {
             // Kind and version first, so a Pod posted by mistake is called what it is rather
             // than failing on some missing field. Read again only on this error path.
-            if error.classify() == serde_json::error::Category::Data {
-                if let Ok(types) = serde_json::from_slice::<TypeMeta>(body) {
-                    check_types(types.kind, types.api_version)?;
-                }
+            if error.classify() == serde_json::error::Category::Data
+                && let Ok(types) = serde_json::from_slice::<TypeMeta>(body)
+            {
+                check_types(types.kind, types.api_version)?;
             }
             return Err(classify_json_error(error));
         }
@@ -368,10 +411,18 @@ impl Object {
                 (GROUP, VERSION, "DelegationPolicy") => {
                     Object::DelegationPolicy(Objects::boxed(object, old, Old::Read, ns)?)
                 }
-                _ => {
+                (group, version, kind) => {
                     object.map(read_metadata).transpose()?;
                     old.map(read_metadata).transpose()?;
-                    Object::Other
+                    // A CONNECT's options (command, container, ports) decide nothing: who
+                    // connects to which pod does, so they are read no further.
+                    match (group, version, ConnectKind::of_options(kind)) {
+                        ("", "v1", Some(kind)) => Object::Connect(Box::new(Connect {
+                            kind,
+                            pod: TargetPod::NotLookedUp,
+                        })),
+                        _ => Object::Other,
+                    }
                 }
             },
         )
@@ -482,12 +533,68 @@ impl From<&AdmissionRequest<DynamicObject>> for Request {
     }
 }
 
+impl Request {
+    /// The (namespace, name) of the pod a CONNECT goes to, when this is one: what the webhook
+    /// looks up before the review.
+    pub fn connect_target(&self) -> Option<(&str, &str)> {
+        match &self.object {
+            Object::Connect(_) => Some((self.namespace.as_deref().unwrap_or_default(), &self.name)),
+            _ => None,
+        }
+    }
+
+    /// Records what the lookup of a CONNECT's pod found; nothing for other requests.
+    pub fn set_target_pod(&mut self, pod: TargetPod) {
+        if let Object::Connect(connect) = &mut self.object {
+            connect.pod = pod;
+        }
+    }
+}
+
+impl ConnectKind {
+    /// The CONNECT an options kind (`PodExecOptions`, ...) belongs to.
+    pub fn of_options(kind: &str) -> Option<ConnectKind> {
+        Some(match kind {
+            "PodExecOptions" => ConnectKind::Exec,
+            "PodAttachOptions" => ConnectKind::Attach,
+            "PodPortForwardOptions" => ConnectKind::PortForward,
+            "PodProxyOptions" => ConnectKind::Proxy,
+            _ => return None,
+        })
+    }
+
+    /// The subresource (`exec`, `attach`, `portforward`, `proxy`).
+    pub fn subresource(self) -> &'static str {
+        match self {
+            ConnectKind::Exec => "exec",
+            ConnectKind::Attach => "attach",
+            ConnectKind::PortForward => "portforward",
+            ConnectKind::Proxy => "proxy",
+        }
+    }
+
+    /// What a message calls a connection to pod `name` (`exec into Pod agents/researcher-0`).
+    pub fn subject(self, namespace: &str, name: &str) -> String {
+        format!("{} Pod {namespace}/{name}", self.verb())
+    }
+
+    /// What a user calls it (`exec into`, `port-forward to`), for messages.
+    pub fn verb(self) -> &'static str {
+        match self {
+            ConnectKind::Exec => "exec into",
+            ConnectKind::Attach => "attach to",
+            ConnectKind::PortForward => "port-forward to",
+            ConnectKind::Proxy => "proxy to",
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reading the typed objects
 
 impl Object {
     /// The object's metadata, read or not; `None` when the request carries no object or its
-    /// kind is not reviewed.
+    /// kind is not reviewed. For a CONNECT, the metadata of the pod it goes to, once found.
     pub fn metadata(&self) -> Option<&ObjectMeta> {
         match self {
             Object::Pod(o) => o.metadata(),
@@ -504,6 +611,10 @@ impl Object {
             Object::AgentIdentity(o) => o.metadata(),
             Object::ToolBinding(o) => o.metadata(),
             Object::DelegationPolicy(o) => o.metadata(),
+            Object::Connect(connect) => match &connect.pod {
+                TargetPod::Found(metadata) => Some(&**metadata),
+                _ => None,
+            },
             Object::Other => None,
         }
     }
@@ -526,7 +637,8 @@ impl Object {
             Object::AgentIdentity(o) => o.is_absent(),
             Object::ToolBinding(o) => o.is_absent(),
             Object::DelegationPolicy(o) => o.is_absent(),
-            Object::Other => false,
+            // The options are not needed: the pod is the request's name.
+            Object::Connect(_) | Object::Other => false,
         }
     }
 
@@ -666,6 +778,49 @@ mod tests {
             "metadata": {"name": "x", "labels": labels},
             "spec": {"containers": [{"name": "c", "image": "i"}]}
         })
+    }
+
+    #[test]
+    fn a_connects_options_are_read_as_its_kind_and_its_pod_awaits_the_lookup() {
+        let options = json!({"kind": "PodExecOptions", "apiVersion": "v1", "stdin": true,
+            "container": "agent", "command": ["sh"]});
+        let mut request = parse(
+            ("", "v1", "PodExecOptions"),
+            "CONNECT",
+            options,
+            Value::Null,
+        );
+        assert_eq!(request.operation, Operation::Connect);
+        assert_eq!(request.connect_target(), Some(("agents", "x")));
+        let Object::Connect(connect) = &request.object else {
+            panic!("not read as a CONNECT: {:?}", request.object);
+        };
+        assert_eq!(connect.kind, ConnectKind::Exec);
+        assert_eq!(connect.pod, TargetPod::NotLookedUp);
+        assert!(request.object.metadata().is_none());
+        request.set_target_pod(TargetPod::Missing);
+        let Object::Connect(connect) = &request.object else {
+            panic!("no longer a CONNECT");
+        };
+        assert_eq!(connect.pod, TargetPod::Missing);
+        for (kind, subresource) in [
+            ("PodAttachOptions", "attach"),
+            ("PodPortForwardOptions", "portforward"),
+            ("PodProxyOptions", "proxy"),
+        ] {
+            assert_eq!(
+                ConnectKind::of_options(kind).map(ConnectKind::subresource),
+                Some(subresource)
+            );
+        }
+        let node = parse(
+            ("", "v1", "NodeProxyOptions"),
+            "CONNECT",
+            json!({}),
+            Value::Null,
+        );
+        assert!(matches!(node.object, Object::Other));
+        assert_eq!(node.connect_target(), None);
     }
 
     #[test]

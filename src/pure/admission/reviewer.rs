@@ -14,11 +14,12 @@ use k8s_openapi::jiff::Timestamp;
 use kube::core::admission::Operation;
 
 use super::Reviewer;
+use super::connect::{not_owner, review_connect};
 use super::mandate_resources::{MandateResource, Requester, review_resource};
 use super::network_policy::{
     ProjectionKind, is_operator, review_network_policy, review_projection_delete,
 };
-use super::pod::review_pod;
+use super::pod::{PodView, agent_pod_mode, review_pod};
 use super::request::{Object, Objects, ReadObjectError, Request, SecretHead};
 use super::secret::review_secret;
 use super::snapshot::{AdmissionConfig, SERVICE_ACCOUNT_NAME_ANNOTATION, Snapshot};
@@ -123,7 +124,10 @@ pub fn review(
         .as_deref()
         .or_else(|| object.metadata().and_then(|m| m.namespace.as_deref()))
         .unwrap_or_default();
-    let subject = format!("{} {namespace}/{}", request.kind.kind, request.name);
+    let subject = match object {
+        Object::Connect(connect) => connect.kind.subject(namespace, &request.name),
+        _ => format!("{} {namespace}/{}", request.kind.kind, request.name),
+    };
     if namespace == config.own_namespace {
         return Verdict::skipped(subject);
     }
@@ -132,11 +136,14 @@ pub fn review(
         (Object::TokenRequest(_), _) => false,
         // Deleting mandate's projections is reviewed; a ServiceAccount only then.
         (Object::NetworkPolicy(_) | Object::ServiceAccount(_), Operation::Delete) => true,
+        (Object::Connect(_), operation) => *operation == Operation::Connect,
         (_, Operation::Create | Operation::Update) => true,
         _ => false,
     };
     let subresource_reviewed = match (object, request.sub_resource.as_deref()) {
         (Object::TokenRequest(_), sub) => sub == Some("token"),
+        // Its kind (PodExecOptions, ...) names the subresource.
+        (Object::Connect(_), _) => true,
         (_, None) => true,
         // Labels change through the status subresource too: judged when the agent label does.
         (Object::Pod(_), Some("ephemeralcontainers" | "status")) => true,
@@ -201,6 +208,15 @@ pub fn review(
         Object::DelegationPolicy(o) => {
             review_resource_request(request, o, subject, snapshot, config, now)
         }
+        Object::Connect(connect) => review_connect(
+            connect.kind,
+            namespace,
+            &request.name,
+            &connect.pod,
+            Requester::from_user_info(&request.user_info),
+            snapshot,
+            config,
+        ),
         Object::Other => Verdict::ignored(),
     }
 }
@@ -250,7 +266,37 @@ fn review_pod_request(
             return Verdict::skipped(subject);
         }
     }
-    review_pod(pod, snapshot, config, now)
+    let mut verdict = review_pod(pod, snapshot, config, now);
+    // An ephemeral container (`kubectl debug`) runs code inside the pod, with its volumes and,
+    // with --target, its processes: for an agent pod, that is exec by another name.
+    if request.sub_resource.as_deref() == Some("ephemeralcontainers")
+        && adds_ephemeral_containers(pods.old.as_ref(), pod)
+        && let Some(view) = PodView::of(pod)
+        && agent_pod_mode(&view, snapshot, config).is_some()
+        && let Some(finding) = not_owner(
+            view.namespace,
+            view.agent(),
+            Requester::from_user_info(&request.user_info),
+            "add an ephemeral container (kubectl debug) to",
+            snapshot,
+            config,
+        )
+    {
+        verdict.push(finding);
+    }
+    verdict
+}
+
+/// Whether `pod` has ephemeral containers `old` lacks (they can only be added, never changed or
+/// removed); an old pod that could not be read counts as having none.
+fn adds_ephemeral_containers(old: Option<&Pod>, pod: &Pod) -> bool {
+    let count = |pod: &Pod| {
+        pod.spec
+            .as_ref()
+            .and_then(|spec| spec.ephemeral_containers.as_ref())
+            .map_or(0, Vec::len)
+    };
+    count(pod) > old.map_or(0, count)
 }
 
 fn agent_label(pod: &Pod) -> Option<&str> {
@@ -364,9 +410,11 @@ fn not_synced(object: &Object, subject: String, by_operator: bool) -> Verdict {
         .and_then(|m| m.labels.as_ref())
         .and_then(|l| l.get(AGENT_LABEL));
     match (object, agent) {
-        (Object::Pod(_), Some(agent)) => Verdict::reviewed(subject, Mode::Enforce)
-            .agent(agent.as_str())
-            .finding(finding),
+        (Object::Pod(_) | Object::Connect(_), Some(agent)) => {
+            Verdict::reviewed(subject, Mode::Enforce)
+                .agent(agent.as_str())
+                .finding(finding)
+        }
         (object, _) if object.is_mandate() => {
             Verdict::reviewed(subject, Mode::Enforce).finding(finding)
         }
@@ -389,7 +437,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::admission::request::parse_review;
+    use crate::admission::request::{TargetPod, parse_review};
     use crate::admission::verdict::Decision;
     use crate::api::{GROUP, VERSION};
     use crate::authority::Authority;
@@ -524,6 +572,30 @@ mod tests {
         assert_eq!(verdict.codes(), ["InvalidObject"]);
     }
 
+    /// `kubectl debug --profile=sysadmin`: an update of `pods/ephemeralcontainers` adding a
+    /// privileged container to a running agent pod.
+    #[test]
+    fn a_privileged_ephemeral_container_added_to_an_agent_pod_is_refused() {
+        let mut debugged = agent_pod();
+        debugged["spec"]["ephemeralContainers"] = json!([{"name": "debugger-x", "image": "busybox",
+            "securityContext": {"privileged": true}}]);
+        let mut update = request(("", "v1", "Pod"), "UPDATE", debugged);
+        update.sub_resource = Some("ephemeralcontainers".into());
+        let Object::Pod(pods) = &mut update.object else {
+            panic!("not a pod");
+        };
+        pods.old = serde_json::from_value(agent_pod()).ok();
+        let verdict = review(&update, Some(&snapshot()), &AdmissionConfig::default(), NOW);
+        // The requester is not the owner either: both rules speak, each for itself.
+        assert_eq!(verdict.codes(), ["ExecNotOwner", "PodSecurityBaseline"]);
+        assert_eq!(verdict.decision(), Some(Decision::Denied));
+        let message = verdict.message().unwrap_or_default();
+        assert!(
+            message.contains("spec.ephemeralContainers[0].securityContext.privileged is true"),
+            "{message}"
+        );
+    }
+
     #[test]
     fn a_pod_update_changing_neither_spec_nor_agent_label_is_skipped() {
         let mut changed = agent_pod();
@@ -615,6 +687,29 @@ mod tests {
         let verdict = review(&update, Some(&empty), &AdmissionConfig::default(), NOW);
         assert_eq!(verdict.decision(), Some(Decision::Skipped), "{verdict:?}");
         assert!(verdict.codes().is_empty());
+    }
+
+    #[test]
+    fn an_ephemeral_container_in_an_agent_pod_is_for_its_owner_and_approvers_only() {
+        let mut debugged = agent_pod();
+        debugged["spec"]["ephemeralContainers"] =
+            json!([{"name": "debugger", "image": "busybox", "targetContainerName": "c"}]);
+        let config = AdmissionConfig::default();
+        // alice is not in team-a, the fixture identity's owner group.
+        let stranger = pod_update(Some("ephemeralcontainers"), &agent_pod(), &debugged);
+        let verdict = review(&stranger, Some(&snapshot()), &config, NOW);
+        assert_eq!(verdict.codes(), ["ExecNotOwner"], "{verdict:?}");
+        assert!(
+            verdict
+                .message()
+                .unwrap_or_default()
+                .contains("only they may add an ephemeral container (kubectl debug) to its pods"),
+            "{verdict:?}"
+        );
+        let mut owner = pod_update(Some("ephemeralcontainers"), &agent_pod(), &debugged);
+        owner.user_info.groups = Some(vec!["team-a".into()]);
+        let verdict = review(&owner, Some(&snapshot()), &config, NOW);
+        assert_eq!(verdict.decision(), Some(Decision::Allowed), "{verdict:?}");
     }
 
     #[test]
@@ -768,6 +863,73 @@ mod tests {
         );
         assert_eq!(verdict.decision(), Some(Decision::Skipped));
         assert_eq!(verdict.codes(), ["NotReady"]);
+    }
+
+    /// A CONNECT of `kind` (`PodExecOptions`, ...) through `sub_resource` to pod `x` by
+    /// `user`, its pod looked up as `pod`.
+    fn connect(kind: &str, sub_resource: &str, user: &str, pod: TargetPod) -> Request {
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u",
+                "kind": {"group": "", "version": "v1", "kind": kind},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "subResource": sub_resource,
+                "name": "x",
+                "namespace": NS,
+                "operation": "CONNECT",
+                "userInfo": {"username": user, "groups": ["system:authenticated"]},
+                "object": {"kind": kind, "apiVersion": "v1"},
+            }
+        });
+        let mut request =
+            parse_review(review.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        request.set_target_pod(pod);
+        request
+    }
+
+    fn agent_pod_found() -> TargetPod {
+        let pod: Pod = serde_json::from_value(agent_pod()).unwrap_or_else(|e| panic!("{e}"));
+        TargetPod::Found(Box::new(pod.metadata))
+    }
+
+    #[test]
+    fn a_connect_to_an_agent_pod_is_judged_by_who_connects() {
+        let config = AdmissionConfig::default();
+        let stranger = connect("PodExecOptions", "exec", "dev", agent_pod_found());
+        let verdict = review(&stranger, Some(&snapshot()), &config, NOW);
+        assert_eq!(verdict.codes(), ["ExecNotOwner"]);
+        assert_eq!(verdict.subject(), format!("exec into Pod {NS}/x"));
+        // The fixture identity is owned by group team-a.
+        let mut owner = connect("PodAttachOptions", "attach", "ann", agent_pod_found());
+        owner.user_info.groups = Some(vec!["team-a".into()]);
+        let verdict = review(&owner, Some(&snapshot()), &config, NOW);
+        assert_eq!(verdict.decision(), Some(Decision::Allowed), "{verdict:?}");
+    }
+
+    #[test]
+    fn a_connect_before_the_caches_synced_is_refused_for_an_agent_pod_only() {
+        let config = AdmissionConfig::default();
+        let agent = connect(
+            "PodPortForwardOptions",
+            "portforward",
+            "dev",
+            agent_pod_found(),
+        );
+        let verdict = review(&agent, None, &config, NOW);
+        assert_eq!(verdict.codes(), ["NotReady"]);
+        assert_eq!(verdict.decision(), Some(Decision::Denied));
+        let missing = connect(
+            "PodPortForwardOptions",
+            "portforward",
+            "dev",
+            TargetPod::Missing,
+        );
+        assert_eq!(
+            review(&missing, None, &config, NOW).decision(),
+            Some(Decision::Skipped)
+        );
     }
 
     #[test]

@@ -140,6 +140,10 @@ where
     let view = PodView {
         namespace,
         labels: template.metadata.as_ref().and_then(|m| m.labels.as_ref()),
+        annotations: template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.as_ref()),
         spec,
     };
     review_pod_view(&view, subject, snapshot, config, now).warn_only()
@@ -207,6 +211,25 @@ mod tests {
         assert_eq!(verdict.subject(), "Deployment agents/web");
         assert!(verdict.warnings()[0].starts_with("NoIdentity: "));
         assert_eq!(verdict.message(), None);
+    }
+
+    #[test]
+    fn a_deployment_with_a_privileged_template_is_admitted_with_a_baseline_warning() {
+        let verdict = review_workload(
+            &deployment(NS, pod("x").runs_as("researcher").privileged().build()),
+            &snapshot(),
+            &AdmissionConfig::default(),
+            NOW,
+        );
+        assert_eq!(verdict.decision(), Some(Decision::Warned));
+        assert_eq!(verdict.codes(), ["PodSecurityBaseline"]);
+        assert!(
+            verdict.warnings()[0].starts_with(
+                "PodSecurityBaseline: spec.containers[0].securityContext.privileged is true"
+            ),
+            "{:?}",
+            verdict.warnings()
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::schema::DNS_SUBDOMAIN;
-use super::{Action, Risk};
+use super::{Action, Approval, Risk};
 
 /// The accountable owner, workload identity and credential policy of one AI agent. Pods label
 /// themselves `mandate.dev/agent: <name>` to run as it; mandate projects a ServiceAccount
@@ -59,6 +59,112 @@ pub struct AgentIdentitySpec {
     /// can reach this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<Endpoint>,
+    /// Pod Security baseline controls this agent's pods may break, one entry per control, each
+    /// approved with four eyes. Without an entry, an agent pod that fails a control of the
+    /// Pod Security Standards' baseline profile (privileged, host namespaces, hostPath,
+    /// hostPorts, added capabilities, ...) is refused with PodSecurityBaseline. Adding or
+    /// changing an entry must be done by a member of the approver group who is not the
+    /// agent's owner, naming themself in approval.approvedBy; an entry approved by the
+    /// owner does not count.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 13))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["control".into()]))]
+    pub pod_security_exemptions: Vec<PodSecurityExemption>,
+}
+
+/// One baseline control an agent's pods may break, and who approved it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[x_kube(
+    validation = Rule::new("(self.control == 'Capabilities') == has(self.capabilities)").message("capabilities names the capabilities a Capabilities exemption allows, and only a Capabilities exemption has it").field_path(".capabilities"),
+    validation = Rule::new("(self.control == 'Sysctls') == has(self.sysctls)").message("sysctls names the sysctls a Sysctls exemption allows, and only a Sysctls exemption has it").field_path(".sysctls")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSecurityExemption {
+    /// The baseline control the agent's pods may break: HostProcess, HostPID, HostIPC,
+    /// Privileged, Capabilities, HostPath, HostPorts, AppArmor, SELinux, ProcMount, Seccomp,
+    /// Sysctls or HostProbes. (hostNetwork is never exempted: it bypasses the agent's
+    /// NetworkPolicy.)
+    pub control: BaselineControl,
+    /// For control Capabilities (and only then): the capabilities beyond the baseline set the
+    /// agent's containers may add, for example SYS_ADMIN (a CAP_ prefix is ignored).
+    // At most 41: as many as Linux defines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(min = 1, max = 41),
+        inner(length(min = 1, max = 64), pattern(CAPABILITY))
+    )]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
+    pub capabilities: Vec<String>,
+    /// For control Sysctls (and only then): the sysctls outside the safe set the agent's pods
+    /// may set, for example kernel.msgmax.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 253)))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
+    pub sysctls: Vec<String>,
+    /// Who approved the exemption and why. The approver must be the one who adds or changes
+    /// it, belong to the configured approver group, and not be the agent's owner.
+    pub approval: Approval,
+}
+
+/// A capability name: upper case, digits and underscores, with or without a CAP_ prefix.
+const CAPABILITY: &str = "^[A-Z][A-Z0-9_]*$";
+
+/// A control of the Pod Security Standards' baseline profile (hostNetwork aside, which
+/// mandate refuses as HostNetwork).
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+pub enum BaselineControl {
+    /// Windows HostProcess containers (windowsOptions.hostProcess).
+    HostProcess,
+    /// The node's PID namespace (hostPID).
+    #[serde(rename = "HostPID")]
+    HostPid,
+    /// The node's IPC namespace (hostIPC).
+    #[serde(rename = "HostIPC")]
+    HostIpc,
+    /// Privileged containers (securityContext.privileged).
+    Privileged,
+    /// Capabilities added beyond the baseline set (securityContext.capabilities.add).
+    Capabilities,
+    /// hostPath volumes.
+    HostPath,
+    /// Container ports bound on the node (ports[].hostPort).
+    HostPorts,
+    /// An Unconfined AppArmor profile (appArmorProfile, or the beta annotation).
+    AppArmor,
+    /// Custom SELinux options (a type outside the container types, a user or a role).
+    #[serde(rename = "SELinux")]
+    SeLinux,
+    /// An unmasked /proc (securityContext.procMount other than Default).
+    ProcMount,
+    /// An Unconfined seccomp profile (seccompProfile.type).
+    Seccomp,
+    /// Sysctls outside the safe set (securityContext.sysctls).
+    Sysctls,
+    /// Probes and lifecycle hooks that name a host (httpGet.host, tcpSocket.host).
+    HostProbes,
+}
+
+impl BaselineControl {
+    /// The name users write in `control`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BaselineControl::HostProcess => "HostProcess",
+            BaselineControl::HostPid => "HostPID",
+            BaselineControl::HostIpc => "HostIPC",
+            BaselineControl::Privileged => "Privileged",
+            BaselineControl::Capabilities => "Capabilities",
+            BaselineControl::HostPath => "HostPath",
+            BaselineControl::HostPorts => "HostPorts",
+            BaselineControl::AppArmor => "AppArmor",
+            BaselineControl::SeLinux => "SELinux",
+            BaselineControl::ProcMount => "ProcMount",
+            BaselineControl::Seccomp => "Seccomp",
+            BaselineControl::Sysctls => "Sysctls",
+            BaselineControl::HostProbes => "HostProbes",
+        }
+    }
 }
 
 /// The accountable owner of an agent.

@@ -200,6 +200,7 @@ fn full_identity() -> AgentIdentity {
                     protocol: Protocol::Udp,
                 }],
             }),
+            pod_security_exemptions: Vec::new(),
         },
     );
     identity.metadata.namespace = Some("agents".into());
@@ -240,6 +241,23 @@ fn full_binding() -> ToolBinding {
             }),
             ..Default::default()
         },
+        mcp: Some(McpOperations {
+            tools: vec![
+                McpTool {
+                    name: "get_file".into(),
+                    action: Some(Action::Read),
+                },
+                McpTool {
+                    name: "open_*".into(),
+                    action: None,
+                },
+            ],
+        }),
+        http: vec![HttpOperation {
+            methods: vec![HttpMethod::Get, HttpMethod::Post],
+            paths: vec!["/api/v1/repos/*".into()],
+        }],
+        audience: Some("git.example.com".into()),
     };
     let pods = Tool {
         name: "runner".into(),
@@ -259,6 +277,9 @@ fn full_binding() -> ToolBinding {
             }),
             ..Default::default()
         },
+        mcp: None,
+        http: Vec::new(),
+        audience: None,
     };
     let external = Tool {
         name: "web-search".into(),
@@ -271,6 +292,9 @@ fn full_binding() -> ToolBinding {
             }),
             ..Default::default()
         },
+        mcp: None,
+        http: Vec::new(),
+        audience: None,
     };
     let kubernetes = Tool {
         name: "configmaps".into(),
@@ -286,6 +310,9 @@ fn full_binding() -> ToolBinding {
             }),
             ..Default::default()
         },
+        mcp: None,
+        http: Vec::new(),
+        audience: None,
     };
     let mut binding = ToolBinding::new(
         "code-agent-tools",

@@ -7,7 +7,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::schema::{DNS_LABEL, DNS_SUBDOMAIN};
+use super::schema::{AUDIENCE, DNS_LABEL, DNS_SUBDOMAIN, HTTP_PATH, MCP_TOOL_NAME};
 
 /// Grants one agent an explicit, optionally time-bounded list of tools. Each tool names one
 /// destination; mandate opens the agent's NetworkPolicy to it while the grant is live.
@@ -69,7 +69,11 @@ pub struct ToolBindingSpec {
 
 /// One tool an agent may call.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("(has(self.risk) && self.risk == 'High') || !has(self.destination.external) || self.destination.external.cidrs.all(c, !isCIDR(c) || cidr(c).prefixLength() > 0)").message("a Low risk tool may not reach 0.0.0.0/0 or ::/0: narrow the CIDRs, or mark the tool High risk with an approval").field_path(".destination.external.cidrs"))]
+#[x_kube(
+    validation = Rule::new("(has(self.risk) && self.risk == 'High') || !has(self.destination.external) || self.destination.external.cidrs.all(c, !isCIDR(c) || cidr(c).prefixLength() > 0)").message("a Low risk tool may not reach 0.0.0.0/0 or ::/0: narrow the CIDRs, or mark the tool High risk with an approval").field_path(".destination.external.cidrs"),
+    validation = Rule::new("!has(self.mcp) || self.mcp.tools.all(t, (has(t.action) ? t.action : 'write') in self.actions)").message("every MCP tool's action (write when absent) must be one of the tool's actions").field_path(".mcp.tools"),
+    validation = Rule::new("!has(self.http) || self.http.all(h, h.methods.all(m, (m in ['GET', 'HEAD'] ? 'read' : m == 'DELETE' ? 'delete' : 'write') in self.actions))").message("every HTTP method's action (GET, HEAD: read; POST, PUT, PATCH: write; DELETE: delete) must be one of the tool's actions").field_path(".http")
+)]
 #[serde(rename_all = "camelCase")]
 pub struct Tool {
     /// The tool's name, a DNS label unique within the binding (for example `web-search`).
@@ -85,6 +89,128 @@ pub struct Tool {
     pub risk: Risk,
     /// Where the tool lives. Exactly one of service, pods, external or kubernetesAPI.
     pub destination: Destination,
+    /// The MCP tools this tool exposes, each with the action it performs. mandate's authorizer
+    /// allows an MCP `tools/call` only for a tool named here whose action is one of `actions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp: Option<McpOperations>,
+    /// The HTTP operations this tool exposes (methods on paths). The method says the action:
+    /// GET and HEAD read; POST, PUT and PATCH write; DELETE deletes. mandate's authorizer
+    /// allows an HTTP call only when an entry here matches it and its action is one of
+    /// `actions`. A tool that names neither mcp nor http operations is refused every call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub http: Vec<HttpOperation>,
+    /// The audience of the token an agent presents to this tool. Absent:
+    /// `mandate.dev/<namespace>/<tool name>`. A token for one tool's audience is refused at
+    /// every other tool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(AUDIENCE))]
+    pub audience: Option<String>,
+}
+
+/// The MCP tools a tool server exposes to the agent.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct McpOperations {
+    /// MCP tool names, 1 to 64, each at most once. `*` stands for every tool of the server, and
+    /// a name ending in `*` for every tool whose name starts with what precedes it.
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["name".into()]))]
+    pub tools: Vec<McpTool>,
+}
+
+/// One MCP tool (or a pattern of them) and the action it performs.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct McpTool {
+    /// The MCP tool's name as the server publishes it (for example `search_orders`), `*`, or a
+    /// prefix ending in `*`.
+    #[schemars(length(min = 1, max = 128), pattern(MCP_TOOL_NAME))]
+    pub name: String,
+    /// What calling it does: read, write, delete or execute; one of the tool's `actions`.
+    /// Absent: write (the MCP tool's own annotations are not read yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+}
+
+/// HTTP methods on paths.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpOperation {
+    /// The methods, 1 to 6: GET, HEAD, POST, PUT, PATCH, DELETE.
+    #[schemars(length(min = 1, max = 6))]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
+    pub methods: Vec<HttpMethod>,
+    /// Paths, 1 to 16, each starting with `/`: an exact path (`/v1/orders`), or a prefix
+    /// ending in `*` (`/v1/orders/*`). No query, no `.` or `..` segments.
+    #[schemars(
+        length(min = 1, max = 16),
+        inner(length(min = 1, max = 256), pattern(HTTP_PATH))
+    )]
+    #[x_kube(validation = Rule::new("self.all(p, !p.contains('/../') && !p.contains('/./') && !p.endsWith('/..') && !p.endsWith('/.'))").message("paths may not contain . or .. segments"))]
+    pub paths: Vec<String>,
+}
+
+/// An HTTP method a tool exposes.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, JsonSchema,
+)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    Get,
+    Head,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl HttpMethod {
+    /// The action a method performs: GET and HEAD read; POST, PUT and PATCH write; DELETE
+    /// deletes.
+    pub fn action(self) -> Action {
+        match self {
+            HttpMethod::Get | HttpMethod::Head => Action::Read,
+            HttpMethod::Post | HttpMethod::Put | HttpMethod::Patch => Action::Write,
+            HttpMethod::Delete => Action::Delete,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Head => "HEAD",
+            HttpMethod::Post => "POST",
+            HttpMethod::Put => "PUT",
+            HttpMethod::Patch => "PATCH",
+            HttpMethod::Delete => "DELETE",
+        }
+    }
+
+    /// The method of a request line, if it is one a tool can expose (case-sensitive, as HTTP
+    /// methods are).
+    pub fn parse(method: &str) -> Option<HttpMethod> {
+        [
+            HttpMethod::Get,
+            HttpMethod::Head,
+            HttpMethod::Post,
+            HttpMethod::Put,
+            HttpMethod::Patch,
+            HttpMethod::Delete,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == method)
+    }
+}
+
+impl Tool {
+    /// The audience a token for this tool must carry: `audience`, else
+    /// `mandate.dev/<namespace>/<tool name>` (`namespace`: the ToolBinding's).
+    pub fn audience_in(&self, namespace: &str) -> String {
+        self.audience
+            .clone()
+            .unwrap_or_else(|| format!("mandate.dev/{namespace}/{}", self.name))
+    }
 }
 
 /// A declared action on a tool.
@@ -227,12 +353,13 @@ pub struct ApiResourceRef {
     pub names: Vec<String>,
 }
 
-/// Who approved a grant with High-risk tools, and why.
+/// Who approved a grant (High-risk tools, a Pod Security exemption), and why.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Approval {
-    /// The approver's username. It must equal the user who creates or changes the binding,
-    /// belong to the configured approver group, and not be the agent's owner.
+    /// The approver's username. It must equal the user who creates or changes the grant (the
+    /// ToolBinding, or the AgentIdentity's exemption), belong to the configured approver group,
+    /// and not be the agent's owner.
     #[schemars(length(min = 1, max = 253))]
     pub approved_by: String,
     /// Why the grant is needed (a ticket or a sentence).

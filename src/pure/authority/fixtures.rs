@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Container, EnvFromSource, EnvVar, EnvVarSource, Pod, PodSpec, ProjectedVolumeSource,
-    SecretEnvSource, SecretKeySelector, SecretVolumeSource, ServiceAccount,
+    SecretEnvSource, SecretKeySelector, SecretVolumeSource, SecurityContext, ServiceAccount,
     ServiceAccountTokenProjection, Volume, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
@@ -16,10 +16,11 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use crate::api::conditions;
 use crate::api::{
     AGENT_LABEL, Action, AgentClass, AgentIdentity, AgentIdentitySpec, AgentIdentityStatus,
-    ApiResourceRef, Approval, Credentials, Delegate, DelegationPolicy, DelegationPolicySpec,
-    Destination, Endpoint, EndpointPort, ExternalDestination, KubernetesApiDestination,
-    MANAGED_BY_LABEL, MANAGER, Owner, OwnerKind, PodsDestination, Protocol, Risk,
-    ServiceDestination, Tool, ToolBinding, ToolBindingSpec,
+    ApiResourceRef, Approval, BaselineControl, Credentials, Delegate, DelegationPolicy,
+    DelegationPolicySpec, Destination, Endpoint, EndpointPort, ExternalDestination, HttpMethod,
+    HttpOperation, KubernetesApiDestination, MANAGED_BY_LABEL, MANAGER, McpOperations, McpTool,
+    Owner, OwnerKind, PodSecurityExemption, PodsDestination, Protocol, Risk, ServiceDestination,
+    Tool, ToolBinding, ToolBindingSpec,
 };
 
 /// The namespace fixtures live in unless told otherwise.
@@ -58,6 +59,7 @@ pub fn identity(name: &str) -> IdentityBuilder {
         service_account_name: None,
         credentials: None,
         endpoint: None,
+        pod_security_exemptions: Vec::new(),
     };
     let mut identity = AgentIdentity::new(name, spec);
     identity.metadata = meta(NS, name);
@@ -113,6 +115,30 @@ impl IdentityBuilder {
         self
     }
 
+    /// Exempts the agent's pods from baseline `control` (naming `items` for Capabilities and
+    /// Sysctls), approved by `approver`.
+    pub fn exempt(mut self, control: BaselineControl, items: &[&str], approver: &str) -> Self {
+        let items: Vec<String> = items.iter().map(|&i| i.to_owned()).collect();
+        let (capabilities, sysctls) = match control {
+            BaselineControl::Capabilities => (items, Vec::new()),
+            BaselineControl::Sysctls => (Vec::new(), items),
+            _ => (Vec::new(), Vec::new()),
+        };
+        self.identity
+            .spec
+            .pod_security_exemptions
+            .push(PodSecurityExemption {
+                control,
+                capabilities,
+                sysctls,
+                approval: Approval {
+                    approved_by: approver.to_owned(),
+                    reason: "needed".to_owned(),
+                },
+            });
+        self
+    }
+
     /// Status with `Ready=True`, as the reconciler reports once every projection is applied.
     pub fn ready(mut self) -> Self {
         let ready = conditions::new(conditions::READY, true, "Applied", "", Some(1), Time(NOW));
@@ -147,6 +173,9 @@ pub fn tool(name: &str) -> ToolBuilder {
                 }),
                 ..Destination::default()
             },
+            mcp: None,
+            http: Vec::new(),
+            audience: None,
         },
     }
 }
@@ -226,6 +255,37 @@ impl ToolBuilder {
         self
     }
 
+    /// Exposes MCP tool `name`, performing `action` (None: the default, write).
+    pub fn mcp(mut self, name: &str, action: Option<Action>) -> Self {
+        self.tool
+            .mcp
+            .get_or_insert_with(McpOperations::default)
+            .tools
+            .push(McpTool {
+                name: name.to_owned(),
+                action,
+            });
+        self
+    }
+
+    /// Exposes `methods` on `paths`.
+    pub fn http<'a>(
+        mut self,
+        methods: impl IntoIterator<Item = HttpMethod>,
+        paths: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        self.tool.http.push(HttpOperation {
+            methods: methods.into_iter().collect(),
+            paths: paths.into_iter().map(str::to_owned).collect(),
+        });
+        self
+    }
+
+    pub fn audience(mut self, audience: &str) -> Self {
+        self.tool.audience = Some(audience.to_owned());
+        self
+    }
+
     pub fn build(self) -> Tool {
         self.tool
     }
@@ -301,6 +361,12 @@ impl BindingBuilder {
 
     pub fn build(self) -> ToolBinding {
         self.binding
+    }
+}
+
+impl From<BindingBuilder> for std::sync::Arc<ToolBinding> {
+    fn from(builder: BindingBuilder) -> Self {
+        std::sync::Arc::new(builder.build())
     }
 }
 
@@ -458,6 +524,22 @@ impl PodBuilder {
     pub fn host_network(mut self) -> Self {
         self.spec().host_network = Some(true);
         self
+    }
+
+    /// Changes the spec with `change` (for the fields no other method sets).
+    pub fn with_spec(mut self, change: impl FnOnce(&mut PodSpec)) -> Self {
+        change(self.spec());
+        self
+    }
+
+    /// The first container runs privileged.
+    pub fn privileged(self) -> Self {
+        self.with_spec(|spec| {
+            spec.containers[0].security_context = Some(SecurityContext {
+                privileged: Some(true),
+                ..SecurityContext::default()
+            });
+        })
     }
 
     pub fn automount(mut self, automount: bool) -> Self {

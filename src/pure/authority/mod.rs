@@ -137,19 +137,19 @@ impl Namespace {
 
     fn unclaim(&mut self, identity: &AgentIdentity, name: &str) {
         let service_account = identity.service_account_name();
-        if let Some(claimants) = self.claims.get_mut(service_account) {
-            if remove_sorted(claimants, name, String::as_str) {
-                self.claims.remove(service_account);
-            }
+        if let Some(claimants) = self.claims.get_mut(service_account)
+            && remove_sorted(claimants, name, String::as_str)
+        {
+            self.claims.remove(service_account);
         }
     }
 
     fn unindex_binding(&mut self, binding: &ToolBinding, name: &str) {
         let agent = binding.spec.agent.as_str();
-        if let Some(bindings) = self.bindings_by_agent.get_mut(agent) {
-            if remove_sorted(bindings, name, binding_name) {
-                self.bindings_by_agent.remove(agent);
-            }
+        if let Some(bindings) = self.bindings_by_agent.get_mut(agent)
+            && remove_sorted(bindings, name, binding_name)
+        {
+            self.bindings_by_agent.remove(agent);
         }
     }
 }

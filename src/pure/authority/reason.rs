@@ -21,7 +21,8 @@ pub enum Reason {
     InvalidObject,
     /// A ServiceAccount that belongs to an agent tries to create or change a mandate resource.
     SelfEscalation,
-    /// A High-risk grant is not applied by an approver other than the agent's owner.
+    /// A High-risk grant or a Pod Security exemption is not applied by an approver other than
+    /// the agent's owner.
     FourEyes,
     /// The pod names no AgentIdentity, or one that does not exist in its namespace.
     NoIdentity,
@@ -78,6 +79,26 @@ pub enum Reason {
     /// An agent pod fails the Pod Security Standards' baseline profile without an approved
     /// exemption on its identity.
     PodSecurityBaseline,
+    /// A tool call whose caller no credential identifies: no mTLS SPIFFE ID or bearer token,
+    /// or one that did not verify (TokenReview refused it or could not be asked).
+    Unauthenticated,
+    /// A tool call from a ServiceAccount that belongs to no AgentIdentity.
+    NotAnAgent,
+    /// A tool call that names no server or operation mandate can read safely (no MCP tool
+    /// name, a path with dot segments or encoded slashes, a host that is no Service).
+    UnreadableCall,
+    /// A tool call to a server where the agent holds no live tool (none bound, expired, not
+    /// yet valid, or its binding breaks a rule such as a High-risk tool without approval).
+    ToolNotHeld,
+    /// A tool call whose operation (MCP tool, HTTP method and path) the agent's tool at that
+    /// server does not declare.
+    OperationNotDeclared,
+    /// A tool call whose operation performs an action the tool does not declare.
+    ActionNotDeclared,
+    /// A tool call with a token whose audience is not the called tool's.
+    WrongAudience,
+    /// A delegated tool call that no safe DelegationPolicy covers for that tool and depth.
+    DelegationNotAllowed,
 }
 
 /// One failed rule and what to do about it.
@@ -90,7 +111,7 @@ pub struct Finding {
 
 impl Reason {
     /// Every reason, in order of importance.
-    pub const ALL: [Reason; 28] = [
+    pub const ALL: [Reason; 36] = [
         Reason::NotReady,
         Reason::InvalidObject,
         Reason::SelfEscalation,
@@ -119,6 +140,14 @@ impl Reason {
         Reason::ProtectedProjection,
         Reason::ExecNotOwner,
         Reason::PodSecurityBaseline,
+        Reason::Unauthenticated,
+        Reason::NotAnAgent,
+        Reason::UnreadableCall,
+        Reason::ToolNotHeld,
+        Reason::OperationNotDeclared,
+        Reason::ActionNotDeclared,
+        Reason::WrongAudience,
+        Reason::DelegationNotAllowed,
     ];
 
     /// The stable code: a metrics label, a log field, a docs anchor.
@@ -152,6 +181,14 @@ impl Reason {
             Reason::ProtectedProjection => "ProtectedProjection",
             Reason::ExecNotOwner => "ExecNotOwner",
             Reason::PodSecurityBaseline => "PodSecurityBaseline",
+            Reason::Unauthenticated => "Unauthenticated",
+            Reason::NotAnAgent => "NotAnAgent",
+            Reason::UnreadableCall => "UnreadableCall",
+            Reason::ToolNotHeld => "ToolNotHeld",
+            Reason::OperationNotDeclared => "OperationNotDeclared",
+            Reason::ActionNotDeclared => "ActionNotDeclared",
+            Reason::WrongAudience => "WrongAudience",
+            Reason::DelegationNotAllowed => "DelegationNotAllowed",
         }
     }
 }
@@ -219,6 +256,14 @@ mod tests {
             "ProtectedProjection",
             "ExecNotOwner",
             "PodSecurityBaseline",
+            "Unauthenticated",
+            "NotAnAgent",
+            "UnreadableCall",
+            "ToolNotHeld",
+            "OperationNotDeclared",
+            "ActionNotDeclared",
+            "WrongAudience",
+            "DelegationNotAllowed",
         ];
         let codes: Vec<&str> = Reason::ALL.iter().map(|r| r.code()).collect();
         assert_eq!(codes, published);

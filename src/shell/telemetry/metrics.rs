@@ -83,6 +83,17 @@ struct KindLabels {
     kind: Cow<'static, str>,
 }
 
+/// Labels of `mandate_authz_decisions_total`: all from closed sets.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthzLabels {
+    /// `grpc` (Envoy ext_authz), later `http` and `authzen`.
+    protocol: Cow<'static, str>,
+    /// `allowed` or `denied`.
+    decision: Cow<'static, str>,
+    /// The reason code, `Allowed` when allowed.
+    reason: Cow<'static, str>,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReadyLabels {
     ready: bool,
@@ -108,6 +119,8 @@ pub struct Metrics {
     agents: Family<ReadyLabels, Gauge>,
     escalation_paths: Gauge,
     unmanaged_workloads: Gauge,
+    authz_decisions: Family<AuthzLabels, Counter>,
+    authz_duration: Histogram,
 }
 
 impl fmt::Debug for Metrics {
@@ -168,6 +181,19 @@ impl Metrics {
              there or of agents (what mandate inventory lists as unmanaged, pods aside)",
             unmanaged_workloads.clone(),
         );
+        let authz_decisions = Family::<AuthzLabels, Counter>::default();
+        registry.register(
+            "authz_decisions",
+            "Tool calls decided by the decision service, by protocol, decision and reason code",
+            authz_decisions.clone(),
+        );
+        let authz_duration = admission_histogram();
+        registry.register_with_unit(
+            "authz_duration",
+            "Time from receiving a tool-call check to answering it (TokenReview included)",
+            Unit::Seconds,
+            authz_duration.clone(),
+        );
         // Both readiness series exist from the start, so dashboards see 0 rather than nothing.
         agents.get_or_create(&ReadyLabels { ready: true }).set(0);
         agents.get_or_create(&ReadyLabels { ready: false }).set(0);
@@ -180,7 +206,26 @@ impl Metrics {
             agents,
             escalation_paths,
             unmanaged_workloads,
+            authz_decisions,
+            authz_duration,
         }
+    }
+
+    /// Counts one tool-call decision and observes how long it took.
+    pub fn record_authz(
+        &self,
+        protocol: &'static str,
+        allowed: bool,
+        reason: &'static str,
+        elapsed: Duration,
+    ) {
+        let labels = AuthzLabels {
+            protocol: protocol.into(),
+            decision: if allowed { "allowed" } else { "denied" }.into(),
+            reason: reason.into(),
+        };
+        self.authz_decisions.get_or_create(&labels).inc();
+        self.authz_duration.observe(elapsed.as_secs_f64());
     }
 
     /// Counts one answered admission request and observes how long it took.

@@ -1,8 +1,10 @@
 //! The HTTPS admission webhook: TLS connections from the API server in, AdmissionReview JSON
-//! answers out. Reads the body once into a typed [`Request`] ([`parse_review`]), hands it to a
-//! [`Reviewer`], answers with the [`Verdict`] ([`respond`], echoing the uid), and records one
-//! metric sample and one log line per request, both carrying the verdict's [`Decision`]. Bad
-//! input is answered with 4xx and a JSON error, never a panic. Reviews nothing itself.
+//! answers out. Reads the body once into a typed [`Request`] ([`parse_review`]), looks up the pod
+//! of a CONNECT (exec, attach, port-forward, proxy; [`PodLookup`]: the request carries none of
+//! its labels), hands the request to a [`Reviewer`], answers with the [`Verdict`] ([`respond`],
+//! echoing the uid), and records one metric sample and one log line per request, both carrying
+//! the verdict's [`Decision`]. Bad input is answered with 4xx and a JSON error, never a panic.
+//! Reviews nothing itself.
 //!
 //! Status codes: 200 with an AdmissionReview for every request the reviewer answered (allowed or
 //! denied); 400 for a body that is not a readable `admission.k8s.io/v1` AdmissionReview; 413 for a
@@ -36,6 +38,7 @@ use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use warp::path::FullPath;
 use warp::reply::{Reply, Response};
 
+use super::pods::{PodLookup, target_pod};
 use super::tls::{CertificateReloader, TlsError, TlsFiles, server_config};
 use crate::admission::Reviewer;
 use crate::admission::request::Request;
@@ -70,6 +73,10 @@ pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time open connections get to finish after shutdown before they are cut.
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(25);
+/// Default limit for looking up the pod of a CONNECT: well within the webhook's own timeout
+/// (5 s by default), so a slow lookup is answered as a failed one rather than by the API
+/// server's failure policy.
+pub const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How to run the webhook server.
 #[derive(Clone, Debug)]
@@ -87,6 +94,8 @@ pub struct WebhookConfig {
     pub body_timeout: Duration,
     /// Time open connections get to finish after shutdown before they are cut.
     pub drain_timeout: Duration,
+    /// Limit for looking up the pod of a CONNECT.
+    pub lookup_timeout: Duration,
 }
 
 impl WebhookConfig {
@@ -100,6 +109,7 @@ impl WebhookConfig {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             body_timeout: DEFAULT_BODY_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            lookup_timeout: DEFAULT_LOOKUP_TIMEOUT,
         }
     }
 }
@@ -189,22 +199,28 @@ fn labels(request: &Request, verdict: &Verdict) -> AdmissionLabels {
 
 struct State {
     reviewer: Arc<dyn Reviewer>,
+    pods: Arc<dyn PodLookup>,
     metrics: Metrics,
     max_body_bytes: usize,
     body_timeout: Duration,
+    lookup_timeout: Duration,
 }
 
-/// The webhook's routes, for serving (see [`serve`]) or wrapping in other filters.
+/// The webhook's routes, for serving (see [`serve`]) or wrapping in other filters. `pods` looks
+/// up the pods CONNECTs go to.
 pub fn routes(
     reviewer: Arc<dyn Reviewer>,
+    pods: Arc<dyn PodLookup>,
     metrics: Metrics,
     config: &WebhookConfig,
 ) -> BoxedFilter<(Response,)> {
     let state = Arc::new(State {
         reviewer,
+        pods,
         metrics,
         max_body_bytes: config.max_body_bytes,
         body_timeout: config.body_timeout,
+        lookup_timeout: config.lookup_timeout,
     });
     warp::path::full()
         .and(warp::method())
@@ -263,10 +279,17 @@ where
             timeout: state.body_timeout,
         }),
     };
-    let request = match request {
+    let mut request = match request {
         Ok(request) => request,
         Err(error) => return refuse(state, path, &error, started),
     };
+    // The one wait on the API server in a review: the Reviewer is synchronous and pure, so the
+    // pod a CONNECT goes to is looked up first and handed to it as data.
+    if let Some((namespace, name)) = request.connect_target() {
+        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        let pod = target_pod(&*state.pods, &namespace, &name, state.lookup_timeout).await;
+        request.set_target_pod(pod);
+    }
     let reviewer = &state.reviewer;
     let Ok(verdict) = catch_unwind(AssertUnwindSafe(|| reviewer.review(&request))) else {
         return reviewer_failed(state, path, &request, started);
@@ -398,6 +421,7 @@ fn answer(
         resource = %request.resource.resource,
         namespace = request.namespace.as_deref().unwrap_or(""),
         name = %request.name,
+        subresource = request.sub_resource.as_deref().unwrap_or(""),
         user = request.user_info.username.as_deref().unwrap_or(""),
         dry_run = request.dry_run,
         allowed,
@@ -431,6 +455,7 @@ fn json_bytes_reply(status: StatusCode, body: Vec<u8>) -> Response {
 pub async fn serve(
     config: WebhookConfig,
     reviewer: Arc<dyn Reviewer>,
+    pods: Arc<dyn PodLookup>,
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<WebhookServer, ServeError> {
@@ -447,7 +472,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(reloader.run(config.reload_interval, stop_signal(stop_rx.clone())));
 
-    let service = warp::service(routes(reviewer, metrics, &config));
+    let service = warp::service(routes(reviewer, pods, metrics, &config));
     let mut http = auto::Builder::new(TokioExecutor::new());
     http.http1()
         .timer(TokioTimer::new())
@@ -523,7 +548,7 @@ pub async fn serve(
 }
 
 /// The TLS handshake, bounded in time; failures are the client's and only logged at debug.
-async fn handshake(
+pub(crate) async fn handshake(
     acceptor: &TlsAcceptor,
     stream: TcpStream,
     peer: SocketAddr,
@@ -542,7 +567,7 @@ async fn handshake(
     }
 }
 
-async fn stop_signal(mut stop: watch::Receiver<bool>) {
+pub(crate) async fn stop_signal(mut stop: watch::Receiver<bool>) {
     // An error means the sender is gone: the server has stopped, so stop too.
     let _ = stop.wait_for(|stopped| *stopped).await;
 }

@@ -1,0 +1,167 @@
+//! The authorizer around the decision: readiness, how the caller is identified (mTLS peer,
+//! token, both), the called Service, the answer's id. A fake TokenReview; no network.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::tokens::{Reviewed, TokenReviewer, TokenVerifier};
+use super::*;
+use crate::admission::Snapshot;
+use crate::api::Action;
+use crate::authority::Authority;
+use crate::authority::fixtures::{binding, identity, tool};
+
+const READER: &str = "spiffe://cluster.local/ns/agents/sa/reader";
+
+/// Every token belongs to `agents/<token>`, bound to a pod, for the docs tool's audience.
+struct ByName;
+
+impl TokenReviewer for ByName {
+    fn review(&self, token: &str, _: Vec<String>) -> BoxFuture<'_, Result<Reviewed, String>> {
+        let account = token.split('.').next().unwrap_or_default().to_owned();
+        Box::pin(async move {
+            Ok(Reviewed::Authenticated {
+                username: format!("system:serviceaccount:agents:{account}"),
+                audiences: vec!["mandate.dev/agents/docs".into()],
+                pod: Some(format!("{account}-0")),
+            })
+        })
+    }
+}
+
+/// A JWT-shaped token whose first segment names the ServiceAccount [`ByName`] answers with.
+fn token(account: &str) -> String {
+    use base64::Engine as _;
+    let exp = Timestamp::now().as_second() + 600;
+    let claims = serde_json::json!({"aud": ["mandate.dev/agents/docs"], "exp": exp});
+    format!(
+        "{account}.{}.sig",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string())
+    )
+}
+
+fn authorizer(synced: bool) -> Arc<Authorizer> {
+    let authority = Authority::builder()
+        .identity(identity("reader").build())
+        .binding(
+            binding("reader-tools").agent("reader").tool(
+                tool("docs")
+                    .service("docs-mcp", None, [])
+                    .mcp("read_doc", Some(Action::Read)),
+            ),
+        )
+        .build();
+    let snapshots = SnapshotSource::default();
+    if synced {
+        snapshots.store(Some(Arc::new(Snapshot::from_objects(
+            authority,
+            std::iter::empty::<ObjectMeta>(),
+            std::iter::empty::<ObjectMeta>(),
+        ))));
+    }
+    Authorizer::new(
+        snapshots,
+        TokenVerifier::new(Arc::new(ByName)),
+        TrustDomain::default(),
+        Metrics::new(),
+    )
+}
+
+fn asked(principal: Option<&str>, bearer: Option<&str>, tool: &str) -> Asked {
+    Asked {
+        principal: principal.map(str::to_owned),
+        bearer: bearer.map(str::to_owned),
+        delegators: Vec::new(),
+        service: None,
+        host: "docs-mcp".into(),
+        operation: Operation::Mcp {
+            method: "tools/call".into(),
+            tool: Some(tool.into()),
+        },
+        rpc_id: None,
+    }
+}
+
+#[tokio::test]
+async fn before_the_first_snapshot_every_call_is_refused_as_not_ready() {
+    let answer = authorizer(false)
+        .judge(&asked(Some(READER), None, "read_doc"), "grpc")
+        .await;
+    assert_eq!(answer.decision.code(), "NotReady");
+}
+
+#[tokio::test]
+async fn an_mtls_peer_or_a_token_identifies_the_agent_and_each_decision_has_its_own_id() {
+    let authorizer = authorizer(true);
+    let by_peer = authorizer
+        .judge(&asked(Some(READER), None, "read_doc"), "grpc")
+        .await;
+    assert_eq!(by_peer.decision.code(), "Allowed");
+    let by_token = authorizer
+        .judge(&asked(None, Some(&token("reader")), "read_doc"), "grpc")
+        .await;
+    assert_eq!(by_token.decision.code(), "Allowed");
+    assert_ne!(by_peer.id, by_token.id);
+    let both = authorizer
+        .judge(
+            &asked(Some(READER), Some(&token("reader")), "read_doc"),
+            "grpc",
+        )
+        .await;
+    assert_eq!(both.decision.code(), "Allowed");
+    let refused = authorizer
+        .judge(&asked(None, Some(&token("reader")), "write_doc"), "grpc")
+        .await;
+    assert_eq!(refused.decision.code(), "OperationNotDeclared");
+    assert!(refused.message().contains("tools/call write_doc"));
+}
+
+#[tokio::test]
+async fn a_token_presented_by_another_mtls_peer_or_no_credential_is_unauthenticated() {
+    let authorizer = authorizer(true);
+    let stolen = authorizer
+        .judge(
+            &asked(
+                Some("spiffe://cluster.local/ns/agents/sa/intruder"),
+                Some(&token("reader")),
+                "read_doc",
+            ),
+            "grpc",
+        )
+        .await;
+    assert_eq!(stolen.decision.code(), "Unauthenticated");
+    let foreign = authorizer
+        .judge(
+            &asked(
+                Some("spiffe://example.org/ns/agents/sa/reader"),
+                None,
+                "read_doc",
+            ),
+            "grpc",
+        )
+        .await;
+    assert_eq!(foreign.decision.code(), "Unauthenticated");
+    let nobody = authorizer
+        .judge(&asked(None, None, "read_doc"), "grpc")
+        .await;
+    assert_eq!(nobody.decision.code(), "Unauthenticated");
+}
+
+#[tokio::test]
+async fn the_gateway_may_name_the_service_instead_of_the_host() {
+    let authorizer = authorizer(true);
+    let mut named = asked(Some(READER), None, "read_doc");
+    named.host = "gateway.example.com".into();
+    named.service = Some("agents/docs-mcp".into());
+    assert_eq!(
+        authorizer.judge(&named, "grpc").await.decision.code(),
+        "Allowed"
+    );
+    named.service = Some("docs-mcp".into());
+    assert_eq!(
+        authorizer.judge(&named, "grpc").await.decision.code(),
+        "UnreadableCall"
+    );
+}
