@@ -170,7 +170,7 @@ fn check_webhooks(
 ) -> anyhow::Result<()> {
     let vwc = find(objects, "ValidatingWebhookConfiguration")?;
     let webhooks = vwc["webhooks"].as_array().context("no webhooks")?;
-    ensure!(webhooks.len() == 10, "expected ten webhooks: {vwc:#}");
+    ensure!(webhooks.len() == 12, "expected twelve webhooks: {vwc:#}");
     for webhook in webhooks {
         let name = webhook["name"].as_str().unwrap_or_default();
         ensure!(webhook["sideEffects"] == "None", "{name}: sideEffects");
