@@ -100,6 +100,29 @@ impl Applied {
         if current {
             return Ok(ApplyOutcome::Unchanged);
         }
+        // Nothing applied by this process yet (a restart): read the object before writing it.
+        // An apply of what is already there is not always free: the API server keeps an empty
+        // rule list (`ingress: []`, which mandate sends to own it) as no list at all, so every
+        // such apply is a write with a new resourceVersion and generation.
+        let never_applied = same_content_before.is_none() && !self.last().contains_key(&key);
+        if never_applied
+            && stored_version.is_some()
+            && let Some(stored) = api.get_opt(&name).await?
+            && let Some(version) = stored.resource_version()
+            && already_as_desired(
+                &serde_json::to_value(desired).map_err(kube::Error::SerdeError)?,
+                &serde_json::to_value(&stored).map_err(kube::Error::SerdeError)?,
+            )
+        {
+            self.last().insert(
+                key,
+                Last {
+                    content,
+                    resource_version: version,
+                },
+            );
+            return Ok(ApplyOutcome::Unchanged);
+        }
         let applied = api
             .patch(
                 &name,
@@ -157,6 +180,31 @@ impl Applied {
     }
 }
 
+/// Whether the stored object already holds everything `desired` says, as an apply would leave
+/// it: every field desired names has the same value (objects compared field by field, lists
+/// element by element with the same length), and a desired empty list or object matches a
+/// stored one that is empty or absent. Fields only the stored object has (defaults, status,
+/// others' labels) do not count: an apply would not touch them either.
+fn already_as_desired(desired: &serde_json::Value, stored: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (desired, stored) {
+        (Value::Null, _) => true,
+        (Value::Array(want), Value::Null) => want.is_empty(),
+        (Value::Object(want), Value::Null) => want.is_empty(),
+        (Value::Array(want), Value::Array(have)) => {
+            want.len() == have.len()
+                && want
+                    .iter()
+                    .zip(have)
+                    .all(|(want, have)| already_as_desired(want, have))
+        }
+        (Value::Object(want), Value::Object(have)) => want
+            .iter()
+            .all(|(key, want)| already_as_desired(want, have.get(key).unwrap_or(&Value::Null))),
+        (want, have) => want == have,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +239,50 @@ mod tests {
         let mut elsewhere = sa("10");
         elsewhere.metadata.namespace = Some("other".into());
         assert!(!applied.is_echo(&elsewhere));
+    }
+
+    #[test]
+    fn a_stored_object_is_as_desired_when_it_holds_every_desired_field_empty_lists_as_none() {
+        use serde_json::json;
+        let desired = json!({
+            "metadata": {"name": "mandate-a", "labels": {"mandate.dev/agent": "a"}},
+            "spec": {"podSelector": {"matchLabels": {"mandate.dev/agent": "a"}},
+                     "ingress": [], "egress": [{"ports": [{"port": 53, "protocol": "UDP"}]}],
+                     "policyTypes": ["Ingress", "Egress"]},
+        });
+        // As the API server returns it: the empty list gone, metadata and defaults added.
+        let stored = json!({
+            "metadata": {"name": "mandate-a", "resourceVersion": "7", "generation": 1,
+                         "labels": {"mandate.dev/agent": "a", "team": "x"}},
+            "spec": {"podSelector": {"matchLabels": {"mandate.dev/agent": "a"}},
+                     "egress": [{"ports": [{"port": 53, "protocol": "UDP"}]}],
+                     "policyTypes": ["Ingress", "Egress"]},
+        });
+        assert!(already_as_desired(&desired, &stored));
+
+        let mut widened = stored.clone();
+        widened["spec"]["ingress"] = json!([{}]);
+        assert!(
+            !already_as_desired(&desired, &widened),
+            "a rule someone added"
+        );
+        let mut appended = stored.clone();
+        appended["spec"]["egress"] = json!([{"ports": [{"port": 53, "protocol": "UDP"}]}, {}]);
+        assert!(
+            !already_as_desired(&desired, &appended),
+            "an egress rule appended"
+        );
+        let mut changed = stored.clone();
+        changed["spec"]["egress"][0]["ports"][0]["port"] = json!(54);
+        assert!(!already_as_desired(&desired, &changed), "a port changed");
+        let mut relabelled = stored;
+        relabelled["metadata"]["labels"]
+            .as_object_mut()
+            .map(|labels| labels.remove("mandate.dev/agent"));
+        assert!(
+            !already_as_desired(&desired, &relabelled),
+            "a label removed"
+        );
     }
 
     #[test]
