@@ -104,7 +104,7 @@ impl Applied {
         // An apply of what is already there is not always free: the API server keeps an empty
         // rule list (`ingress: []`, which mandate sends to own it) as no list at all, so every
         // such apply is a write with a new resourceVersion and generation.
-        let never_applied = same_content_before.is_none() && !self.last().contains_key(&key);
+        let never_applied = !self.last().contains_key(&key);
         if never_applied
             && stored_version.is_some()
             && let Some(stored) = api.get_opt(&name).await?
