@@ -818,25 +818,20 @@ mod tests {
     }
 
     fn token_request(operation: &str, sub_resource: &str, seconds: i64) -> Request {
-        let review = json!({
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": "u",
-                "kind": {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"},
-                "resource": {"group": "", "version": "v1", "resource": "serviceaccounts"},
-                "subResource": sub_resource,
-                "name": "researcher",
-                "namespace": NS,
-                "operation": operation,
-                "userInfo": {"username": "dev", "groups": ["system:authenticated"]},
-                "object": {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-                    "metadata": {"creationTimestamp": null},
-                    "spec": {"audiences": null, "expirationSeconds": seconds, "boundObjectRef": null},
-                    "status": {"token": "", "expirationTimestamp": null}},
-            }
-        });
-        parse_review(review.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+        reviewed(json!({
+            "uid": "u",
+            "kind": {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"},
+            "resource": {"group": "", "version": "v1", "resource": "serviceaccounts"},
+            "subResource": sub_resource,
+            "name": "researcher",
+            "namespace": NS,
+            "operation": operation,
+            "userInfo": {"username": "dev", "groups": ["system:authenticated"]},
+            "object": {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "metadata": {"creationTimestamp": null},
+                "spec": {"audiences": null, "expirationSeconds": seconds, "boundObjectRef": null},
+                "status": {"token": "", "expirationTimestamp": null}},
+        }))
     }
 
     #[test]
