@@ -13,6 +13,11 @@ pub const ISOLATED: &str = "Isolated";
 pub const DELEGATION_SAFE: &str = "DelegationSafe";
 /// AgentIdentity: no NetworkPolicy but mandate's can select its pods (policies add up).
 pub const NETWORK_EXCLUSIVE: &str = "NetworkExclusive";
+/// AgentIdentity: its ServiceAccount holds no dangerous Kubernetes API right through RBAC.
+pub const API_RIGHTS_CONTAINED: &str = "ApiRightsContained";
+/// AgentIdentity: every pod that runs as its ServiceAccount is reviewed, labelled or not (its
+/// namespace is opted in); False outside opted-in namespaces, where only labelled pods are.
+pub const SERVICE_ACCOUNT_GUARDED: &str = "ServiceAccountGuarded";
 /// ToolBinding and DelegationPolicy: the spec passed validation against the objects it names.
 pub const ACCEPTED: &str = "Accepted";
 /// ToolBinding: now lies inside the validity window.

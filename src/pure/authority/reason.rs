@@ -99,6 +99,17 @@ pub enum Reason {
     WrongAudience,
     /// A delegated tool call that no safe DelegationPolicy covers for that tool and depth.
     DelegationNotAllowed,
+    /// The agent's ServiceAccount holds a dangerous Kubernetes API right (impersonate, token
+    /// requests, pods/exec, secrets, RBAC, ...) through a RoleBinding or ClusterRoleBinding:
+    /// its real authority exceeds its mandate.
+    DangerousApiRights,
+    /// Someone other than mandate writes the status of one of mandate's kinds, which admission
+    /// trusts (Ready).
+    ProtectedStatus,
+    /// A change of a namespace's `mandate.dev/mode` that weakens it (enforce to warn or audit,
+    /// warn to audit, or removal) while identities live there, by someone outside the approver
+    /// group.
+    ModeWeakened,
 }
 
 /// One failed rule and what to do about it.
@@ -111,7 +122,7 @@ pub struct Finding {
 
 impl Reason {
     /// Every reason, in order of importance.
-    pub const ALL: [Reason; 36] = [
+    pub const ALL: [Reason; 39] = [
         Reason::NotReady,
         Reason::InvalidObject,
         Reason::SelfEscalation,
@@ -148,6 +159,9 @@ impl Reason {
         Reason::ActionNotDeclared,
         Reason::WrongAudience,
         Reason::DelegationNotAllowed,
+        Reason::DangerousApiRights,
+        Reason::ProtectedStatus,
+        Reason::ModeWeakened,
     ];
 
     /// The stable code: a metrics label, a log field, a docs anchor.
@@ -189,6 +203,9 @@ impl Reason {
             Reason::ActionNotDeclared => "ActionNotDeclared",
             Reason::WrongAudience => "WrongAudience",
             Reason::DelegationNotAllowed => "DelegationNotAllowed",
+            Reason::DangerousApiRights => "DangerousApiRights",
+            Reason::ProtectedStatus => "ProtectedStatus",
+            Reason::ModeWeakened => "ModeWeakened",
         }
     }
 }
@@ -264,6 +281,9 @@ mod tests {
             "ActionNotDeclared",
             "WrongAudience",
             "DelegationNotAllowed",
+            "DangerousApiRights",
+            "ProtectedStatus",
+            "ModeWeakened",
         ];
         let codes: Vec<&str> = Reason::ALL.iter().map(|r| r.code()).collect();
         assert_eq!(codes, published);
