@@ -730,10 +730,15 @@ spec:
         };
         assert!(ready("researcher"));
         assert!(!ready("squatter"), "its ServiceAccount is someone else's");
+        let uid = authority
+            .identity("team", "researcher")
+            .and_then(|i| i.metadata.uid.clone())
+            .expect("check gives an identity the uid the API server would");
         assert_eq!(
             authority.service_account_ownership("team", "researcher"),
             authority::ServiceAccountOwnership::Managed {
-                agent: "researcher".into()
+                agent: "researcher".into(),
+                uid,
             }
         );
         assert_eq!(snapshot.namespace_mode("team"), Some(Mode::Enforce));

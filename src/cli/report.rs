@@ -428,9 +428,9 @@ fn unmanaged(objects: &Objects, snapshot: &Snapshot) -> Unmanaged {
                 .authority()
                 .service_account_ownership(namespace, name)
             {
-                ServiceAccountOwnership::Managed { agent } => format!(
-                    "managed by mandate for agent {agent}, whose AgentIdentity is gone: it is \
-                     garbage-collected with its owner reference, or delete it"
+                ServiceAccountOwnership::Managed { agent, .. } => format!(
+                    "controlled by AgentIdentity {agent}, which is gone: it is garbage-collected \
+                     with its owner reference, or delete it"
                 ),
                 _ => "no AgentIdentity owns it: give its workloads an AgentIdentity, or move \
                       them out of the mandate namespace"

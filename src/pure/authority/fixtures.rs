@@ -9,9 +9,12 @@ use k8s_openapi::api::core::v1::{
     SecretEnvSource, SecretKeySelector, SecretVolumeSource, SecurityContext, ServiceAccount,
     ServiceAccountTokenProjection, Volume, VolumeProjection,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, ObjectMeta, OwnerReference, Time,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::Resource;
 
 use crate::api::conditions;
 use crate::api::{
@@ -437,12 +440,38 @@ impl ServiceAccountBuilder {
         self
     }
 
-    /// Labels it as mandate's, for `agent`.
-    pub fn managed_for(mut self, agent: &str) -> Self {
+    /// Makes it mandate's projection for `agent`: labelled, and controlled by the fixture
+    /// identity of that name (its UID).
+    pub fn managed_for(self, agent: &str) -> Self {
+        let namespace = self
+            .service_account
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_default();
+        self.labelled_for(agent)
+            .controlled_by(agent, &format!("uid-{namespace}-{agent}"))
+    }
+
+    /// Only labels it as mandate's, for `agent`, as anyone who may edit it can.
+    pub fn labelled_for(mut self, agent: &str) -> Self {
         self.service_account.metadata.labels = Some(BTreeMap::from([
             (MANAGED_BY_LABEL.to_owned(), MANAGER.to_owned()),
             (AGENT_LABEL.to_owned(), agent.to_owned()),
         ]));
+        self
+    }
+
+    /// Gives it a controller ownerReference to AgentIdentity `agent` with `uid`.
+    pub fn controlled_by(mut self, agent: &str, uid: &str) -> Self {
+        self.service_account.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: AgentIdentity::api_version(&()).into_owned(),
+            kind: AgentIdentity::kind(&()).into_owned(),
+            name: agent.to_owned(),
+            uid: uid.to_owned(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]);
         self
     }
 

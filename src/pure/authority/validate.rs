@@ -36,15 +36,29 @@ impl Authority {
                 ),
             ));
         }
+        let uid = identity.metadata.uid.as_deref();
         match self.service_account_ownership(namespace, sa) {
             ServiceAccountOwnership::Absent => {}
-            ServiceAccountOwnership::Managed { agent } if agent == name => {}
-            ServiceAccountOwnership::Managed { agent } => {
+            ServiceAccountOwnership::Managed { agent, uid: owner } if agent == name => {
+                // An identity deleted and created again under its name: its predecessor's
+                // ServiceAccount waits for the garbage collector, and is not this one's.
+                if uid.is_some_and(|uid| uid != owner) {
+                    findings.push(Finding::new(
+                        Reason::ServiceAccountClaimed,
+                        format!(
+                            "ServiceAccount {sa} belongs to an earlier AgentIdentity {name} (uid \
+                             {owner}) and waits for the garbage collector: mandate creates this \
+                             identity's once it is gone"
+                        ),
+                    ));
+                }
+            }
+            ServiceAccountOwnership::Managed { agent, .. } => {
                 if !others.contains(&agent.as_str()) {
                     findings.push(Finding::new(
                         Reason::ServiceAccountClaimed,
                         format!(
-                            "ServiceAccount {sa} is managed by mandate for agent {agent}: set a \
+                            "ServiceAccount {sa} is controlled by AgentIdentity {agent}: set a \
                              different serviceAccountName"
                         ),
                     ));
@@ -53,9 +67,9 @@ impl Authority {
             ServiceAccountOwnership::Unmanaged => findings.push(Finding::new(
                 Reason::ServiceAccountUnmanaged,
                 format!(
-                    "ServiceAccount {sa} exists and is not managed by mandate, which never adopts \
-                     one: set a different serviceAccountName, or move its workloads off it and \
-                     delete it"
+                    "ServiceAccount {sa} exists and no AgentIdentity controls it (labels do not \
+                     count): mandate never adopts one, with its RoleBindings; set a different \
+                     serviceAccountName, or move its workloads off it and delete it"
                 ),
             )),
         }
@@ -487,6 +501,46 @@ mod tests {
         assert!(findings[0].detail.contains("AgentIdentity first"));
         let itself = identity("first").service_account("shared").build();
         assert!(authority.validate_identity(&itself).is_empty());
+    }
+
+    #[test]
+    fn labels_anyone_may_set_do_not_make_a_service_account_mandates() {
+        // The adoption attack: a developer labels an existing account (with its RoleBindings)
+        // as mandate's for a new identity. Only a controller ownerReference proves ownership.
+        let authority = Authority::builder()
+            .service_account(service_account("ci-bot").labelled_for("ci-bot").build())
+            .build();
+        let findings = authority.validate_identity(&identity("ci-bot").build());
+        assert_eq!(codes(&findings), ["ServiceAccountUnmanaged"]);
+        assert!(findings[0].detail.contains("labels do not count"));
+        assert_eq!(
+            authority.service_account_ownership(NS, "ci-bot"),
+            ServiceAccountOwnership::Unmanaged
+        );
+    }
+
+    #[test]
+    fn an_account_controlled_by_an_earlier_identity_of_the_same_name_is_not_this_ones() {
+        let authority = Authority::builder()
+            .service_account(
+                service_account("researcher")
+                    .labelled_for("researcher")
+                    .controlled_by("researcher", "uid-of-the-deleted-one")
+                    .build(),
+            )
+            .build();
+        let findings = authority.validate_identity(&identity("researcher").build());
+        assert_eq!(codes(&findings), ["ServiceAccountClaimed"]);
+        assert!(findings[0].detail.contains("garbage collector"));
+        let same = service_account("researcher")
+            .managed_for("researcher")
+            .build();
+        let authority = Authority::builder().service_account(same).build();
+        assert!(
+            authority
+                .validate_identity(&identity("researcher").build())
+                .is_empty()
+        );
     }
 
     #[test]
