@@ -556,6 +556,52 @@ fn an_approver_who_is_not_the_owner_may_grant_a_high_risk_tool() -> Result<()> {
 }
 
 #[test]
+fn a_tool_declared_low_that_reaches_every_ipv4_address_is_high_by_the_risk_floor() -> Result<()> {
+    let answer = review("toolbinding-risk-floor.json")?;
+    assert_denied(
+        &answer,
+        &["FourEyes", "HighRiskValidity", "MissingApproval"],
+    );
+    assert!(
+        answer.message().contains(
+            "tool open-web is High by the risk floor (its CIDRs reach 4,294,967,296 IPv4 \
+             addresses, more than a /16 holds) though declared Low"
+        ),
+        "{}",
+        answer.message()
+    );
+    Ok(())
+}
+
+#[test]
+fn the_owner_may_not_hand_the_agent_to_someone_else() -> Result<()> {
+    let answer = review("agentidentity-owner-change-by-owner.json")?;
+    assert_denied(&answer, &["FourEyes"]);
+    assert!(
+        answer
+            .message()
+            .contains("changes of owner (User alice to User bob)"),
+        "{}",
+        answer.message()
+    );
+    Ok(())
+}
+
+#[test]
+fn the_cluster_admin_may_not_write_an_identitys_status_even_before_the_caches_synced() -> Result<()>
+{
+    for answer in [
+        review("agentidentity-status-by-admin.json")?,
+        review_with(&reviewer(None)?, "agentidentity-status-by-admin.json")?,
+    ] {
+        assert_denied(&answer, &["ProtectedStatus"]);
+        assert!(answer.message().contains("kubernetes-admin is not mandate"));
+        assert_eq!(answer.annotation("agent"), Some("payer"));
+    }
+    Ok(())
+}
+
+#[test]
 fn a_write_tool_for_a_read_only_agent_is_refused_with_class_violation() -> Result<()> {
     assert_denied(
         &review("toolbinding-class-violation.json")?,

@@ -16,8 +16,8 @@
 //! - `secrets.namespaces.mandate.dev`: legacy service-account-token Secrets in labelled
 //!   namespaces (`/validate`, Fail);
 //! - `secrets.mandate.dev`: the same in every other namespace (`/validate`, Ignore);
-//! - `resources.mandate.dev`: AgentIdentities, ToolBindings and DelegationPolicies everywhere
-//!   (`/validate/mandate`, Fail: each of them concerns an agent);
+//! - `resources.mandate.dev`: AgentIdentities, ToolBindings and DelegationPolicies and their
+//!   status everywhere (`/validate/mandate`, Fail: each of them concerns an agent);
 //! - `credentials.namespaces.mandate.dev`: TokenRequests (`serviceaccounts/token`) and updates
 //!   of legacy token Secrets in labelled namespaces (`/validate`, Fail);
 //! - `credentials.mandate.dev`: the same in every other namespace (`/validate`, Ignore);
@@ -305,11 +305,12 @@ pub fn webhook_configuration(
             }),
         ),
         // 6. mandate's own resources: the validator the reconciler uses, no self-escalation,
-        //    four eyes on High-risk grants. Fail: every one of them concerns an agent, and with
-        //    Ignore an unreachable webhook would let an owner grant themself a High-risk tool
-        //    (the reconciler cannot know who applied a binding). Only mandate.dev resources are
-        //    affected while mandate is down. Status subresources are left out: the reconciler
-        //    writes them, and nothing reads a status as a grant.
+        //    four eyes on High-risk grants and owner changes. Fail: every one of them concerns
+        //    an agent, and with Ignore an unreachable webhook would let an owner grant themself
+        //    a High-risk tool (the reconciler cannot know who applied a binding). Only
+        //    mandate.dev resources are affected while mandate is down. Their status
+        //    subresources too: admission trusts a status (Ready), so only mandate writes one
+        //    (ProtectedStatus).
         webhook(
             MANDATE_RESOURCES,
             VALIDATE_MANDATE_PATH,
@@ -318,7 +319,8 @@ pub fn webhook_configuration(
                 "rules": [{
                     "apiGroups": [mandate::api::GROUP], "apiVersions": [mandate::api::VERSION],
                     "operations": ["CREATE", "UPDATE"],
-                    "resources": ["agentidentities", "toolbindings", "delegationpolicies"],
+                    "resources": ["agentidentities", "toolbindings", "delegationpolicies",
+                        "agentidentities/status", "toolbindings/status", "delegationpolicies/status"],
                     "scope": "Namespaced",
                 }],
                 "namespaceSelector": namespaces(None),

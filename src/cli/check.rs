@@ -37,6 +37,7 @@ use serde_json::{Value, json};
 use super::cluster::{self, FetchError, Namespaces};
 use super::manifests::{self, Manifest, ManifestError};
 use super::report::Objects;
+use super::risk_floor::RiskFloorArgs;
 use crate::admission::pod::AUTOMOUNT_VOLUME_PREFIX;
 use crate::admission::snapshot::{DEFAULT_APPROVER_GROUP, DEFAULT_NAMESPACE};
 use crate::admission::{AdmissionConfig, Decision, Mode, Request, Snapshot, Verdict, review};
@@ -91,6 +92,8 @@ pub struct CheckArgs {
     /// How far ahead a High-risk tool's validUntil may lie, in hours.
     #[arg(long, default_value_t = 24)]
     pub max_high_risk_hours: i64,
+    #[command(flatten)]
+    pub risk_floor: RiskFloorArgs,
     /// The user who applies the manifests.
     #[arg(long = "as", value_name = "USER", default_value = "mandate-check")]
     pub as_user: String,
@@ -198,6 +201,7 @@ pub async fn run(args: CheckArgs) -> Result<bool, CheckError> {
     let at = args.at.unwrap_or_else(Timestamp::now);
     let config = authority::Config {
         max_high_risk_validity: SignedDuration::from_hours(args.max_high_risk_hours),
+        risk_floor: args.risk_floor.floor(),
     };
     let admission = AdmissionConfig {
         default_mode: args.default_mode,

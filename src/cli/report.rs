@@ -250,7 +250,7 @@ pub fn build(
                     Tool {
                         name: held.tool.name.clone(),
                         binding: held.binding_name().to_owned(),
-                        risk: risk(held.tool.risk).to_owned(),
+                        risk: risk(held.risk).to_owned(),
                         actions: held
                             .tool
                             .actions

@@ -26,6 +26,7 @@ use crate::authority;
 use crate::authz::Authorizer;
 use crate::authz::server::serve as serve_authz;
 use crate::authz::tokens::{ApiTokenReviewer, TokenVerifier};
+use crate::cli::risk_floor::RiskFloorArgs;
 use crate::controller::{self, Settings};
 use crate::index::{self, Stores};
 use crate::project::{DnsEgress, NetworkConfig, TrustDomain};
@@ -45,6 +46,8 @@ pub struct RunArgs {
     /// How far ahead a High-risk tool's validUntil may lie, in hours.
     #[arg(long, env = "MANDATE_MAX_HIGH_RISK_HOURS", default_value_t = 24)]
     pub max_high_risk_hours: i64,
+    #[command(flatten)]
+    pub risk_floor: RiskFloorArgs,
     /// Namespace of the cluster DNS pods agents may query; empty opens no DNS egress.
     #[arg(long, env = "MANDATE_DNS_NAMESPACE", default_value = "kube-system")]
     pub dns_namespace: String,
@@ -178,6 +181,7 @@ impl RunArgs {
             network: NetworkConfig { dns },
             authority: authority::Config {
                 max_high_risk_validity: SignedDuration::from_hours(self.max_high_risk_hours),
+                risk_floor: self.risk_floor.floor(),
             },
             resync: Duration::from_secs(self.resync_seconds.max(1)),
         })

@@ -15,7 +15,7 @@ use kube::core::admission::Operation;
 
 use super::Reviewer;
 use super::connect::{not_owner, review_connect};
-use super::mandate_resources::{MandateResource, Requester, review_resource};
+use super::mandate_resources::{MandateResource, Requester, review_resource, review_status};
 use super::network_policy::{
     ProjectionKind, is_operator, review_network_policy, review_projection_delete,
 };
@@ -151,6 +151,15 @@ pub fn review(
     };
     if !reviewed || !subresource_reviewed {
         return Verdict::skipped(subject);
+    }
+    // The status of mandate's kinds is mandate's alone, and needs no snapshot to say so.
+    if object.is_mandate() && request.sub_resource.is_some() {
+        return review_status(
+            format!("status of {subject}"),
+            mandate_agent(object, &request.name),
+            Requester::from_user_info(&request.user_info),
+            config,
+        );
     }
     if request.operation == Operation::Delete {
         return review_delete(request, object, namespace, subject, snapshot, config);
@@ -339,13 +348,31 @@ fn review_resource_request<R: MandateResource>(
         Err(error) => return invalid(subject, error),
     };
     let requester = Requester::from_user_info(&request.user_info);
-    // A subresource (status) never changes the spec: only who writes it is reviewed.
-    let old = if request.sub_resource.is_some() {
-        Some(object)
-    } else {
-        resources.old.as_ref()
-    };
-    review_resource(object, old, requester, snapshot, config, now)
+    // A status write never gets here: `review_status` judged it.
+    review_resource(
+        object,
+        resources.old.as_ref(),
+        requester,
+        snapshot,
+        config,
+        now,
+    )
+}
+
+/// The agent a request for one of mandate's kinds concerns, when its object says: the
+/// identity itself, a binding's agent, a policy's delegator.
+fn mandate_agent<'a>(object: &'a Object, name: &'a str) -> Option<&'a str> {
+    match object {
+        Object::AgentIdentity(o) => o
+            .object
+            .get()
+            .ok()
+            .and_then(|i| i.metadata.name.as_deref())
+            .or(Some(name)),
+        Object::ToolBinding(o) => o.object.get().ok().map(|b| b.spec.agent.as_str()),
+        Object::DelegationPolicy(o) => o.object.get().ok().map(|p| p.spec.delegator.as_str()),
+        _ => None,
+    }
 }
 
 /// Reviews a DELETE: of a NetworkPolicy or ServiceAccount, whether it is one of mandate's
@@ -777,6 +804,82 @@ mod tests {
             NOW,
         );
         assert_eq!(verdict.codes(), ["MissingDelegator"], "{verdict:?}");
+    }
+
+    /// An update of the `status` subresource of `kind` by `user`.
+    fn status_write(kind: &str, object: serde_json::Value, user: &str) -> Request {
+        let mut update = request((GROUP, VERSION, kind), "UPDATE", object);
+        update.sub_resource = Some("status".into());
+        update.user_info.username = Some(user.into());
+        update.user_info.groups = Some(vec!["system:masters".into()]);
+        update
+    }
+
+    #[test]
+    fn only_mandate_writes_the_status_of_its_kinds_even_before_the_caches_synced() {
+        let config = AdmissionConfig {
+            operator_users: vec!["system:serviceaccount:mandate-system:mandate".into()],
+            ..AdmissionConfig::default()
+        };
+        let identity = json!({"apiVersion": "mandate.dev/v1alpha1", "kind": "AgentIdentity",
+            "metadata": {"name": "researcher", "namespace": NS},
+            "spec": {"owner": {"kind": "Group", "name": "team"}, "purpose": "reads"},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Applied",
+                "message": "", "lastTransitionTime": "2027-01-15T08:00:00Z"}]}});
+        let binding = json!({"apiVersion": "mandate.dev/v1alpha1", "kind": "ToolBinding",
+            "metadata": {"name": "b", "namespace": NS},
+            "spec": {"agent": "researcher", "tools": [{"name": "t", "actions": ["read"],
+                "destination": {"service": {"name": "t"}}}]},
+            "status": {"phase": "Active"}});
+        let policy = json!({"apiVersion": "mandate.dev/v1alpha1", "kind": "DelegationPolicy",
+            "metadata": {"name": "p", "namespace": NS},
+            "spec": {"delegator": "researcher", "delegates": [{"agent": "x", "tools": ["t"]}]}});
+        for (kind, object) in [
+            ("AgentIdentity", &identity),
+            ("ToolBinding", &binding),
+            ("DelegationPolicy", &policy),
+        ] {
+            for snapshot in [Some(snapshot()), None] {
+                let admin = review(
+                    &status_write(kind, object.clone(), "kubernetes-admin"),
+                    snapshot.as_ref(),
+                    &config,
+                    NOW,
+                );
+                assert_eq!(admin.codes(), ["ProtectedStatus"], "{kind}: {admin:?}");
+                assert_eq!(admin.decision(), Some(Decision::Denied));
+                assert_eq!(admin.agent_name(), Some("researcher"));
+                assert!(
+                    admin.all_findings()[0].detail.contains(
+                        "only mandate (system:serviceaccount:mandate-system:mandate) writes"
+                    ),
+                    "{admin:?}"
+                );
+                let mandate = review(
+                    &status_write(
+                        kind,
+                        object.clone(),
+                        "system:serviceaccount:mandate-system:mandate",
+                    ),
+                    snapshot.as_ref(),
+                    &config,
+                    NOW,
+                );
+                assert_eq!(
+                    mandate.decision(),
+                    Some(Decision::Allowed),
+                    "{kind}: {mandate:?}"
+                );
+            }
+        }
+        // mandate check knows no operator user: every status write is someone else's.
+        let offline = review(
+            &status_write("AgentIdentity", identity, "mandate-check"),
+            Some(&snapshot()),
+            &AdmissionConfig::default(),
+            NOW,
+        );
+        assert_eq!(offline.codes(), ["ProtectedStatus"]);
     }
 
     fn token_secret(service_account: &str) -> serde_json::Value {

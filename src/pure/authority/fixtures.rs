@@ -22,8 +22,8 @@ use crate::api::{
     ApiResourceRef, Approval, BaselineControl, Credentials, Delegate, DelegationPolicy,
     DelegationPolicySpec, Destination, Endpoint, EndpointPort, ExternalDestination, HttpMethod,
     HttpOperation, KubernetesApiDestination, MANAGED_BY_LABEL, MANAGER, McpOperations, McpTool,
-    Owner, OwnerKind, PodSecurityExemption, PodsDestination, Protocol, Risk, ServiceDestination,
-    Tool, ToolBinding, ToolBindingSpec,
+    Owner, OwnerKind, OwnerRef, PodSecurityExemption, PodsDestination, Protocol, Risk,
+    ServiceDestination, Tool, ToolBinding, ToolBindingSpec,
 };
 
 /// The namespace fixtures live in unless told otherwise.
@@ -50,11 +50,14 @@ pub struct IdentityBuilder {
     identity: AgentIdentity,
 }
 
+/// The owner of fixture identities unless told otherwise (a Group).
+pub const DEFAULT_OWNER: &str = "team-a";
+
 pub fn identity(name: &str) -> IdentityBuilder {
     let spec = AgentIdentitySpec {
         owner: Owner {
             kind: OwnerKind::Group,
-            name: "team-a".into(),
+            name: DEFAULT_OWNER.into(),
             contact: None,
         },
         class: AgentClass::ReadOnly,
@@ -119,7 +122,7 @@ impl IdentityBuilder {
     }
 
     /// Exempts the agent's pods from baseline `control` (naming `items` for Capabilities and
-    /// Sysctls), approved by `approver`.
+    /// Sysctls), approved by `approver` for the owner set so far.
     pub fn exempt(mut self, control: BaselineControl, items: &[&str], approver: &str) -> Self {
         let items: Vec<String> = items.iter().map(|&i| i.to_owned()).collect();
         let (capabilities, sysctls) = match control {
@@ -136,6 +139,7 @@ impl IdentityBuilder {
                 sysctls,
                 approval: Approval {
                     approved_by: approver.to_owned(),
+                    for_owner: Some(OwnerRef::from(&self.identity.spec.owner)),
                     reason: "needed".to_owned(),
                 },
             });
@@ -345,19 +349,35 @@ impl BindingBuilder {
         self
     }
 
-    pub fn approved(mut self) -> Self {
+    /// Approved by `security-lead` for the fixtures' default owner (Group team-a).
+    pub fn approved(self) -> Self {
+        self.approved_for("security-lead", OwnerKind::Group, DEFAULT_OWNER)
+    }
+
+    /// Approved by `user` for the fixtures' default owner (Group team-a).
+    pub fn approved_by(self, user: &str) -> Self {
+        self.approved_for(user, OwnerKind::Group, DEFAULT_OWNER)
+    }
+
+    /// Approved by `user` for the owner `kind` `name`.
+    pub fn approved_for(mut self, user: &str, kind: OwnerKind, name: &str) -> Self {
         self.binding.spec.approval = Some(Approval {
-            approved_by: "security-lead".into(),
-            reason: "TICKET-1".into(),
+            approved_by: user.to_owned(),
+            for_owner: Some(OwnerRef {
+                kind,
+                name: name.to_owned(),
+            }),
+            reason: "TICKET-2".into(),
         });
         self
     }
 
-    /// Approved by `user`.
-    pub fn approved_by(mut self, user: &str) -> Self {
+    /// Approved by `user` with no `forOwner` (as written before approvals named one).
+    pub fn approved_for_nobody(mut self, user: &str) -> Self {
         self.binding.spec.approval = Some(Approval {
             approved_by: user.to_owned(),
-            reason: "TICKET-2".into(),
+            for_owner: None,
+            reason: "TICKET-3".into(),
         });
         self
     }

@@ -12,6 +12,7 @@ mod config;
 mod graph;
 pub mod network;
 mod reason;
+pub mod risk;
 mod tools;
 mod validate;
 
@@ -21,7 +22,9 @@ pub(crate) mod fixtures;
 pub use config::Config;
 pub use graph::{DelegationGraph, Edge, Violation, ViolationKind};
 pub use reason::{Finding, Reason, codes};
+pub use risk::{ActionSet, RiskFloor, ToolRisk};
 pub use tools::{BindingWindow, HeldTool, PolicyWindow};
+pub use validate::{approval_lapse, exemption_rules};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -561,6 +564,7 @@ impl Authority {
                 binding.spec.tools.iter().map(move |tool| HeldTool {
                     binding,
                     tool,
+                    risk: self.config.risk_floor.assess(tool).effective,
                     expires_at: binding.spec.valid_until.as_ref().map(|t| t.0),
                 })
             })

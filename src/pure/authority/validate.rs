@@ -12,7 +12,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::reason::{Finding, Reason};
 use super::{Authority, Config, ServiceAccountOwnership, ViolationKind};
-use crate::api::{AgentIdentity, DelegationPolicy, Risk, ToolBinding};
+use crate::api::{AgentIdentity, Approval, DelegationPolicy, Owner, OwnerRef, ToolBinding};
 
 impl Authority {
     /// Rules for an AgentIdentity as proposed (created or changed): its ServiceAccount must
@@ -77,7 +77,8 @@ impl Authority {
     }
 
     /// Rules for a ToolBinding as proposed: its agent exists, the agent's class permits every
-    /// declared action, and every High-risk tool has an approval and a validUntil at most
+    /// declared action, and every High-risk tool (declared, or raised by the risk floor) has an
+    /// approval given for the agent's current owner and a validUntil at most
     /// `Config::max_high_risk_validity` ahead of `now`.
     pub fn validate_binding(&self, binding: &ToolBinding, now: Timestamp) -> Vec<Finding> {
         let namespace = binding.metadata.namespace.as_deref().unwrap_or_default();
@@ -187,38 +188,91 @@ pub(super) fn binding_rules(
         .checked_add(config.max_high_risk_validity)
         .unwrap_or(Timestamp::MAX);
     let max = config.max_high_risk_validity;
-    for tool in binding.spec.tools.iter().filter(|t| t.risk == Risk::High) {
+    let owner = identity.map(|i| &i.spec.owner);
+    for tool in &binding.spec.tools {
+        let risk = config.risk_floor.assess(tool);
+        if !risk.is_high() {
+            continue;
+        }
+        let high = risk.describe(&tool.name);
         match binding.spec.valid_until.as_ref() {
             None => findings.push(Finding::new(
                 Reason::HighRiskValidity,
                 format!(
-                    "tool {} is High risk and the binding has no validUntil: set validUntil at \
-                     most {max:#} ahead",
-                    tool.name
+                    "{high}, and the binding has no validUntil: set validUntil at most {max:#} \
+                     ahead"
                 ),
             )),
             Some(until) if until.0 > limit => findings.push(Finding::new(
                 Reason::HighRiskValidity,
                 format!(
-                    "tool {} is High risk and validUntil {} lies more than {max:#} ahead: set it \
-                     to {limit} or earlier",
-                    tool.name, until.0
+                    "{high}, and validUntil {} lies more than {max:#} ahead: set it to {limit} \
+                     or earlier",
+                    until.0
                 ),
             )),
             Some(_) => {}
         }
-        if binding.spec.approval.is_none() {
+        let lapse = match (&binding.spec.approval, owner) {
+            (None, _) => Some(
+                "set approval.approvedBy, approval.forOwner and approval.reason (an approver \
+                 who is not the agent's owner applies it)"
+                    .to_owned(),
+            ),
+            (Some(approval), Some(owner)) => approval_lapse(approval, owner, "approval"),
+            // No identity: MissingIdentity says it; no owner to approve for yet.
+            (Some(_), None) => None,
+        };
+        if let Some(lapse) = lapse {
             findings.push(Finding::new(
                 Reason::MissingApproval,
-                format!(
-                    "tool {} is High risk: set approval.approvedBy and approval.reason (an \
-                     approver who is not the agent's owner)",
-                    tool.name
-                ),
+                format!("{high}: {lapse}"),
             ));
         }
     }
     findings
+}
+
+/// Rules for the Pod Security exemptions of an AgentIdentity as proposed: each approval names
+/// the identity's owner (`approval.forOwner`), so an owner change re-approves them all in the
+/// same update. Who applies them is admission's rule (four eyes).
+pub fn exemption_rules(identity: &AgentIdentity) -> Vec<Finding> {
+    identity
+        .spec
+        .pod_security_exemptions
+        .iter()
+        .filter_map(|exemption| {
+            let control = exemption.control.as_str();
+            let field = format!("podSecurityExemptions[{control}].approval");
+            let lapse = approval_lapse(&exemption.approval, &identity.spec.owner, &field)?;
+            Some(Finding::new(
+                Reason::MissingApproval,
+                format!("the {control} exemption does not count: {lapse}"),
+            ))
+        })
+        .collect()
+}
+
+/// Why `approval` (at `field`, for the message) does not count for an agent owned by `owner`
+/// (`None`: it counts). An approval names the owner it was given for (`forOwner`); one given
+/// for another owner, or for none, is void. So changing an agent's owner voids every approval
+/// given before, and an approval obtained while someone else owned the agent does not follow
+/// it back. The one rule for High-risk tools and Pod Security exemptions.
+pub fn approval_lapse(approval: &Approval, owner: &Owner, field: &str) -> Option<String> {
+    let current = OwnerRef::from(owner);
+    let redo = format!(
+        "an approver who is not the owner re-approves, setting {field}.forOwner to {current} and \
+         naming themself in {field}.approvedBy"
+    );
+    match &approval.for_owner {
+        Some(for_owner) if for_owner.names(owner) => None,
+        Some(for_owner) => Some(format!(
+            "approved for {for_owner}; the owner is now {current}: {redo}"
+        )),
+        None => Some(format!(
+            "{field}.forOwner names no owner it was given for: {redo}"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -239,7 +293,16 @@ mod tests {
 
     #[test]
     fn a_read_only_identity_bound_to_a_write_tool_is_a_class_violation() {
+        // No action raises the risk here, so the class speaks alone.
+        let no_high_actions = Config {
+            risk_floor: super::super::RiskFloor {
+                actions: super::super::ActionSet::default(),
+                ..Default::default()
+            },
+            ..Config::default()
+        };
         let authority = Authority::builder()
+            .config(no_high_actions)
             .identity(identity("reader").build())
             .build();
         let proposed = binding("b")
@@ -308,6 +371,7 @@ mod tests {
         let authority = Authority::builder()
             .config(Config {
                 max_high_risk_validity: k8s_openapi::jiff::SignedDuration::from_hours(2),
+                ..Config::default()
             })
             .identity(
                 identity("exec")
