@@ -467,7 +467,7 @@ fn readiness_of(
                 "watch {} failing for {}s ({})",
                 s.watch,
                 s.failing_for.as_secs(),
-                s.last_error
+                shortened(&s.last_error, ERROR_IN_READINESS)
             )
         })
         .collect();
@@ -475,6 +475,22 @@ fn readiness_of(
         "the cluster view is stale: {}; mandate's RBAC or the API server may be at fault",
         watches.join("; ")
     ))
+}
+
+/// How much of a watch's last error `/readyz` quotes (kube's errors carry the whole API
+/// Status; the log has all of it).
+const ERROR_IN_READINESS: usize = 240;
+
+/// `text` cut to at most `max` bytes at a character boundary, marked when cut.
+fn shortened(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}...", &text[..cut])
 }
 
 /// Keeps the cluster-wide gauges (agents ready, escalation paths, the unmanaged) current. They
@@ -577,6 +593,8 @@ mod tests {
             reason.contains("watch namespaces failing for 75s (403 forbidden)"),
             "{reason}"
         );
+        assert_eq!(shortened("ééé", 3), "é...");
+        assert_eq!(shortened("short", 10), "short");
     }
 
     #[test]
