@@ -4,7 +4,7 @@
 //! The Helm chart renders the same webhooks (with a Service instead of a URL): keep the two in
 //! step, webhook by webhook.
 //!
-//! Ten webhooks, each with its own name (the API server prefixes the audit annotations with it,
+//! Thirteen webhooks, each with its own name (the API server prefixes the audit annotations with it,
 //! so `pods.namespaces.mandate.dev/decision` says which scope judged a pod) and its own path:
 //!
 //! - `pods.namespaces.mandate.dev`: every pod in a namespace labelled `mandate.dev/mode`
@@ -29,6 +29,9 @@
 //!   deletion of mandate's projections);
 //! - `projections.mandate.dev`: the deletion of NetworkPolicies and ServiceAccounts labelled as
 //!   mandate's in every other namespace (`/validate`, Fail: only mandate's objects match).
+//! - `namespaces.mandate.dev`: changes of the `mandate.dev/mode` label of namespaces that are
+//!   (or were) labelled (`/validate`, Fail: only opted-in namespaces match; `NoneOnDryRun`, as
+//!   a weakening let through is recorded).
 //!
 //! "Every namespace" always leaves out kube-system, kube-node-lease and mandate's own namespace,
 //! so a broken mandate can neither stop the cluster nor stop its own repair.
@@ -72,6 +75,11 @@ pub const CONNECT_ELSEWHERE: &str = "connect.mandate.dev";
 pub const NETWORK_IN_AGENT_NAMESPACES: &str = "networkpolicies.namespaces.mandate.dev";
 /// The deletion of mandate's projections everywhere else.
 pub const PROJECTIONS_ELSEWHERE: &str = "projections.mandate.dev";
+/// Changes of a namespace's `mandate.dev/mode` (weakening it needs an approver).
+pub const NAMESPACE_MODES: &str = "namespaces.mandate.dev";
+
+/// The CEL condition of [`NAMESPACE_MODES`]: the label's value (or its absence) changes.
+pub const MODE_LABEL_CHANGES: &str = "(has(oldObject.metadata.labels) && 'mandate.dev/mode' in oldObject.metadata.labels ? oldObject.metadata.labels['mandate.dev/mode'] : '') != (has(object.metadata.labels) && 'mandate.dev/mode' in object.metadata.labels ? object.metadata.labels['mandate.dev/mode'] : '')";
 
 /// Namespaces no webhook ever looks at, besides mandate's own.
 pub const SYSTEM_NAMESPACES: [&str; 2] = ["kube-system", "kube-node-lease"];
@@ -409,6 +417,34 @@ pub fn webhook_configuration(
                 },
             }),
         ),
+        // 13. A namespace's opt-in (ModeWeakened): an UPDATE that weakens mandate.dev/mode while
+        //     identities live there needs an approver. The objectSelector matches the old object
+        //     or the new one, so removing the label is seen (a namespaceSelector reads only a
+        //     namespace's new labels); the matchCondition sends only changes of the label. Fail:
+        //     only opted-in namespaces match. NoneOnDryRun: a weakening let through is recorded
+        //     (an Event and a metric), never for a dry run.
+        webhook(
+            NAMESPACE_MODES,
+            VALIDATE_PATH,
+            "Fail",
+            json!({
+                "sideEffects": "NoneOnDryRun",
+                "rules": [{
+                    "apiGroups": [""], "apiVersions": ["v1"],
+                    "operations": ["UPDATE"],
+                    "resources": ["namespaces"],
+                    "scope": "Cluster",
+                }],
+                "namespaceSelector": namespaces(None),
+                "objectSelector": {
+                    "matchExpressions": [{"key": MODE_LABEL, "operator": "Exists"}],
+                },
+                "matchConditions": [{
+                    "name": "mode-label-changes",
+                    "expression": MODE_LABEL_CHANGES,
+                }],
+            }),
+        ),
     ];
 
     serde_json::from_value(json!({
@@ -513,7 +549,13 @@ mod tests {
                 "{}",
                 webhook.name
             );
-            assert_eq!(webhook.side_effects, "None");
+            // A weakening of a namespace's mode let through is recorded, never on a dry run.
+            let side_effects = if webhook.name == NAMESPACE_MODES {
+                "NoneOnDryRun"
+            } else {
+                "None"
+            };
+            assert_eq!(webhook.side_effects, side_effects, "{}", webhook.name);
             assert_eq!(webhook.timeout_seconds, Some(TIMEOUT_SECONDS));
         }
     }
@@ -540,6 +582,8 @@ mod tests {
                 NETWORK_IN_AGENT_NAMESPACES,
                 // Only objects labelled as mandate's.
                 PROJECTIONS_ELSEWHERE,
+                // Only namespaces that are (or were) opted in.
+                NAMESPACE_MODES,
             ]
         );
     }

@@ -38,6 +38,7 @@ use super::cluster::{self, FetchError, Namespaces};
 use super::manifests::{self, Manifest, ManifestError};
 use super::report::Objects;
 use super::risk_floor::RiskFloorArgs;
+use crate::admission::namespace::namespace_mode;
 use crate::admission::pod::AUTOMOUNT_VOLUME_PREFIX;
 use crate::admission::snapshot::{DEFAULT_APPROVER_GROUP, DEFAULT_NAMESPACE};
 use crate::admission::{AdmissionConfig, Decision, Mode, Request, Snapshot, Verdict, review};
@@ -388,12 +389,17 @@ pub fn snapshot(
                 identity.metadata.name.as_deref().unwrap_or_default()
             ));
         }
+        let namespace = identity.metadata.namespace.as_deref().unwrap_or_default();
+        let namespace_opted_in = cluster.namespaces.iter().chain(&ours.namespaces).any(|n| {
+            n.name.as_deref() == Some(namespace) && namespace_mode(n.labels.as_ref()).is_some()
+        });
         let inputs = IdentityInputs {
             authority: &before,
             trust_domain: &trust_domain,
             network: &network,
             services: &services,
             network_policies: &network_policies,
+            namespace_opted_in,
             now: at,
         };
         // An identity that cannot be projected at all (no name) keeps no status: its own

@@ -29,6 +29,7 @@ use crate::api::conditions::{self, READY};
 use crate::api::{
     AGENT_LABEL, AgentClass, AgentIdentity, DelegationPolicy, MODE_LABEL, Risk, ToolBinding,
 };
+use crate::assess::service_account_guard;
 use crate::authority::network::foreign_policies_selecting;
 use crate::authority::{self, Authority, DelegationGraph, ServiceAccountOwnership, ViolationKind};
 
@@ -102,6 +103,9 @@ pub struct Agent {
     /// it: NetworkPolicies add up), sorted; the same rule as the identity's NetworkExclusive
     /// condition.
     pub foreign_network_policies: Vec<String>,
+    /// Whether every pod running as its ServiceAccount is reviewed (its namespace is opted
+    /// in); the same rule as the identity's ServiceAccountGuarded condition.
+    pub service_account_guarded: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -297,6 +301,12 @@ pub fn build(
                     &name,
                     authority,
                 ),
+                service_account_guarded: service_account_guard(
+                    ns,
+                    identity.service_account_name(),
+                    is_mandate_ns(ns),
+                )
+                .guarded,
                 name,
             });
         }
@@ -679,6 +689,35 @@ mod tests {
         assert!(foreign("planner").is_empty(), "another namespace's policy");
         let table = crate::cli::render::table(&report, 200);
         assert!(table.contains("FOREIGN NETWORK POLICIES (1)"), "{table}");
+    }
+
+    #[test]
+    fn an_agent_outside_opted_in_namespaces_is_reported_unguarded() {
+        let mut objects = world();
+        objects
+            .identities
+            .push(identity("scout").namespace("elsewhere").build());
+        let report = build(
+            &objects,
+            authority::Config::default(),
+            NOW,
+            SignedDuration::from_hours(3),
+        );
+        let guarded = |name: &str| {
+            report
+                .agents
+                .iter()
+                .find(|a| a.name == name)
+                .map(|a| a.service_account_guarded)
+        };
+        assert_eq!(guarded("scout"), Some(false));
+        assert_eq!(guarded("planner"), Some(true));
+        let table = crate::cli::render::table(&report, 200);
+        assert!(table.contains("UNGUARDED SERVICE ACCOUNTS (1)"), "{table}");
+        assert!(
+            table.contains("pods running as ServiceAccount scout without the mandate.dev/agent label are not checked"),
+            "{table}"
+        );
     }
 
     fn report() -> Report {

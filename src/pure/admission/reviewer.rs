@@ -16,6 +16,7 @@ use kube::core::admission::Operation;
 use super::Reviewer;
 use super::connect::{not_owner, review_connect};
 use super::mandate_resources::{MandateResource, Requester, review_resource, review_status};
+use super::namespace::review_namespace_update;
 use super::network_policy::{
     ProjectionKind, is_operator, review_network_policy, review_projection_delete,
 };
@@ -116,14 +117,22 @@ pub fn review(
     // request about one is a kind mandate does not review.
     let service_account_write =
         matches!(object, Object::ServiceAccount(_)) && request.operation != Operation::Delete;
-    if matches!(object, Object::Other) || service_account_write {
+    // A Namespace is read only for a change of its mode: creating one (a manifest for `mandate
+    // check`) is not reviewed.
+    let namespace_not_updated =
+        matches!(object, Object::Namespace(_)) && request.operation != Operation::Update;
+    if matches!(object, Object::Other) || service_account_write || namespace_not_updated {
         return Verdict::ignored();
     }
-    let namespace = request
-        .namespace
-        .as_deref()
-        .or_else(|| object.metadata().and_then(|m| m.namespace.as_deref()))
-        .unwrap_or_default();
+    let namespace = match object {
+        // A Namespace is its own namespace: mandate's own is never reviewed.
+        Object::Namespace(_) => request.name.as_str(),
+        _ => request
+            .namespace
+            .as_deref()
+            .or_else(|| object.metadata().and_then(|m| m.namespace.as_deref()))
+            .unwrap_or_default(),
+    };
     let subject = match object {
         Object::Connect(connect) => connect.kind.subject(namespace, &request.name),
         _ => format!("{} {namespace}/{}", request.kind.kind, request.name),
@@ -168,6 +177,20 @@ pub fn review(
         return invalid(subject, &ReadObjectError::Missing);
     }
     let requester = Requester::from_user_info(&request.user_info);
+    // Judged before the snapshot is checked: an approver's change needs none.
+    if let Object::Namespace(namespaces) = object {
+        return match namespaces.object.get() {
+            Ok(new) => review_namespace_update(
+                namespace,
+                namespaces.old.as_ref().map(|old| &old.metadata),
+                &new.metadata,
+                requester,
+                snapshot,
+                config,
+            ),
+            Err(error) => invalid(subject, error),
+        };
+    }
     let Some(snapshot) = snapshot else {
         return not_synced(object, subject, is_operator(requester, config));
     };
@@ -217,6 +240,8 @@ pub fn review(
         Object::DelegationPolicy(o) => {
             review_resource_request(request, o, subject, snapshot, config, now)
         }
+        // Judged above, before the snapshot.
+        Object::Namespace(_) => Verdict::skipped(subject),
         Object::Connect(connect) => review_connect(
             connect.kind,
             namespace,

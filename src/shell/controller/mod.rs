@@ -7,7 +7,7 @@
 
 mod binding;
 mod error;
-mod events;
+pub(crate) mod events;
 mod identity;
 mod namespace;
 mod policy;
@@ -191,6 +191,7 @@ pub async fn run(
             deleted_network_policies,
             foreign_policies,
             deleted_foreign_policies,
+            namespaces,
         } = identity_subscriptions;
         Controller::for_shared_stream(identity_changes(primary.boxed()), stores.identities.clone())
             .with_config(config.clone())
@@ -268,6 +269,10 @@ pub async fn run(
                 &stores,
                 identity::affected_by_network_policy,
             ))
+            .watches_shared_stream(triggers::opt_in_changes(namespaces), {
+                let stores = stores.clone();
+                move |namespace| identity::in_namespace(&stores, &namespace)
+            })
             .reconcile_all_on(on_becoming_leader(ctx.leader.clone()))
             .graceful_shutdown_on(shutdown.clone())
             .run(

@@ -96,6 +96,8 @@ pub struct IdentityControllerSubscriptions {
     /// Any NetworkPolicy: one not mandate's that can select an agent's pods is reported on it.
     pub foreign_policies: Related<NetworkPolicy>,
     pub deleted_foreign_policies: Deletions<NetworkPolicy>,
+    /// A namespace's mode label decides its identities' ServiceAccountGuarded condition.
+    pub namespaces: Related<PartialObjectMeta<Namespace>>,
 }
 
 impl IdentityControllerSubscriptions {
@@ -118,6 +120,7 @@ impl IdentityControllerSubscriptions {
             deleted_network_policies: watches.network_policies.subscribe_deletions(),
             foreign_policies: watches.all_network_policies.subscribe_related(),
             deleted_foreign_policies: watches.all_network_policies.subscribe_deletions(),
+            namespaces: watches.namespaces.subscribe_related(),
         }
     }
 }
