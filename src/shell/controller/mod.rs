@@ -12,6 +12,7 @@ mod identity;
 mod namespace;
 mod policy;
 mod projection;
+mod rights;
 mod status;
 mod triggers;
 
@@ -191,6 +192,7 @@ pub async fn run(
             deleted_network_policies,
             foreign_policies,
             deleted_foreign_policies,
+            rbac,
         } = identity_subscriptions;
         Controller::for_shared_stream(identity_changes(primary.boxed()), stores.identities.clone())
             .with_config(config.clone())
@@ -267,6 +269,11 @@ pub async fn run(
                 deleted_foreign_policies,
                 &stores,
                 identity::affected_by_network_policy,
+            ))
+            // Batched: RBAC changes wake only the identities whose API rights they change.
+            .reconcile_on(rights::affected_by_rbac(
+                rbac.changes(),
+                stores.authority.clone(),
             ))
             .reconcile_all_on(on_becoming_leader(ctx.leader.clone()))
             .graceful_shutdown_on(shutdown.clone())

@@ -1,0 +1,77 @@
+//! Which identities RBAC changes concern: the RBAC watches' changes (pings) and the live
+//! authority in; out, batched, the identities whose dangerous API rights a batch of changes
+//! altered, or whose ApiRightsContained condition does not say what they hold now
+//! (`assess::identities_with_changed_api_rights`). The rights are computed in memory from the
+//! authority, so a change of a ClusterRole bound cluster-wide wakes only the identities whose
+//! result it changes, and no API call is made per identity. Holds no rule; never writes.
+
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use futures::{FutureExt, Stream, StreamExt};
+use kube::runtime::reflector::ObjectRef;
+
+use crate::api::AgentIdentity;
+use crate::assess::identities_with_changed_api_rights;
+use crate::authority::Authority;
+use crate::index::LiveAuthority;
+
+/// How long a batch gathers changes after its first: `kubectl apply` of a chart's RBAC, or the
+/// aggregation controller rewriting `admin`, `edit` and `view` in turn, is one batch.
+const BATCH: Duration = Duration::from_millis(200);
+/// How long to wait before asking again when the live authority lags behind its watches.
+const RETRY: Duration = Duration::from_secs(1);
+
+struct State {
+    changes: BoxStream<'static, ()>,
+    live: LiveAuthority,
+    /// The authority the last batch was judged against (`None` until the first one).
+    previous: Option<Authority>,
+    primed: bool,
+}
+
+/// The identities to reconcile after RBAC changes. Ends when `changes` ends.
+pub(super) fn affected_by_rbac(
+    changes: impl Stream<Item = ()> + Send + 'static,
+    live: LiveAuthority,
+) -> impl Stream<Item = ObjectRef<AgentIdentity>> + Send + 'static {
+    let state = State {
+        changes: changes.boxed(),
+        live,
+        previous: None,
+        primed: false,
+    };
+    futures::stream::unfold(state, |mut state| async move {
+        if !state.primed {
+            // What the first reconciles read; a batch compares against it.
+            state.previous = state.live.current().await.ok();
+            state.primed = true;
+        }
+        loop {
+            state.changes.next().await?;
+            tokio::time::sleep(BATCH).await;
+            // Everything that arrived meanwhile is part of this batch.
+            while let Some(Some(())) = state.changes.next().now_or_never() {}
+            let current = loop {
+                match state.live.current().await {
+                    Ok(current) => break current,
+                    Err(error) => {
+                        tracing::warn!(%error, "RBAC change not judged yet; retrying");
+                        tokio::time::sleep(RETRY).await;
+                    }
+                }
+            };
+            let affected: Vec<ObjectRef<AgentIdentity>> =
+                identities_with_changed_api_rights(state.previous.as_ref(), &current)
+                    .into_iter()
+                    .map(|(namespace, name)| ObjectRef::new(name).within(namespace))
+                    .collect();
+            state.previous = Some(current);
+            if !affected.is_empty() {
+                tracing::debug!(identities = affected.len(), "RBAC changed their API rights");
+                return Some((futures::stream::iter(affected), state));
+            }
+        }
+    })
+    .flatten()
+}
