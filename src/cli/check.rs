@@ -631,7 +631,7 @@ fn rbac_outcome(
             .map(|(namespace, agent, rights)| FindingOut {
                 reason: Reason::DangerousApiRights.code().to_owned(),
                 detail: format!(
-                    "grants AgentIdentity {namespace}/{agent} {}: its pods are refused in \
+                    "AgentIdentity {namespace}/{agent}: {}: its pods are refused in \
                      enforce mode and the identity reports it (ApiRightsContained=False); grant \
                      agents only what their mandate holds",
                     describe(rights)
@@ -1028,8 +1028,8 @@ spec:
             pod.reasons.contains(&"DangerousApiRights".to_owned()),
             "{pod:#?}"
         );
-        let via = "impersonate serviceaccounts in team via RoleBinding \
-                   team/researcher-impersonates -> Role team/impersonator";
+        let via = "RoleBinding team/researcher-impersonates -> Role team/impersonator grants in \
+                   team: impersonate serviceaccounts";
         for (kind, name) in [
             ("RoleBinding", "researcher-impersonates"),
             ("Role", "impersonator"),
@@ -1041,7 +1041,7 @@ spec:
             assert!(
                 rbac.findings[0]
                     .detail
-                    .starts_with(&format!("grants AgentIdentity team/researcher {via}")),
+                    .starts_with(&format!("AgentIdentity team/researcher: {via}: ")),
                 "{rbac:#?}"
             );
         }

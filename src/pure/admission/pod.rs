@@ -985,8 +985,8 @@ mod tests {
         let detail = &verdict.all_findings()[0].detail;
         assert!(
             detail.contains(
-                "get secrets, list secrets, create pods/exec in agents via RoleBinding \
-                 agents/edit-bot -> ClusterRole edit"
+                "RoleBinding agents/edit-bot -> ClusterRole edit grants in agents: get,list \
+                 secrets, create pods/exec"
             ),
             "{detail}"
         );

@@ -31,9 +31,9 @@ pub fn api_rights_condition(
         false,
         Reason::DangerousApiRights.code(),
         format!(
-            "ServiceAccount {service_account} holds Kubernetes API rights outside its mandate, \
-             and its pods are refused in enforce mode: {}. Delete the bindings or take the \
-             rights out of the roles",
+            "ServiceAccount {service_account} holds Kubernetes API rights outside its mandate \
+             (its pods are refused in enforce mode): {}. Delete the bindings or take the rights \
+             out of the roles",
             rights::describe(rights)
         ),
     )

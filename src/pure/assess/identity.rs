@@ -828,8 +828,8 @@ mod tests {
         assert_eq!((status, reason), (FALSE, "DangerousApiRights"));
         assert!(
             message.contains(
-                "impersonate serviceaccounts cluster-wide via ClusterRoleBinding x -> ClusterRole \
-                 impersonator"
+                "ClusterRoleBinding x -> ClusterRole impersonator grants cluster-wide: \
+                 impersonate serviceaccounts"
             ),
             "{message}"
         );

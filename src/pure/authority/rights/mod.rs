@@ -383,11 +383,13 @@ fn subject_key(subject: &Subject, binding_namespace: &str) -> Option<SubjectKey>
     }
 }
 
-/// The rights in one sentence per (binding, role, scope), in order:
-/// `impersonate serviceaccounts cluster-wide via ClusterRoleBinding x -> ClusterRole y; get
-/// secrets, create pods/exec in ns-a via RoleBinding ns-a/edit-bot -> ClusterRole edit`.
+/// The rights in one clause per (binding, role, scope), in order, the binding first (a long
+/// message cut short still names it), verbs on the same resource together:
+/// `ClusterRoleBinding x -> ClusterRole y grants cluster-wide: impersonate serviceaccounts;
+/// RoleBinding ns-a/edit-bot -> ClusterRole edit grants in ns-a: get,list,watch secrets, create
+/// pods/exec`.
 pub fn describe(rights: &[ApiRight]) -> String {
-    let mut sentences: Vec<String> = Vec::new();
+    let mut clauses: Vec<String> = Vec::new();
     let mut start = 0;
     while start < rights.len() {
         let first = &rights[start];
@@ -395,18 +397,39 @@ pub fn describe(rights: &[ApiRight]) -> String {
             r.binding == first.binding && r.role == first.role && r.scope == first.scope
         };
         let end = start + rights[start..].iter().take_while(|r| same(r)).count();
-        let listed: Vec<String> = rights[start..end]
+        // (resource, names) -> verbs, in the order the resources first appear.
+        let mut resources: Vec<(String, &Names, Vec<&str>)> = Vec::new();
+        for right in &rights[start..end] {
+            let resource = right.right.resource_text();
+            match resources
+                .iter_mut()
+                .find(|(r, names, _)| *r == resource && **names == right.names)
+            {
+                Some((_, _, verbs)) => verbs.push(right.right.verb()),
+                None => resources.push((resource, &right.names, vec![right.right.verb()])),
+            }
+        }
+        let listed: Vec<String> = resources
             .iter()
-            .map(ApiRight::right_text)
+            .map(|(resource, names, verbs)| {
+                let only = match names {
+                    Names::All => String::new(),
+                    Names::Only(names) => format!(
+                        " (only {})",
+                        names.iter().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                };
+                format!("{} {resource}{only}", verbs.join(","))
+            })
             .collect();
-        sentences.push(format!(
-            "{} {} via {} -> {}",
-            listed.join(", "),
-            first.scope,
+        clauses.push(format!(
+            "{} -> {} grants {}: {}",
             first.binding,
-            first.role
+            first.role,
+            first.scope,
+            listed.join(", ")
         ));
         start = end;
     }
-    sentences.join("; ")
+    clauses.join("; ")
 }

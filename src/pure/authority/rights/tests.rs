@@ -111,8 +111,8 @@ fn impersonating_service_accounts_through_a_role_is_reported_with_its_binding_an
     assert_eq!(rights[0].scope, Scope::Namespace(NS.into()));
     assert_eq!(
         describe(&rights),
-        "impersonate serviceaccounts in team-a via RoleBinding team-a/bot-impersonates -> Role \
-         team-a/impersonator"
+        "RoleBinding team-a/bot-impersonates -> Role team-a/impersonator grants in team-a: \
+         impersonate serviceaccounts"
     );
     assert!(rbac.rights_of(NS, "other").is_empty());
     assert!(rbac.rights_of("team-b", SA).is_empty());
@@ -448,9 +448,19 @@ fn a_binding_naming_the_account_twice_counts_once_and_rights_are_described_per_b
     ));
     assert_eq!(
         describe(&rbac.rights_of(NS, SA)),
-        "get secrets, list secrets in ns-a via RoleBinding ns-a/edit-bot -> ClusterRole reader; \
-         impersonate serviceaccounts cluster-wide via ClusterRoleBinding x -> ClusterRole \
-         impersonator"
+        "RoleBinding ns-a/edit-bot -> ClusterRole reader grants in ns-a: get,list secrets; \
+         ClusterRoleBinding x -> ClusterRole impersonator grants cluster-wide: impersonate \
+         serviceaccounts"
+    );
+    // Verbs go together per resource and names, in the list's order.
+    let rbac = bound_cluster_wide(&[
+        rule(&["create", "get"], &[""], &["secrets", "pods/exec"]),
+        named(rule(&["watch"], &[""], &["secrets"]), &["db"]),
+    ]);
+    assert_eq!(
+        describe(&rbac.rights_of(NS, SA)),
+        "ClusterRoleBinding b -> ClusterRole r grants cluster-wide: create,get secrets, watch \
+         secrets (only db), create pods/exec"
     );
 }
 
