@@ -5,11 +5,12 @@
 //! authority, so a change of a ClusterRole bound cluster-wide wakes only the identities whose
 //! result it changes, and no API call is made per identity. Holds no rule; never writes.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::stream::BoxStream;
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{Stream, StreamExt};
 use kube::runtime::reflector::ObjectRef;
+use tokio::sync::Notify;
 
 use crate::api::AgentIdentity;
 use crate::assess::identities_with_changed_api_rights;
@@ -23,35 +24,42 @@ const BATCH: Duration = Duration::from_millis(200);
 const RETRY: Duration = Duration::from_secs(1);
 
 struct State {
-    changes: BoxStream<'static, ()>,
+    changed: Arc<Notify>,
     live: LiveAuthority,
-    /// The authority the last batch was judged against (`None` until the first one).
+    /// The authority the last batch was judged against.
     previous: Option<Authority>,
-    primed: bool,
 }
 
-/// The identities to reconcile after RBAC changes. Ends when `changes` ends.
+/// The identities to reconcile after RBAC changes. Must be called inside the runtime: the
+/// changes are drained by a task of their own from the start, so the RBAC watches never wait
+/// on a batch being judged (a judgement waits for those watches to catch up).
 pub(super) fn affected_by_rbac(
     changes: impl Stream<Item = ()> + Send + 'static,
     live: LiveAuthority,
 ) -> impl Stream<Item = ObjectRef<AgentIdentity>> + Send + 'static {
+    let changed = Arc::new(Notify::new());
+    tokio::spawn({
+        let changed = Arc::clone(&changed);
+        // A change while a batch is judged leaves a permit: the next batch follows at once.
+        changes.for_each(move |()| {
+            changed.notify_one();
+            futures::future::ready(())
+        })
+    });
     let state = State {
-        changes: changes.boxed(),
+        changed,
         live,
         previous: None,
-        primed: false,
     };
     futures::stream::unfold(state, |mut state| async move {
-        if !state.primed {
-            // What the first reconciles read; a batch compares against it.
-            state.previous = state.live.current().await.ok();
-            state.primed = true;
+        // What the authority held when the controller started: a reconcile that read it while
+        // the first batch arrived is caught by the comparison.
+        if state.previous.is_none() {
+            state.previous = Some(state.live.latest());
         }
         loop {
-            state.changes.next().await?;
+            state.changed.notified().await;
             tokio::time::sleep(BATCH).await;
-            // Everything that arrived meanwhile is part of this batch.
-            while let Some(Some(())) = state.changes.next().now_or_never() {}
             let current = loop {
                 match state.live.current().await {
                     Ok(current) => break current,
