@@ -13,6 +13,7 @@ use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::Resource;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
@@ -44,6 +45,11 @@ pub(super) struct Watches {
     pub secrets: SharedWatch<PartialObjectMeta<Secret>>,
     pub services: SharedWatch<Service>,
     pub endpoint_slices: SharedWatch<EndpointSlice>,
+    /// RBAC, for the API rights of agents' ServiceAccounts.
+    pub roles: SharedWatch<Role>,
+    pub cluster_roles: SharedWatch<ClusterRole>,
+    pub role_bindings: SharedWatch<RoleBinding>,
+    pub cluster_role_bindings: SharedWatch<ClusterRoleBinding>,
 }
 
 impl Watches {
@@ -59,6 +65,10 @@ impl Watches {
             secrets: SharedWatch::new(listed),
             services: SharedWatch::new(listed),
             endpoint_slices: SharedWatch::new(listed),
+            roles: SharedWatch::new(listed),
+            cluster_roles: SharedWatch::new(listed),
+            role_bindings: SharedWatch::new(listed),
+            cluster_role_bindings: SharedWatch::new(listed),
         }
     }
 }
