@@ -13,8 +13,8 @@ mod config;
 mod graph;
 pub mod network;
 mod reason;
-pub mod risk;
 pub mod rights;
+pub mod risk;
 mod tools;
 mod validate;
 
