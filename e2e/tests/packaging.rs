@@ -984,6 +984,9 @@ async fn the_charts_service_account_is_narrow() -> anyhow::Result<()> {
             "-A",
         ],
         &["create", "serviceaccounts", "-n", "default"],
+        // After a restart, each projection is read before its first apply.
+        &["get", "serviceaccounts", "-n", "default"],
+        &["get", "networkpolicies.networking.k8s.io", "-n", "default"],
         &[
             "patch",
             "networkpolicies.networking.k8s.io",
@@ -1099,6 +1102,13 @@ async fn mandate_with_the_charts_service_account_reconciles_and_admits() -> anyh
     options.lease_name = "mandate-controller".to_owned();
     options.namespace = Some(release.namespace.name.clone());
     options.kubeconfig = Some(kubeconfig);
+    // The log is named after the lease and appended to: start from an empty one, so a refusal
+    // logged by an earlier run on this machine is not read as this run's.
+    let _ = std::fs::remove_file(
+        state_dir()
+            .join("operator-logs")
+            .join(format!("{}.log", options.lease_name)),
+    );
     // Ready means every watch listed with this token: the list/watch rules suffice.
     let operator = Operator::start(options).await?;
 
@@ -1165,6 +1175,29 @@ async fn mandate_with_the_charts_service_account_reconciles_and_admits() -> anyh
     Api::<NetworkPolicy>::namespaced(client.clone(), &ns.name)
         .get("mandate-researcher")
         .await?;
+    // A restarted operator reads each projection before its first apply (so a start in sync
+    // writes nothing): the chart must let it get ServiceAccounts and NetworkPolicies too.
+    let mut operator = operator;
+    operator.kill();
+    let operator = operator.restart_like().await?;
+    let everywhere = Api::<AgentIdentity>::all(client.clone());
+    eventually(
+        "the restarted operator to reconcile every identity once",
+        Duration::from_secs(90),
+        || async {
+            let identities = everywhere.list(&Default::default()).await?.items.len();
+            // Successes and failures alike: a refused read is a failed reconcile.
+            let reconciled: f64 = operator
+                .metrics()?
+                .lines()
+                .filter(|line| line.starts_with(r#"mandate_reconciles_total{kind="AgentIdentity""#))
+                .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum();
+            Ok((reconciled >= identities as f64).then_some(()))
+        },
+    )
+    .await
+    .with_context(|| format!("operator log:\n{}", operator.log()))?;
     // RBAC refusals read `... is forbidden: User "..." cannot ...`; other 403s (a namespace
     // being terminated by an earlier test) are not about the chart's permissions.
     let log = operator.log();
