@@ -843,8 +843,8 @@ mod tests {
 
     #[test]
     fn a_ttl_of_exactly_3607_seconds_becomes_3606() {
-        let identity = identity("x").credentials(Some(3607), []).build();
-        assert_eq!(credential_seconds(&identity), 3606);
+        let odd = identity("x").credentials(Some(3607), []).build();
+        assert_eq!(credential_seconds(&odd), 3606);
         let payer = identity("payer")
             .class(AgentClass::TransactionExecutor)
             .build();

@@ -3,14 +3,14 @@
 //! of a CONNECT (exec, attach, port-forward, proxy; [`PodLookup`]: the request carries none of
 //! its labels), hands the request to a [`Reviewer`], answers with the [`Verdict`] ([`respond`],
 //! echoing the uid), and records one metric sample and one log line per request, both carrying
-//! the verdict's [`Decision`]. Bad input is answered with 4xx and a JSON error, never a panic.
-//! Reviews nothing itself.
+//! the verdict's [`Decision`]. At [`MUTATE_PODS_PATH`] the answer also carries the pure per-tool
+//! credential patch (`Reviewer::mutate`, see `mutate`). Bad input is answered with 4xx and a
+//! JSON error, never a panic. Reviews nothing itself.
 //!
 //! Status codes: 200 with an AdmissionReview for every request the reviewer answered (allowed or
 //! denied); 400 for a body that is not a readable `admission.k8s.io/v1` AdmissionReview; 413 for a
-//! body over the size limit; 404 for a path not in [`VALIDATE_PATHS`]; 405 for a method other than
-//! POST on one of them; 408 for a body that does not arrive in time; 500 when the reviewer
-//! panicked.
+//! body over the size limit; 404 for a path not served; 405 for a method other than POST on one
+//! of them; 408 for a body that does not arrive in time; 500 when the reviewer panicked.
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -38,16 +38,19 @@ use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use warp::path::FullPath;
 use warp::reply::{Reply, Response};
 
+use super::mutate::{MUTATE_PODS_PATH, with_patch};
 use super::pods::{PodLookup, target_pod};
 use super::tls::{CertificateReloader, TlsError, TlsFiles, server_config};
 use crate::admission::Reviewer;
+use crate::admission::credentials::Mutation;
 use crate::admission::request::Request;
 pub use crate::admission::request::{BadReview, parse_review};
 use crate::admission::verdict::{Decision, Verdict};
 use crate::telemetry::metrics::{AdmissionLabels, Metrics};
 
-/// Every path that serves admission reviews; all route to the same reviewer (it tells resources
-/// apart by the request's `resource`). One path per webhook entry keeps the API server's metrics
+/// Every path that serves validating admission reviews; all route to the same reviewer (it tells
+/// resources apart by the request's `resource`). The mutating webhook is served at
+/// [`MUTATE_PODS_PATH`]. One path per webhook entry keeps the API server's metrics
 /// and our logs readable.
 pub const VALIDATE_PATHS: [&str; 4] = [
     VALIDATE_PATH,
@@ -246,12 +249,12 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    if !VALIDATE_PATHS.contains(&path) {
+    if !VALIDATE_PATHS.contains(&path) && path != MUTATE_PODS_PATH {
         return error_reply(
             StatusCode::NOT_FOUND,
             "NotFound",
             &format!(
-                "no webhook at {path}; served paths: {}",
+                "no webhook at {path}; served paths: {}, {MUTATE_PODS_PATH}",
                 VALIDATE_PATHS.join(", ")
             ),
         );
@@ -291,10 +294,23 @@ where
         request.set_target_pod(pod);
     }
     let reviewer = &state.reviewer;
+    if path == MUTATE_PODS_PATH {
+        let Ok(mutation) = catch_unwind(AssertUnwindSafe(|| reviewer.mutate(&request))) else {
+            return reviewer_failed(state, path, &request, started);
+        };
+        return answer(
+            state,
+            path,
+            &request,
+            &mutation.verdict,
+            Some(&mutation),
+            started,
+        );
+    }
     let Ok(verdict) = catch_unwind(AssertUnwindSafe(|| reviewer.review(&request))) else {
         return reviewer_failed(state, path, &request, started);
     };
-    answer(state, path, &request, &verdict, started)
+    answer(state, path, &request, &verdict, None, started)
 }
 
 /// Collects the body. A body over `limit` is refused with [`BadReview::BodyTooLarge`], but up to
@@ -390,18 +406,26 @@ fn reviewer_failed(state: &State, path: &str, request: &Request, started: Instan
     )
 }
 
+/// Answers with `verdict` and, from the mutating webhook, its `mutation`'s patch (counted
+/// under the resource `pods/credentials`, so pod admissions are not counted twice).
 fn answer(
     state: &State,
     path: &str,
     request: &Request,
     verdict: &Verdict,
+    mutation: Option<&Mutation>,
     started: Instant,
 ) -> Response {
-    let labels = labels(request, verdict);
+    let mut labels = labels(request, verdict);
+    if mutation.is_some() {
+        labels.resource = Cow::Borrowed("pods/credentials");
+    }
     let allowed = labels.decision != Decision::Denied;
     let reasons = verdict.codes().join(",");
-    let review = respond(request, verdict);
-    let body = match serde_json::to_vec(&review) {
+    let patch = mutation.map_or(&[][..], |m| m.patch.as_slice());
+    let body = match with_patch(&respond(request, verdict), patch)
+        .and_then(|r| serde_json::to_vec(&r))
+    {
         Ok(body) => body,
         Err(error) => {
             tracing::error!(%error, uid = %request.uid, "serializing the AdmissionReview answer");
@@ -428,6 +452,8 @@ fn answer(
         decision = labels.decision.as_str(),
         reasons = %reasons,
         mode = %labels.mode,
+        tool_credentials = %mutation.map(|m| m.tools.join(",")).unwrap_or_default(),
+        patch_operations = patch.len(),
         elapsed_us = elapsed.as_micros() as u64,
         "admission decision"
     );
