@@ -821,6 +821,9 @@ async fn the_charts_service_account_is_narrow() -> anyhow::Result<()> {
         &["create", "events.events.k8s.io", "-n", "default"],
         // The pod of a CONNECT (exec, attach, port-forward), by name.
         &["get", "pods", "-n", "default"],
+        // Agent pods' credentials annotation (a metadata-only watch): CredentialsStale.
+        &["list", "pods", "-A"],
+        &["watch", "pods", "-n", "default"],
         &["create", "tokenreviews.authentication.k8s.io"],
         &["create", "leases.coordination.k8s.io", "-n", ns],
         &[
@@ -861,8 +864,8 @@ async fn the_charts_service_account_is_narrow() -> anyhow::Result<()> {
             "default",
         ],
         &["create", "pods", "-n", "default"],
-        &["list", "pods", "-A"],
-        &["watch", "pods", "-n", "default"],
+        &["patch", "pods", "-n", "default"],
+        &["delete", "pods", "-n", "default"],
         &["create", "pods", "--subresource=exec", "-n", "default"],
         &[
             "create",

@@ -390,6 +390,8 @@ pub fn snapshot(
             network: &network,
             services: &services,
             network_policies: &network_policies,
+            // Manifests are not running pods: CredentialsStale is the operator's to report.
+            pods: None,
             now: at,
         };
         // An identity that cannot be projected at all (no name) keeps no status: its own

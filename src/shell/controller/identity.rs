@@ -40,6 +40,8 @@ pub(super) async fn reconcile(
         .stores
         .network_policies
         .state_filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()));
+    // `None` until the pods are listed: CredentialsStale is then left as it is.
+    let pods = ctx.stores.agent_pods.of(namespace, name);
     let assessment = assess_identity(
         &identity,
         &IdentityInputs {
@@ -48,6 +50,7 @@ pub(super) async fn reconcile(
             network: &ctx.settings.network,
             services: &ctx.stores,
             network_policies: &network_policies,
+            pods: pods.as_deref(),
             now: reconciling.now,
         },
     )

@@ -191,6 +191,7 @@ pub async fn run(
             deleted_network_policies,
             foreign_policies,
             deleted_foreign_policies,
+            agent_pods,
         } = identity_subscriptions;
         Controller::for_shared_stream(identity_changes(primary.boxed()), stores.identities.clone())
             .with_config(config.clone())
@@ -268,6 +269,8 @@ pub async fn run(
                 &stores,
                 identity::affected_by_network_policy,
             ))
+            // Pods that appear, go or change their credentials: CredentialsStale.
+            .reconcile_on(agent_pods)
             .reconcile_all_on(on_becoming_leader(ctx.leader.clone()))
             .graceful_shutdown_on(shutdown.clone())
             .run(

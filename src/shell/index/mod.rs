@@ -1,7 +1,8 @@
 //! The reflector-backed view of the cluster that the controllers, the webhook and the CLI read.
 //! Watch events in; out, from `build`: one shared watch per kind (mandate's three kinds,
 //! Namespaces and Secrets as metadata only, Services, EndpointSlices, and every NetworkPolicy
-//! reduced to its podSelector) with readable stores;
+//! reduced to its podSelector) with readable stores; agent pods as their names and credentials
+//! annotations (see `pods`);
 //! ServiceAccounts and mandate's NetworkPolicies as resourceVersions only (see `projections`);
 //! the live [`Authority`] kept current from mandate's three kinds and the ServiceAccounts; and
 //! each consumer's subscriptions as a struct of its own (see `subscriptions`), which wake
@@ -12,11 +13,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::Stream;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client, Resource};
@@ -29,9 +32,11 @@ use crate::api::{
 use crate::authority::{self, Authority};
 use crate::project::ServiceDirectory;
 
+mod pods;
 mod projections;
 mod subscriptions;
 mod watches;
+pub use pods::{AgentPods, PodChanges};
 use projections::AuthorityHook;
 pub use projections::Versions;
 pub use subscriptions::{
@@ -295,6 +300,8 @@ pub struct Stores {
     pub endpoint_slices: Store<EndpointSlice>,
     /// Identities, bindings, policies and ServiceAccounts as one authority, kept current.
     pub authority: LiveAuthority,
+    /// Agent pods' names and credentials annotations, by agent (`CredentialsStale`).
+    pub agent_pods: AgentPods,
     /// (Re)lists begun by the watches of mandate's three kinds.
     pub identity_relists: Relists,
     pub binding_relists: Relists,
@@ -518,6 +525,7 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
         secrets,
         services,
         endpoint_slices,
+        agent_pods,
     } = watches;
     let identities = identities.start(watch_all(client, all()), Some(Feed::new(&live)), slim);
     let bindings = bindings.start(watch_all(client, all()), Some(Feed::new(&live)), slim);
@@ -538,6 +546,15 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
     let secrets = secrets.start(watch_all(client, all()), None, slim);
     let services = services.start(watch_all(client, all()), None, slim);
     let endpoint_slices = endpoint_slices.start(watch_all(client, all()), None, slim);
+    // Agent pods only, metadata only; of each, its name, agent and credentials annotation.
+    let pods = AgentPods::default();
+    let agent_pods = agent_pods
+        .run(
+            watch_all::<PartialObjectMeta<Pod>>(client, all().labels(AGENT_LABEL))
+                .backoff(WatchBackoff::default()),
+            pods.clone(),
+        )
+        .boxed();
 
     let stores = Stores {
         identities: identities.reader,
@@ -551,6 +568,7 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
         services: services.reader,
         endpoint_slices: endpoint_slices.reader,
         authority: live,
+        agent_pods: pods,
         identity_relists: identities.relists,
         binding_relists: bindings.relists,
         policy_relists: policies.relists,
@@ -566,6 +584,7 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
         secrets.run,
         services.run,
         endpoint_slices.run,
+        agent_pods,
     ];
     Index {
         stores,

@@ -20,6 +20,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ReflectHandle;
 
+use super::pods::PodChanges;
 use super::watches::Watches;
 use crate::api::{AgentIdentity, DelegationPolicy, ToolBinding};
 
@@ -96,6 +97,8 @@ pub struct IdentityControllerSubscriptions {
     /// Any NetworkPolicy: one not mandate's that can select an agent's pods is reported on it.
     pub foreign_policies: Related<NetworkPolicy>,
     pub deleted_foreign_policies: Deletions<NetworkPolicy>,
+    /// Identities whose pods changed (CredentialsStale).
+    pub agent_pods: PodChanges,
 }
 
 impl IdentityControllerSubscriptions {
@@ -118,6 +121,7 @@ impl IdentityControllerSubscriptions {
             deleted_network_policies: watches.network_policies.subscribe_deletions(),
             foreign_policies: watches.all_network_policies.subscribe_related(),
             deleted_foreign_policies: watches.all_network_policies.subscribe_deletions(),
+            agent_pods: watches.agent_pods.subscribe(),
         }
     }
 }
