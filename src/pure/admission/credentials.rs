@@ -714,6 +714,33 @@ mod tests {
     }
 
     #[test]
+    fn a_container_another_webhook_added_gets_the_mounts_when_mandate_is_called_again() {
+        let snapshot = snapshot();
+        let pod = pod("p").runs_as("researcher").build();
+        let mut once = patched(&pod, &mutation(&pod, &snapshot).patch);
+        // A sidecar injector runs after mandate; the API server calls mandate again.
+        if let Some(spec) = once.spec.as_mut() {
+            spec.containers.push(Container {
+                name: "proxy".into(),
+                ..Container::default()
+            });
+        }
+        let again = mutation(&once, &snapshot).patch;
+        assert_eq!(
+            again
+                .iter()
+                .map(|op| match op {
+                    PatchOperation::Add { path, .. } => path.as_str(),
+                    _ => "not an add",
+                })
+                .collect::<Vec<_>>(),
+            ["/spec/containers/1/volumeMounts"]
+        );
+        let twice = patched(&once, &again);
+        assert_eq!(mutation(&twice, &snapshot).patch, []);
+    }
+
+    #[test]
     fn the_users_own_volumes_mounts_and_annotations_stay_as_they_were() {
         let snapshot = snapshot();
         let pod = pod("p")
