@@ -535,6 +535,54 @@ fn kinds_mandate_does_not_review_are_allowed_without_annotations() -> Result<()>
 }
 
 // ---------------------------------------------------------------------------------------------
+// Namespaces
+
+#[test]
+fn removing_the_mode_of_a_namespace_where_identities_live_is_refused_with_mode_weakened()
+-> Result<()> {
+    let answer = review("namespace-mode-removed.json")?;
+    assert_denied(&answer, &["ModeWeakened"]);
+    assert!(
+        answer.message().contains("mandate:approvers"),
+        "{}",
+        answer.message()
+    );
+    Ok(())
+}
+
+#[test]
+fn an_approver_weakening_the_mode_is_let_through_and_recorded_in_the_audit_log() -> Result<()> {
+    let answer = review("namespace-mode-weakened-by-approver.json")?;
+    assert!(answer.allowed(), "{:#}", answer.0);
+    assert_eq!(answer.annotation("decision"), Some("audited"));
+    assert_eq!(answer.reasons(), ["ModeWeakened"]);
+    Ok(())
+}
+
+#[test]
+fn the_recorder_is_told_of_the_weakening_an_approver_made_and_not_of_a_refused_one() -> Result<()> {
+    use mandate::admission::namespace::let_through;
+    let reviewer = reviewer(Some(snapshot()?))?;
+    let weakening = |fixture: &str| -> Result<_> {
+        let request = parse_review(&fixture_body(fixture)?)?;
+        let verdict = reviewer.review(&request);
+        Ok(let_through(&request, &verdict, reviewer.config()))
+    };
+    assert_eq!(weakening("namespace-mode-removed.json")?, None);
+    let recorded = weakening("namespace-mode-weakened-by-approver.json")?
+        .context("the approver's weakening is recorded")?;
+    assert_eq!(
+        (
+            recorded.namespace.as_str(),
+            recorded.by.as_str(),
+            recorded.by_approver
+        ),
+        ("agents", "carol", true)
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
 // mandate's own resources
 
 #[test]
@@ -552,6 +600,52 @@ fn an_approver_who_is_not_the_owner_may_grant_a_high_risk_tool() -> Result<()> {
     assert!(answer.allowed(), "{:#}", answer.0);
     assert_eq!(answer.annotation("decision"), Some("allowed"));
     assert_eq!(answer.annotation("agent"), Some("payer"));
+    Ok(())
+}
+
+#[test]
+fn a_tool_declared_low_that_reaches_every_ipv4_address_is_high_by_the_risk_floor() -> Result<()> {
+    let answer = review("toolbinding-risk-floor.json")?;
+    assert_denied(
+        &answer,
+        &["FourEyes", "HighRiskValidity", "MissingApproval"],
+    );
+    assert!(
+        answer.message().contains(
+            "tool open-web is High by the risk floor (its CIDRs reach 4,294,967,296 IPv4 \
+             addresses, more than a /16 holds) though declared Low"
+        ),
+        "{}",
+        answer.message()
+    );
+    Ok(())
+}
+
+#[test]
+fn the_owner_may_not_hand_the_agent_to_someone_else() -> Result<()> {
+    let answer = review("agentidentity-owner-change-by-owner.json")?;
+    assert_denied(&answer, &["FourEyes"]);
+    assert!(
+        answer
+            .message()
+            .contains("changes of owner (User alice to User bob)"),
+        "{}",
+        answer.message()
+    );
+    Ok(())
+}
+
+#[test]
+fn the_cluster_admin_may_not_write_an_identitys_status_even_before_the_caches_synced() -> Result<()>
+{
+    for answer in [
+        review("agentidentity-status-by-admin.json")?,
+        review_with(&reviewer(None)?, "agentidentity-status-by-admin.json")?,
+    ] {
+        assert_denied(&answer, &["ProtectedStatus"]);
+        assert!(answer.message().contains("kubernetes-admin is not mandate"));
+        assert_eq!(answer.annotation("agent"), Some("payer"));
+    }
     Ok(())
 }
 
@@ -596,7 +690,19 @@ fn a_policy_handing_on_a_tool_the_delegator_lacks_is_refused_with_delegation_esc
 /// would to `/validate/pods`, with `pods` as the pods the webhook can look up; returns the
 /// answers and the metrics as `/metrics` would serve them.
 async fn post(fixtures: &[&str], pods: Arc<dyn PodLookup>) -> Result<(Vec<Answer>, String)> {
-    let metrics = Metrics::new();
+    let bodies = fixtures
+        .iter()
+        .map(|fixture| Ok(((*fixture).to_owned(), fixture_body(fixture)?)))
+        .collect::<Result<Vec<_>>>()?;
+    post_bodies(bodies, pods, &Metrics::new()).await
+}
+
+/// [`post`] for bodies given as (name, bytes), counting into `metrics`.
+async fn post_bodies(
+    bodies: Vec<(String, Vec<u8>)>,
+    pods: Arc<dyn PodLookup>,
+    metrics: &Metrics,
+) -> Result<(Vec<Answer>, String)> {
     let config = WebhookConfig::new(
         ([127, 0, 0, 1], 0).into(),
         TlsFiles::new("unused.crt", "unused.key"),
@@ -604,15 +710,16 @@ async fn post(fixtures: &[&str], pods: Arc<dyn PodLookup>) -> Result<(Vec<Answer
     let routes = server::routes(
         Arc::new(reviewer(Some(snapshot()?))?),
         pods,
+        Arc::new(server::NoRecorder),
         metrics.clone(),
         &config,
     );
     let service = TowerToHyperService::new(warp::service(routes));
     let mut answers = Vec::new();
-    for fixture in fixtures {
+    for (fixture, body) in bodies {
         let request = hyper::Request::post(server::VALIDATE_PODS_PATH)
             .header(hyper::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(fixture_body(fixture)?)))?;
+            .body(Full::new(Bytes::from(body)))?;
         let response = service.call(request).await?;
         let status = response.status();
         let body = response.into_body().collect().await?.to_bytes();
@@ -624,6 +731,79 @@ async fn post(fixtures: &[&str], pods: Arc<dyn PodLookup>) -> Result<(Vec<Answer
         answers.push(Answer(serde_json::from_slice(&body)?));
     }
     Ok((answers, metrics.encode()?))
+}
+
+/// The series of `mandate_admission_requests_total` in `metrics`.
+fn admission_series(metrics: &str) -> Vec<&str> {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with("mandate_admission_requests_total{"))
+        .collect()
+}
+
+/// `pod-create.json` claiming to be about `resource` (and, with `kind`, of that kind).
+fn forged(n: u64, resource: &str, kind: Option<(&str, &str)>) -> Result<(String, Vec<u8>)> {
+    let mut review: Value = serde_json::from_slice(&fixture_body("pod-create.json")?)?;
+    review["request"]["uid"] = json!(format!("forged-{n}"));
+    review["request"]["resource"]["resource"] = json!(resource);
+    if let Some((group, kind)) = kind {
+        review["request"]["kind"] = json!({"group": group, "version": "v1", "kind": kind});
+        review["request"]["resource"]["group"] = json!(group);
+    }
+    Ok((format!("forged {n}"), serde_json::to_vec(&review)?))
+}
+
+#[tokio::test]
+async fn three_hundred_reviews_of_random_resources_do_not_grow_the_series() -> Result<()> {
+    let metrics = Metrics::new();
+    // A pseudo-random sequence (no dependency needed): resources and kinds nobody registered.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut bodies = |count: u64| -> Result<Vec<(String, Vec<u8>)>> {
+        (0..count)
+            .map(|n| {
+                let resource = format!("r{:x}", next());
+                if n % 2 == 0 {
+                    // A real pod review under a made-up resource.
+                    forged(n, &resource, None)
+                } else {
+                    let group = format!("g{:x}.example.com", next());
+                    forged(n, &resource, Some((&group, &format!("K{:x}", next()))))
+                }
+            })
+            .collect()
+    };
+    // Once each way first: the series of a pod and of a kind mandate does not review.
+    post_bodies(bodies(2)?, Arc::new(NoPodLookup), &metrics).await?;
+    let before = metrics.encode()?;
+    let (answers, after) = post_bodies(bodies(300)?, Arc::new(NoPodLookup), &metrics).await?;
+    ensure!(answers.len() == 300);
+    assert_eq!(
+        admission_series(&before).len(),
+        admission_series(&after).len(),
+        "the series grew:\n{after}"
+    );
+    for series in admission_series(&after) {
+        let resource = series
+            .split("resource=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_default();
+        assert!(
+            mandate::admission::request::RESOURCES.contains(&resource),
+            "{resource} is not a resource mandate serves: {series}"
+        );
+    }
+    assert!(
+        after.contains(r#"resource="other""#) && after.contains(r#"resource="pods""#),
+        "{after}"
+    );
+    Ok(())
 }
 
 /// The metrics after posting `fixtures` (no pods to look up).

@@ -90,6 +90,7 @@ impl Routes {
         let routes = server::routes(
             Arc::new(reviewer),
             Arc::new(NoPodLookup),
+            Arc::new(server::NoRecorder),
             metrics.clone(),
             &config,
         );

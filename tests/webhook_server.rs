@@ -206,6 +206,7 @@ async fn start_webhook_with(
         config,
         reviewer,
         Arc::new(NoPodLookup),
+        Arc::new(server::NoRecorder),
         metrics.clone(),
         async move {
             let _ = stop.await;
@@ -700,6 +701,7 @@ async fn the_server_does_not_start_without_a_valid_certificate() -> Result<()> {
         config,
         Arc::new(DenyLabelled),
         Arc::new(NoPodLookup),
+        Arc::new(server::NoRecorder),
         Metrics::new(),
         async {},
     )
@@ -709,6 +711,103 @@ async fn the_server_does_not_start_without_a_valid_certificate() -> Result<()> {
         .context("serve started without certificate files")?;
     assert!(error.to_string().contains("tls.crt"), "{error}");
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client certificates
+
+/// A client certificate (clientAuth) issued by `pki`, and a TLS client presenting it.
+fn client_with_certificate(pki: &Pki, issuer: &Pki) -> Result<Arc<rustls::ClientConfig>> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "kube-apiserver");
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let certificate = params.signed_by(&key, &issuer.issuer)?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.clone())?;
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        vec![certificate.der().clone()],
+        rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der())
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    )?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// POSTs the pod fixture over a new connection made with `config`.
+async fn post_with(webhook: &Webhook, config: Arc<rustls::ClientConfig>) -> Result<StatusCode> {
+    let tcp = TcpStream::connect(webhook.server.local_addr()).await?;
+    let tls = TlsConnector::from(config)
+        .connect(ServerName::IpAddress(LOCALHOST.into()), tcp)
+        .await?;
+    let (mut sender, driver) = http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(driver);
+    let request = request(Method::POST, server::VALIDATE_PODS_PATH, full(POD_CREATE))?;
+    Ok(send(&mut sender, request).await?.0)
+}
+
+#[tokio::test]
+async fn with_a_client_ca_only_clients_it_signed_get_past_the_handshake() -> Result<()> {
+    let clients = Pki::new()?;
+    let dir = tempfile::tempdir()?;
+    let ca_path = dir.path().join("clients-ca.crt");
+    std::fs::write(&ca_path, pem_of(&clients.ca))?;
+    let webhook = start_webhook_with(Arc::new(DenyLabelled), |config| {
+        config.client_ca = Some(ca_path.clone());
+    })
+    .await?;
+
+    // No certificate, then one from another CA: refused before any HTTP, so nothing counted.
+    let anonymous = post_with(&webhook, webhook.pki.client_config(&[b"http/1.1"])?).await;
+    ensure!(
+        anonymous.is_err(),
+        "served without a client certificate: {anonymous:?}"
+    );
+    let stranger = post_with(
+        &webhook,
+        client_with_certificate(&webhook.pki, &Pki::new()?)?,
+    )
+    .await;
+    ensure!(
+        stranger.is_err(),
+        "served a certificate of another CA: {stranger:?}"
+    );
+    let metrics = webhook.metrics.encode()?;
+    ensure!(
+        !metrics.contains("mandate_admission_requests_total{"),
+        "a refused caller was counted:\n{metrics}"
+    );
+
+    let status = post_with(&webhook, client_with_certificate(&webhook.pki, &clients)?).await?;
+    assert_eq!(status, StatusCode::OK);
+    let metrics = webhook.metrics.encode()?;
+    ensure!(
+        metrics.contains(r#"mandate_admission_requests_total{resource="pods",decision="allowed",reason="none",mode="enforce"} 1"#),
+        "{metrics}"
+    );
+    webhook.stop().await
+}
+
+/// A DER certificate as PEM.
+fn pem_of(der: &CertificateDer<'_>) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+    let lines: Vec<&str> = encoded
+        .as_bytes()
+        .chunks(64)
+        .map(|chunk| std::str::from_utf8(chunk).unwrap_or_default())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 //! The Helm chart renders the same webhooks (with a Service instead of a URL): keep the two in
 //! step, webhook by webhook.
 //!
-//! Ten webhooks, each with its own name (the API server prefixes the audit annotations with it,
+//! Thirteen webhooks, each with its own name (the API server prefixes the audit annotations with it,
 //! so `pods.namespaces.mandate.dev/decision` says which scope judged a pod) and its own path:
 //!
 //! - `pods.namespaces.mandate.dev`: every pod in a namespace labelled `mandate.dev/mode`
@@ -17,8 +17,8 @@
 //! - `secrets.namespaces.mandate.dev`: legacy service-account-token Secrets in labelled
 //!   namespaces (`/validate`, Fail);
 //! - `secrets.mandate.dev`: the same in every other namespace (`/validate`, Ignore);
-//! - `resources.mandate.dev`: AgentIdentities, ToolBindings and DelegationPolicies everywhere
-//!   (`/validate/mandate`, Fail: each of them concerns an agent);
+//! - `resources.mandate.dev`: AgentIdentities, ToolBindings and DelegationPolicies and their
+//!   status everywhere (`/validate/mandate`, Fail: each of them concerns an agent);
 //! - `credentials.namespaces.mandate.dev`: TokenRequests (`serviceaccounts/token`) and updates
 //!   of legacy token Secrets in labelled namespaces (`/validate`, Fail);
 //! - `credentials.mandate.dev`: the same in every other namespace (`/validate`, Ignore);
@@ -30,6 +30,9 @@
 //!   deletion of mandate's projections);
 //! - `projections.mandate.dev`: the deletion of NetworkPolicies and ServiceAccounts labelled as
 //!   mandate's in every other namespace (`/validate`, Fail: only mandate's objects match).
+//! - `namespaces.mandate.dev`: changes of the `mandate.dev/mode` label of namespaces that are
+//!   (or were) labelled (`/validate`, Fail: only opted-in namespaces match; `NoneOnDryRun`, as
+//!   a weakening let through is recorded).
 //!
 //!
 //! And the MutatingWebhookConfiguration of the same name ([`mutating_webhook_configuration`]):
@@ -82,6 +85,11 @@ pub const CONNECT_ELSEWHERE: &str = "connect.mandate.dev";
 pub const NETWORK_IN_AGENT_NAMESPACES: &str = "networkpolicies.namespaces.mandate.dev";
 /// The deletion of mandate's projections everywhere else.
 pub const PROJECTIONS_ELSEWHERE: &str = "projections.mandate.dev";
+/// Changes of a namespace's `mandate.dev/mode` (weakening it needs an approver).
+pub const NAMESPACE_MODES: &str = "namespaces.mandate.dev";
+
+/// The CEL condition of [`NAMESPACE_MODES`]: the label's value (or its absence) changes.
+pub const MODE_LABEL_CHANGES: &str = "(has(oldObject.metadata.labels) && 'mandate.dev/mode' in oldObject.metadata.labels ? oldObject.metadata.labels['mandate.dev/mode'] : '') != (has(object.metadata.labels) && 'mandate.dev/mode' in object.metadata.labels ? object.metadata.labels['mandate.dev/mode'] : '')";
 
 /// Mutating: every pod created in a namespace that opted in gets one token per live tool.
 pub const TOOL_TOKENS_IN_AGENT_NAMESPACES: &str = "tool-tokens.namespaces.mandate.dev";
@@ -287,11 +295,12 @@ pub fn webhook_configuration(
             }),
         ),
         // 6. mandate's own resources: the validator the reconciler uses, no self-escalation,
-        //    four eyes on High-risk grants. Fail: every one of them concerns an agent, and with
-        //    Ignore an unreachable webhook would let an owner grant themself a High-risk tool
-        //    (the reconciler cannot know who applied a binding). Only mandate.dev resources are
-        //    affected while mandate is down. Status subresources are left out: the reconciler
-        //    writes them, and nothing reads a status as a grant.
+        //    four eyes on High-risk grants and owner changes. Fail: every one of them concerns
+        //    an agent, and with Ignore an unreachable webhook would let an owner grant themself
+        //    a High-risk tool (the reconciler cannot know who applied a binding). Only
+        //    mandate.dev resources are affected while mandate is down. Their status
+        //    subresources too: admission trusts a status (Ready), so only mandate writes one
+        //    (ProtectedStatus).
         webhook(
             MANDATE_RESOURCES,
             VALIDATE_MANDATE_PATH,
@@ -300,7 +309,8 @@ pub fn webhook_configuration(
                 "rules": [{
                     "apiGroups": [mandate::api::GROUP], "apiVersions": [mandate::api::VERSION],
                     "operations": ["CREATE", "UPDATE"],
-                    "resources": ["agentidentities", "toolbindings", "delegationpolicies"],
+                    "resources": ["agentidentities", "toolbindings", "delegationpolicies",
+                        "agentidentities/status", "toolbindings/status", "delegationpolicies/status"],
                     "scope": "Namespaced",
                 }],
                 "namespaceSelector": namespaces(None),
@@ -387,6 +397,34 @@ pub fn webhook_configuration(
                         "app.kubernetes.io/managed-by": "mandate",
                     },
                 },
+            }),
+        ),
+        // 13. A namespace's opt-in (ModeWeakened): an UPDATE that weakens mandate.dev/mode while
+        //     identities live there needs an approver. The objectSelector matches the old object
+        //     or the new one, so removing the label is seen (a namespaceSelector reads only a
+        //     namespace's new labels); the matchCondition sends only changes of the label. Fail:
+        //     only opted-in namespaces match. NoneOnDryRun: a weakening let through is recorded
+        //     (an Event and a metric), never for a dry run.
+        webhook(
+            NAMESPACE_MODES,
+            VALIDATE_PATH,
+            "Fail",
+            json!({
+                "sideEffects": "NoneOnDryRun",
+                "rules": [{
+                    "apiGroups": [""], "apiVersions": ["v1"],
+                    "operations": ["UPDATE"],
+                    "resources": ["namespaces"],
+                    "scope": "Cluster",
+                }],
+                "namespaceSelector": namespaces(None),
+                "objectSelector": {
+                    "matchExpressions": [{"key": MODE_LABEL, "operator": "Exists"}],
+                },
+                "matchConditions": [{
+                    "name": "mode-label-changes",
+                    "expression": MODE_LABEL_CHANGES,
+                }],
             }),
         ),
     ];
@@ -630,7 +668,13 @@ mod tests {
                 "{}",
                 webhook.name
             );
-            assert_eq!(webhook.side_effects, "None");
+            // A weakening of a namespace's mode let through is recorded, never on a dry run.
+            let side_effects = if webhook.name == NAMESPACE_MODES {
+                "NoneOnDryRun"
+            } else {
+                "None"
+            };
+            assert_eq!(webhook.side_effects, side_effects, "{}", webhook.name);
             assert_eq!(webhook.timeout_seconds, Some(TIMEOUT_SECONDS));
         }
     }
@@ -657,6 +701,8 @@ mod tests {
                 NETWORK_IN_AGENT_NAMESPACES,
                 // Only objects labelled as mandate's.
                 PROJECTIONS_ELSEWHERE,
+                // Only namespaces that are (or were) opted in.
+                NAMESPACE_MODES,
             ]
         );
     }

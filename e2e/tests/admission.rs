@@ -1096,9 +1096,11 @@ async fn an_agents_own_service_account_may_not_change_its_tool_binding() -> anyh
             )?;
             let as_agent = client_with_token(token.trim()).await?;
 
+            // Wider, yet within what a Low tool may reach (the risk floor's /16), so the
+            // requester alone is what is refused.
             let widen = json!({"spec": {"tools": [{
                 "name": "search", "actions": ["read"],
-                "destination": {"external": {"cidrs": ["0.0.0.0/1"], "ports": [443]}},
+                "destination": {"external": {"cidrs": ["198.51.0.0/16"], "ports": [443]}},
             }]}});
             let own_bindings = Kind::ToolBinding.api(&as_agent, ns);
             // Dry runs first: the webhook learns whose ServiceAccount this is from its caches.
@@ -1190,7 +1192,8 @@ async fn a_high_risk_grant_is_refused_from_its_agents_owner_and_admitted_from_an
                     .with("/spec/validUntil", rfc3339_from_now(4 * 3600)?)
                     .with(
                         "/spec/approval",
-                        json!({"approvedBy": approved_by, "reason": "release 1.2"}),
+                        json!({"approvedBy": approved_by, "reason": "release 1.2",
+                            "forOwner": {"kind": "User", "name": owner.name}}),
                     ),
             )
         };

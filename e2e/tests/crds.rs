@@ -166,7 +166,7 @@ async fn kubectl_get_mandate_lists_all_three_kinds_with_their_printer_columns() 
         ),
         (
             "toolbinding.mandate.dev",
-            &["NAME", "AGENT", "PHASE", "EXPIRES", "AGE"],
+            &["NAME", "AGENT", "PHASE", "RISK", "EXPIRES", "AGE"],
         ),
         (
             "delegationpolicy.mandate.dev",
@@ -838,7 +838,8 @@ fn identity() -> Value {
 /// `fields` of a Pod Security exemption, approved.
 fn exemption(fields: Value) -> Value {
     let mut exemption = fields;
-    exemption["approval"] = json!({ "approvedBy": "carol", "reason": "SEC-1" });
+    exemption["approval"] = json!({ "approvedBy": "carol", "reason": "SEC-1",
+        "forOwner": { "kind": "User", "name": "alice" } });
     exemption
 }
 
@@ -891,7 +892,8 @@ fn high_risk(binding: Value) -> Value {
         .set("/spec/validUntil", json!("2030-01-01T00:00:00Z"))
         .set(
             "/spec/approval",
-            json!({ "approvedBy": "bob", "reason": "CHG-1234: release window" }),
+            json!({ "approvedBy": "bob", "reason": "CHG-1234: release window",
+                "forOwner": { "kind": "User", "name": "alice" } }),
         )
 }
 

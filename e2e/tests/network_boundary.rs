@@ -9,7 +9,9 @@
 //!   (ProtectedProjection); the default deny changed or deleted by other means is restored;
 //! - deleting an identity removes its projections (garbage collection) and leaves its pods
 //!   selected by the default deny; so is a pod relabelled to an agent without an identity;
-//! - agent pods outside opted-in namespaces are covered by the label-based default deny.
+//! - agent pods outside opted-in namespaces are covered by the label-based default deny;
+//! - a ServiceAccount the developer labels as mandate's is not adopted by an identity claiming
+//!   it (refused in scope, reported out of scope) nor collected with it (issue 14).
 //!
 //! There is no CNI: "isolated" is asserted on the API objects (which policy selects which pod).
 //! Tests here run one at a time (each starts its own operator), serialised by `SERIAL`.
@@ -26,7 +28,8 @@ use mandate::api::AgentIdentity;
 use mandate::api::conditions::{NETWORK_EXCLUSIVE, READY, is_true};
 use mandate::project::DEFAULT_DENY_NAME;
 use mandate_e2e::admission::{
-    NETWORK_IN_AGENT_NAMESPACES, PROJECTIONS_ELSEWHERE, RegisteredWebhooks, register_isolated,
+    MANDATE_RESOURCES, NETWORK_IN_AGENT_NAMESPACES, PROJECTIONS_ELSEWHERE, RegisteredWebhooks,
+    register_isolated,
 };
 use mandate_e2e::operator::{Operator, OperatorOptions, mandate_binary};
 use mandate_e2e::resources::install_crds;
@@ -616,5 +619,147 @@ async fn agent_pods_outside_opted_in_namespaces_are_covered_by_the_label_based_d
         policies_selecting(&boundary.client, n, "scout-0").await?,
         [DEFAULT_DENY_NAME]
     );
+    Ok(())
+}
+
+/// Issue 14: "managed by mandate" was read from two labels anyone who may edit a ServiceAccount
+/// can set, so labelling an existing account (with its RoleBindings) let a new identity adopt
+/// it, and deleting that identity then garbage-collected it. Ownership is now a controller
+/// ownerReference to the identity's UID: the labelled account is refused in scope, reported
+/// (and never written to) by an identity that predates the webhooks, and outlives its deletion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_account_labelled_as_mandates_is_neither_adopted_nor_collected()
+-> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let boundary = Boundary::start("net-adopt").await?;
+    let scoped = boundary.namespace("net-adopt", Some("enforce")).await?;
+    // A namespace the webhooks do not see yet (no isolation label): an identity there is
+    // admitted and only the reconciler stands between it and the account.
+    let earlier = TestNamespace::create(&boundary.client, "net-adopt-early", &[]).await?;
+    let labelled_account = |ns: &str| -> anyhow::Result<()> {
+        kubectl_ok(&["create", "serviceaccount", "ci-bot", "-n", ns], None)?;
+        kubectl_ok(
+            &[
+                "create",
+                "rolebinding",
+                "ci-bot-view",
+                "--clusterrole=view",
+                "--serviceaccount",
+                &format!("{ns}:ci-bot"),
+                "-n",
+                ns,
+            ],
+            None,
+        )?;
+        Ok(())
+    };
+    labelled_account(&scoped.name)?;
+    labelled_account(&earlier.name)?;
+    // The attack as the namespace developer: label the account as mandate's for agent ci-bot.
+    let out = as_dev(
+        &scoped.name,
+        &[
+            "label",
+            "serviceaccount",
+            "ci-bot",
+            "app.kubernetes.io/managed-by=mandate",
+            "mandate.dev/agent=ci-bot",
+        ],
+        None,
+    )?;
+    assert!(out.status.success(), "dev may label: {}", stderr(&out));
+    kubectl_ok(
+        &[
+            "label",
+            "serviceaccount",
+            "ci-bot",
+            "app.kubernetes.io/managed-by=mandate",
+            "mandate.dev/agent=ci-bot",
+            "-n",
+            &earlier.name,
+        ],
+        None,
+    )?;
+    let identity = |name: &str| {
+        format!(
+            "apiVersion: mandate.dev/v1alpha1\nkind: AgentIdentity\nmetadata: {{name: {name}}}\n\
+             spec:\n  owner: {{kind: User, name: olivia}}\n  purpose: adopt a labelled account\n  \
+             serviceAccountName: ci-bot\n"
+        )
+    };
+
+    // In scope: the identity claiming the labelled account is refused outright, whoever
+    // applies it (here the admin, whom RBAC lets create identities).
+    let out = kubectl_with_stdin(
+        &["apply", "-n", &scoped.name, "-f", "-"],
+        Some(&identity("ci-bot")),
+    )?;
+    refused(&out, MANDATE_RESOURCES, "ServiceAccountUnmanaged")?;
+    assert!(
+        stderr(&out).contains("labels do not count"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Out of scope: admitted, but mandate never writes the account and reports why.
+    let e = earlier.name.as_str();
+    kubectl_ok(&["apply", "-n", e, "-f", "-"], Some(&identity("ci-bot")))?;
+    let identities: Api<AgentIdentity> = Api::namespaced(boundary.client.clone(), e);
+    eventually(
+        "ci-bot reports ServiceAccountUnmanaged",
+        TIMEOUT,
+        || async {
+            let status = identities.get("ci-bot").await?.status;
+            Ok(status.filter(|s| {
+                s.conditions.iter().any(|c| {
+                    c.type_ == READY && c.status == "False" && c.reason == "ServiceAccountUnmanaged"
+                })
+            }))
+        },
+    )
+    .await
+    .with_context(|| format!("operator log:\n{}", boundary.operator.log()))?;
+    let accounts: Api<ServiceAccount> = Api::namespaced(boundary.client.clone(), e);
+    let account = accounts.get("ci-bot").await?;
+    assert!(
+        account.metadata.owner_references.is_none(),
+        "mandate must not adopt the account: {:?}",
+        account.metadata.owner_references
+    );
+
+    // Deleting the identity leaves the account (and its RoleBinding) alone. The witness that
+    // the garbage collector had its chance: an identity of mandate's own, deleted at the same
+    // time, loses its ServiceAccount.
+    let witness = "apiVersion: mandate.dev/v1alpha1\nkind: AgentIdentity\nmetadata: {name: witness}\n\
+                   spec:\n  owner: {kind: User, name: olivia}\n  purpose: garbage collection witness\n";
+    kubectl_ok(&["apply", "-n", e, "-f", "-"], Some(witness))?;
+    eventually(
+        "mandate creates witness's ServiceAccount",
+        TIMEOUT,
+        || async {
+            Ok(accounts
+                .get_opt("witness")
+                .await?
+                .filter(|a| a.metadata.owner_references.is_some()))
+        },
+    )
+    .await?;
+    identities
+        .delete("ci-bot", &DeleteParams::default())
+        .await?;
+    identities
+        .delete("witness", &DeleteParams::default())
+        .await?;
+    eventually(
+        "the garbage collector removes witness's ServiceAccount",
+        TIMEOUT,
+        || async { Ok(accounts.get_opt("witness").await?.is_none().then_some(())) },
+    )
+    .await?;
+    assert!(
+        accounts.get_opt("ci-bot").await?.is_some(),
+        "the labelled account outlives the identity that claimed it"
+    );
+    kubectl_ok(&["get", "rolebinding", "ci-bot-view", "-n", e], None)?;
     Ok(())
 }

@@ -30,7 +30,7 @@ use kube::Api;
 use mandate::api::AgentIdentity;
 use mandate::api::conditions::{READY, is_true};
 use mandate_e2e::admission::{
-    WebhookSettings, mutating_webhook_configuration, webhook_configuration,
+    NAMESPACE_MODES, WebhookSettings, mutating_webhook_configuration, webhook_configuration,
 };
 use mandate_e2e::operator::{Operator, OperatorOptions};
 use mandate_e2e::resources::{install_crds, samples_dir};
@@ -174,7 +174,7 @@ fn check_webhooks(
 ) -> anyhow::Result<()> {
     let vwc = find(objects, "ValidatingWebhookConfiguration")?;
     let webhooks = vwc["webhooks"].as_array().context("no webhooks")?;
-    ensure!(webhooks.len() == 12, "expected twelve webhooks: {vwc:#}");
+    ensure!(webhooks.len() == 13, "expected thirteen webhooks: {vwc:#}");
     // The per-tool credentials: two mutating webhooks, scoped as the two pod webhooks.
     let mwc = find(objects, "MutatingWebhookConfiguration")?;
     let mutating = mwc["webhooks"].as_array().context("no mutating webhooks")?;
@@ -192,7 +192,17 @@ fn check_webhooks(
     }
     for webhook in webhooks.iter().chain(mutating) {
         let name = webhook["name"].as_str().unwrap_or_default();
-        ensure!(webhook["sideEffects"] == "None", "{name}: sideEffects");
+        // Only the namespace webhook has an effect (a let-through weakening is recorded), and
+        // never on a dry run.
+        let side_effects = if name == NAMESPACE_MODES {
+            "NoneOnDryRun"
+        } else {
+            "None"
+        };
+        ensure!(
+            webhook["sideEffects"] == side_effects,
+            "{name}: sideEffects"
+        );
         ensure!(
             webhook["timeoutSeconds"].as_i64().is_some_and(|t| t <= 10),
             "{name}: timeout is not short"
@@ -229,8 +239,11 @@ fn check_webhooks(
             let agent_namespaces = expressions
                 .iter()
                 .any(|e| e["key"] == "mandate.dev/mode" && e["operator"] == "Exists");
-            let agent_objects =
-                webhook["objectSelector"]["matchExpressions"][0]["key"] == "mandate.dev/agent";
+            // Agent pods, or namespaces that are (or were) opted in.
+            let selected = &webhook["objectSelector"]["matchExpressions"][0];
+            let agent_objects = selected["operator"] == "Exists"
+                && (selected["key"] == "mandate.dev/agent"
+                    || selected["key"] == "mandate.dev/mode");
             let mandate_kinds = webhook["rules"]
                 .as_array()
                 .is_some_and(|r| r.iter().all(|r| r["apiGroups"] == json!(["mandate.dev"])));
@@ -330,6 +343,7 @@ async fn chart_variants_pass_the_server_dry_run() -> anyhow::Result<()> {
         "ClusterRoleBinding",
         "CustomResourceDefinition",
         "Deployment",
+        "NetworkPolicy",
         "PodDisruptionBudget",
         "Role",
         "RoleBinding",
@@ -344,6 +358,7 @@ async fn chart_variants_pass_the_server_dry_run() -> anyhow::Result<()> {
     .collect();
     assert_eq!(kinds(&objects), expected);
     check_webhooks(&objects, &ns.name, None, true)?;
+    check_own_network(&objects)?;
     let secret = find(&objects, "Secret")?;
     for kind in [
         "ValidatingWebhookConfiguration",
@@ -375,9 +390,14 @@ async fn chart_variants_pass_the_server_dry_run() -> anyhow::Result<()> {
         "--approver-group=mandate:approvers",
         "--log-format=json",
         "--dns-namespace=kube-system",
+        "--watch-stall-bound=60s",
     ] {
         assert!(args.contains(&arg), "{arg} missing from {args:?}");
     }
+    assert!(
+        !args.iter().any(|a| a.starts_with("--webhook-client-ca")),
+        "client certificates are checked only when asked: {args:?}"
+    );
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
@@ -472,14 +492,36 @@ async fn chart_variants_pass_the_server_dry_run() -> anyhow::Result<()> {
     check_webhooks(&objects, &ns.name, None, true)?;
     server_dry_run(&objects)?;
 
-    // ServiceMonitor on: it selects the Service and scrapes its metrics port.
+    // ServiceMonitor on: it selects the metrics Service (not the webhook's) and scrapes its
+    // metrics port.
     let objects = render(
         &release,
         &ns.name,
         &["serviceMonitor.enabled=true".to_owned()],
     )?;
     let monitor = find(&objects, "ServiceMonitor")?;
-    let service = find(&objects, "Service")?;
+    let services: Vec<&Value> = objects.iter().filter(|o| o["kind"] == "Service").collect();
+    assert_eq!(
+        services.len(),
+        2,
+        "the webhook's Service and the metrics Service"
+    );
+    let selects = |service: &Value| {
+        monitor["spec"]["selector"]["matchLabels"]
+            .as_object()
+            .is_some_and(|labels| {
+                labels
+                    .iter()
+                    .all(|(key, value)| &service["metadata"]["labels"][key] == value)
+            })
+    };
+    let selected: Vec<&&Value> = services.iter().filter(|s| selects(s)).collect();
+    assert_eq!(selected.len(), 1, "the ServiceMonitor selects one Service");
+    let service = *selected[0];
+    assert_eq!(
+        service["metadata"]["name"],
+        format!("{release}-mandate-metrics")
+    );
     for (key, value) in monitor["spec"]["selector"]["matchLabels"]
         .as_object()
         .context("selector")?
@@ -495,6 +537,136 @@ async fn chart_variants_pass_the_server_dry_run() -> anyhow::Result<()> {
     );
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
     server_dry_run(&objects)?;
+
+    // Client certificates checked: the CA from values (in a Secret of the chart's) or from an
+    // existing Secret, mounted and named to `mandate run`.
+    let ca = base64::engine::general_purpose::STANDARD.encode("-----BEGIN CERTIFICATE-----\n");
+    for (sets, secret) in [
+        (
+            vec![
+                "webhook.clientAuth.enabled=true".to_owned(),
+                format!("webhook.clientAuth.caBundle={ca}"),
+            ],
+            format!("{release}-mandate-webhook-client-ca"),
+        ),
+        (
+            vec![
+                "webhook.clientAuth.enabled=true".to_owned(),
+                "webhook.clientAuth.secretName=apiserver-clients".to_owned(),
+            ],
+            "apiserver-clients".to_owned(),
+        ),
+    ] {
+        let objects = render(&release, &ns.name, &sets)?;
+        let pod = &find(&objects, "Deployment")?["spec"]["template"]["spec"];
+        assert!(
+            pod["containers"][0]["args"].as_array().is_some_and(
+                |a| a.contains(&json!("--webhook-client-ca=/webhook-client-ca/ca.crt"))
+            ),
+            "{pod:#}"
+        );
+        let volume = pod["volumes"]
+            .as_array()
+            .and_then(|v| v.iter().find(|v| v["name"] == "webhook-client-ca"))
+            .context("no client CA volume")?;
+        assert_eq!(volume["secret"]["secretName"], json!(secret));
+        let rendered = objects
+            .iter()
+            .any(|o| o["kind"] == "Secret" && o["metadata"]["name"] == json!(secret));
+        assert_eq!(rendered, sets[1].contains("caBundle"), "{secret}");
+    }
+    let out = helm(
+        &template_args(
+            &release,
+            &ns.name,
+            &["webhook.clientAuth.enabled=true".to_owned()],
+        )
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>(),
+    )?;
+    assert!(
+        !out.status.success(),
+        "client certificates checked without a CA rendered"
+    );
+    Ok(())
+}
+
+/// mandate's own NetworkPolicy: its pods, ingress only, the webhook and decision ports from
+/// anyone, the admin port from the monitoring namespace only, nothing else; and the webhook's
+/// Service does not carry the admin port.
+fn check_own_network(objects: &[Value]) -> anyhow::Result<()> {
+    let policy = find(objects, "NetworkPolicy")?;
+    let deployment = find(objects, "Deployment")?;
+    ensure!(
+        policy["spec"]["podSelector"]["matchLabels"]
+            == deployment["spec"]["selector"]["matchLabels"],
+        "the policy selects mandate's pods: {policy:#}"
+    );
+    ensure!(policy["spec"]["policyTypes"] == json!(["Ingress"]));
+    let rules = policy["spec"]["ingress"].as_array().context("ingress")?;
+    let rule = |port: &str| {
+        rules
+            .iter()
+            .find(|r| r["ports"] == json!([{"port": port, "protocol": "TCP"}]))
+            .with_context(|| format!("no rule for port {port}: {policy:#}"))
+    };
+    ensure!(
+        rules.len() == 3,
+        "webhook, authz and metrics only: {policy:#}"
+    );
+    ensure!(
+        rule("webhook")?.get("from").is_none(),
+        "the API server's address is not known"
+    );
+    ensure!(rule("authz")?.get("from").is_none());
+    ensure!(
+        rule("metrics")?["from"]
+            == json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]),
+        "{policy:#}"
+    );
+    let service = find(objects, "Service")?;
+    let ports: Vec<&str> = service["spec"]["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    ensure!(
+        ports == ["webhook", "authz"],
+        "the webhook Service carries {ports:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn the_network_policy_follows_its_values() -> anyhow::Result<()> {
+    // Narrowed webhook callers, no scraper: the admin port is open to no one.
+    let objects = render(
+        "netpol",
+        "mandate-system",
+        &[
+            "networkPolicy.webhookFrom[0].ipBlock.cidr=10.0.0.0/24".to_owned(),
+            "networkPolicy.metricsFrom=null".to_owned(),
+        ],
+    )?;
+    let policy = find(&objects, "NetworkPolicy")?;
+    let rules = policy["spec"]["ingress"].as_array().context("ingress")?;
+    assert_eq!(rules.len(), 2, "{policy:#}");
+    assert_eq!(
+        rules[0]["from"],
+        json!([{"ipBlock": {"cidr": "10.0.0.0/24"}}])
+    );
+    assert!(
+        rules.iter().all(|r| r["ports"][0]["port"] != "metrics"),
+        "{policy:#}"
+    );
+    let objects = render(
+        "netpol",
+        "mandate-system",
+        &["networkPolicy.enabled=false".to_owned()],
+    )?;
+    assert!(!kinds(&objects).contains("NetworkPolicy"));
     Ok(())
 }
 
@@ -753,6 +925,7 @@ async fn kustomize_default_passes_the_dry_run_and_matches_the_chart() -> anyhow:
         "deployment.apps/mandate",
         "service/mandate-webhook",
         "poddisruptionbudget.policy/mandate",
+        "networkpolicy.networking.k8s.io/mandate",
         "validatingwebhookconfiguration.admissionregistration.k8s.io/mandate",
         "mutatingwebhookconfiguration.admissionregistration.k8s.io/mandate",
     ] {
@@ -777,6 +950,7 @@ async fn kustomize_default_passes_the_dry_run_and_matches_the_chart() -> anyhow:
         ("Role", &["rules"]),
         ("ClusterRoleBinding", &["subjects"]),
         ("Service", &["spec"]),
+        ("NetworkPolicy", &["spec"]),
         ("PodDisruptionBudget", &["spec"]),
         ("Deployment", &["spec", "replicas"]),
     ] {

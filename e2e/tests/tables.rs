@@ -207,7 +207,13 @@ async fn kubectl_tables_show_a_binding_expiry_instant_and_its_agent_ready_with_t
         "EXPIRES is the instant the tools expire (never `<invalid>`):\n{}",
         bindings.text
     );
-    expect(&bindings, &[("researcher-tools", "AGENT", "researcher")])?;
+    expect(
+        &bindings,
+        &[
+            ("researcher-tools", "AGENT", "researcher"),
+            ("researcher-tools", "RISK", "Low"),
+        ],
+    )?;
 
     let agents = table_until("agent", n, "the researcher Ready with two tools", |t| {
         expect(

@@ -37,6 +37,8 @@ use serde_json::{Value, json};
 use super::cluster::{self, FetchError, Namespaces};
 use super::manifests::{self, Manifest, ManifestError};
 use super::report::Objects;
+use super::risk_floor::RiskFloorArgs;
+use crate::admission::namespace::namespace_mode;
 use crate::admission::pod::AUTOMOUNT_VOLUME_PREFIX;
 use crate::admission::snapshot::{DEFAULT_APPROVER_GROUP, DEFAULT_NAMESPACE};
 use crate::admission::{AdmissionConfig, Decision, Mode, Request, Snapshot, Verdict, review};
@@ -91,6 +93,8 @@ pub struct CheckArgs {
     /// How far ahead a High-risk tool's validUntil may lie, in hours.
     #[arg(long, default_value_t = 24)]
     pub max_high_risk_hours: i64,
+    #[command(flatten)]
+    pub risk_floor: RiskFloorArgs,
     /// The user who applies the manifests.
     #[arg(long = "as", value_name = "USER", default_value = "mandate-check")]
     pub as_user: String,
@@ -198,6 +202,7 @@ pub async fn run(args: CheckArgs) -> Result<bool, CheckError> {
     let at = args.at.unwrap_or_else(Timestamp::now);
     let config = authority::Config {
         max_high_risk_validity: SignedDuration::from_hours(args.max_high_risk_hours),
+        risk_floor: args.risk_floor.floor(),
     };
     let admission = AdmissionConfig {
         default_mode: args.default_mode,
@@ -384,6 +389,10 @@ pub fn snapshot(
                 identity.metadata.name.as_deref().unwrap_or_default()
             ));
         }
+        let namespace = identity.metadata.namespace.as_deref().unwrap_or_default();
+        let namespace_opted_in = cluster.namespaces.iter().chain(&ours.namespaces).any(|n| {
+            n.name.as_deref() == Some(namespace) && namespace_mode(n.labels.as_ref()).is_some()
+        });
         let inputs = IdentityInputs {
             authority: &before,
             trust_domain: &trust_domain,
@@ -392,6 +401,7 @@ pub fn snapshot(
             network_policies: &network_policies,
             // Manifests are not running pods: CredentialsStale is the operator's to report.
             pods: None,
+            namespace_opted_in,
             now: at,
         };
         // An identity that cannot be projected at all (no name) keeps no status: its own
@@ -732,10 +742,15 @@ spec:
         };
         assert!(ready("researcher"));
         assert!(!ready("squatter"), "its ServiceAccount is someone else's");
+        let uid = authority
+            .identity("team", "researcher")
+            .and_then(|i| i.metadata.uid.clone())
+            .expect("check gives an identity the uid the API server would");
         assert_eq!(
             authority.service_account_ownership("team", "researcher"),
             authority::ServiceAccountOwnership::Managed {
-                agent: "researcher".into()
+                agent: "researcher".into(),
+                uid,
             }
         );
         assert_eq!(snapshot.namespace_mode("team"), Some(Mode::Enforce));

@@ -9,6 +9,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use super::cluster::{self, FetchError, Namespaces};
 use super::render;
 use super::report::{self, DurationError, Report};
+use super::risk_floor::RiskFloorArgs;
 use crate::authority;
 
 /// Arguments of `mandate inventory`.
@@ -30,6 +31,8 @@ pub struct InventoryArgs {
     /// configured): a binding breaking it grants nothing.
     #[arg(long, default_value_t = 24)]
     pub max_high_risk_hours: i64,
+    #[command(flatten)]
+    pub risk_floor: RiskFloorArgs,
     /// The kubeconfig context to use (default: the current one).
     #[arg(long)]
     pub context: Option<String>,
@@ -74,6 +77,7 @@ pub async fn run(args: InventoryArgs) -> Result<(), InventoryError> {
     let objects = cluster::fetch(&client, &server, &scope).await?;
     let config = authority::Config {
         max_high_risk_validity: SignedDuration::from_hours(args.max_high_risk_hours),
+        risk_floor: args.risk_floor.floor(),
     };
     let report = report::build(&objects, config, Timestamp::now(), args.expiring);
     print!("{}", render_as(&report, args.output)?);

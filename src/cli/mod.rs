@@ -10,6 +10,7 @@ pub mod manifests;
 pub mod plugin;
 pub mod render;
 pub mod report;
+pub mod risk_floor;
 
 use std::path::PathBuf;
 

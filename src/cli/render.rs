@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::report::{Report, human_duration};
+use crate::assess::service_account_guard;
 
 /// The widest line the table output may print.
 pub const TABLE_WIDTH: usize = 120;
@@ -291,6 +292,22 @@ pub fn table(report: &Report, width: usize) -> String {
         format!("STALE CREDENTIALS ({stale_count})"),
         stale,
         "none: every agent pod holds a token for each live tool",
+    );
+
+    let mut unguarded = Table::new(&["NAMESPACE", "AGENT", "DETAIL"]);
+    let mut count = 0;
+    for a in report.agents.iter().filter(|a| !a.service_account_guarded) {
+        count += 1;
+        unguarded.row(vec![
+            a.namespace.clone(),
+            a.name.clone(),
+            service_account_guard(&a.namespace, &a.service_account, false).message,
+        ]);
+    }
+    section(
+        format!("UNGUARDED SERVICE ACCOUNTS ({count})"),
+        unguarded,
+        "none: every agent lives in an opted-in namespace, where every pod is reviewed",
     );
 
     let mut unmanaged = Table::new(&["KIND", "NAMESPACE", "NAME", "DETAIL"]);
@@ -711,6 +728,7 @@ mod tests {
             escalation_paths: vec![],
             foreign_network_policies: vec![],
             stale_credentials: vec![],
+            service_account_guarded: true,
         }
     }
 

@@ -31,6 +31,7 @@ use crate::api::{
     AGENT_LABEL, AgentClass, AgentIdentity, DelegationPolicy, MODE_LABEL, Risk,
     TOOL_CREDENTIALS_ANNOTATION, ToolBinding,
 };
+use crate::assess::service_account_guard;
 use crate::authority::network::foreign_policies_selecting;
 use crate::authority::{self, Authority, DelegationGraph, ServiceAccountOwnership, ViolationKind};
 
@@ -107,6 +108,9 @@ pub struct Agent {
     /// Pods of this agent that lack the token of a tool it holds now (started before the tool
     /// was granted), sorted by pod; the same rule as the identity's CredentialsStale condition.
     pub stale_credentials: Vec<StalePod>,
+    /// Whether every pod running as its ServiceAccount is reviewed (its namespace is opted
+    /// in); the same rule as the identity's ServiceAccountGuarded condition.
+    pub service_account_guarded: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -255,7 +259,7 @@ pub fn build(
                     Tool {
                         name: held.tool.name.clone(),
                         binding: held.binding_name().to_owned(),
-                        risk: risk(held.tool.risk).to_owned(),
+                        risk: risk(held.risk).to_owned(),
                         actions: held
                             .tool
                             .actions
@@ -305,6 +309,12 @@ pub fn build(
                     authority,
                 ),
                 stale_credentials,
+                service_account_guarded: service_account_guard(
+                    ns,
+                    identity.service_account_name(),
+                    is_mandate_ns(ns),
+                )
+                .guarded,
                 name,
             });
         }
@@ -464,9 +474,9 @@ fn unmanaged(objects: &Objects, snapshot: &Snapshot) -> Unmanaged {
                 .authority()
                 .service_account_ownership(namespace, name)
             {
-                ServiceAccountOwnership::Managed { agent } => format!(
-                    "managed by mandate for agent {agent}, whose AgentIdentity is gone: it is \
-                     garbage-collected with its owner reference, or delete it"
+                ServiceAccountOwnership::Managed { agent, .. } => format!(
+                    "controlled by AgentIdentity {agent}, which is gone: it is garbage-collected \
+                     with its owner reference, or delete it"
                 ),
                 _ => "no AgentIdentity owns it: give its workloads an AgentIdentity, or move \
                       them out of the mandate namespace"
@@ -715,6 +725,35 @@ mod tests {
         assert!(foreign("planner").is_empty(), "another namespace's policy");
         let table = crate::cli::render::table(&report, 200);
         assert!(table.contains("FOREIGN NETWORK POLICIES (1)"), "{table}");
+    }
+
+    #[test]
+    fn an_agent_outside_opted_in_namespaces_is_reported_unguarded() {
+        let mut objects = world();
+        objects
+            .identities
+            .push(identity("scout").namespace("elsewhere").build());
+        let report = build(
+            &objects,
+            authority::Config::default(),
+            NOW,
+            SignedDuration::from_hours(3),
+        );
+        let guarded = |name: &str| {
+            report
+                .agents
+                .iter()
+                .find(|a| a.name == name)
+                .map(|a| a.service_account_guarded)
+        };
+        assert_eq!(guarded("scout"), Some(false));
+        assert_eq!(guarded("planner"), Some(true));
+        let table = crate::cli::render::table(&report, 200);
+        assert!(table.contains("UNGUARDED SERVICE ACCOUNTS (1)"), "{table}");
+        assert!(
+            table.contains("pods running as ServiceAccount scout without the mandate.dev/agent label are not checked"),
+            "{table}"
+        );
     }
 
     fn report() -> Report {

@@ -26,10 +26,12 @@ use crate::authority;
 use crate::authz::Authorizer;
 use crate::authz::server::serve as serve_authz;
 use crate::authz::tokens::{ApiTokenReviewer, TokenVerifier};
+use crate::cli::risk_floor::RiskFloorArgs;
 use crate::controller::{self, Settings};
 use crate::index::{self, Stores};
 use crate::project::{DnsEgress, NetworkConfig, TrustDomain};
 use crate::telemetry::{LogFormat, Metrics, Readiness, serve_admin};
+use crate::webhook::namespaces::ModeWeakenings;
 use crate::webhook::server::{WebhookConfig, serve as serve_webhook};
 use crate::webhook::tls::TlsFiles;
 
@@ -45,6 +47,8 @@ pub struct RunArgs {
     /// How far ahead a High-risk tool's validUntil may lie, in hours.
     #[arg(long, env = "MANDATE_MAX_HIGH_RISK_HOURS", default_value_t = 24)]
     pub max_high_risk_hours: i64,
+    #[command(flatten)]
+    pub risk_floor: RiskFloorArgs,
     /// Namespace of the cluster DNS pods agents may query; empty opens no DNS egress.
     #[arg(long, env = "MANDATE_DNS_NAMESPACE", default_value = "kube-system")]
     pub dns_namespace: String,
@@ -76,6 +80,15 @@ pub struct RunArgs {
     /// PEM private key of the webhook and the decision service (reloaded when the file changes).
     #[arg(long, env = "MANDATE_TLS_KEY", default_value = "/tls/tls.key")]
     pub tls_key: PathBuf,
+    /// PEM file of the CA that signed the API server's client certificate for webhooks (its
+    /// admission configuration): with it, the webhook refuses every TLS client without a
+    /// certificate signed by that CA. Read at start.
+    #[arg(long, env = "MANDATE_WEBHOOK_CLIENT_CA")]
+    pub webhook_client_ca: Option<PathBuf>,
+    /// How long a watch may fail before /readyz turns false (seconds, `s` or `m` suffix
+    /// allowed: 60, 60s, 2m).
+    #[arg(long, env = "MANDATE_WATCH_STALL_BOUND", default_value = "60s", value_parser = parse_bound)]
+    pub watch_stall_bound: Duration,
     /// Mode for agent pods in namespaces without a mandate.dev/mode label: enforce, warn or audit.
     #[arg(long, env = "MANDATE_DEFAULT_MODE", default_value = "enforce", value_parser = crate::cli::parse_mode)]
     pub default_mode: Mode,
@@ -115,6 +128,22 @@ pub struct RunArgs {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "MANDATE_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+}
+
+/// A duration in whole seconds: `90`, `90s` or `2m`; at least one second.
+fn parse_bound(value: &str) -> Result<Duration, String> {
+    let (number, unit) = match value.strip_suffix('m') {
+        Some(minutes) => (minutes, 60),
+        None => (value.strip_suffix('s').unwrap_or(value), 1),
+    };
+    let seconds: u64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} is not a duration such as 60, 60s or 2m"))?;
+    match seconds.checked_mul(unit) {
+        Some(seconds) if seconds > 0 => Ok(Duration::from_secs(seconds)),
+        _ => Err(format!("{value:?}: the bound must be at least one second")),
+    }
 }
 
 /// [`crate::admission::snapshot::DEFAULT_PROJECTION_DELETERS`] as the flag's default.
@@ -178,6 +207,7 @@ impl RunArgs {
             network: NetworkConfig { dns },
             authority: authority::Config {
                 max_high_risk_validity: SignedDuration::from_hours(self.max_high_risk_hours),
+                risk_floor: self.risk_floor.floor(),
             },
             resync: Duration::from_secs(self.resync_seconds.max(1)),
         })
@@ -216,7 +246,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         index.listed.clone(),
         stores.clone(),
         snapshots.clone(),
+    ));
+    tokio::spawn(keep_readiness(
+        snapshots.clone(),
+        index.listed.clone(),
+        args.watch_stall_bound,
         readiness.clone(),
+        metrics.clone(),
     ));
     tokio::spawn(keep_gauges(
         stores.authority.clone(),
@@ -269,18 +305,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let operator_user = args.operator_user(&client).await?;
     tracing::info!(%operator_user, "mandate's own writes are those of this user");
-    let reviewer = Arc::new(MandateReviewer::new(
-        snapshots,
-        args.admission(operator_user),
-    ));
+    let admission = args.admission(operator_user);
+    let reviewer = Arc::new(MandateReviewer::new(snapshots, admission.clone()));
+    let mut webhook_config = WebhookConfig::new(
+        args.webhook_addr,
+        TlsFiles::new(args.tls_cert.clone(), args.tls_key.clone()),
+    );
+    webhook_config.client_ca = args.webhook_client_ca.clone();
     let webhook = serve_webhook(
-        WebhookConfig::new(
-            args.webhook_addr,
-            TlsFiles::new(args.tls_cert.clone(), args.tls_key.clone()),
-        ),
+        webhook_config,
         reviewer,
         // CONNECTs (exec, attach, port-forward) name their pod only: it is looked up here.
         Arc::new(client.clone()),
+        Arc::new(ModeWeakenings::new(
+            client.clone(),
+            admission,
+            metrics.clone(),
+        )),
         metrics.clone(),
         stopped(),
     )
@@ -328,7 +369,6 @@ async fn publish_snapshots(
     listed: index::Listed,
     stores: Stores,
     snapshots: SnapshotSource,
-    readiness: Readiness,
 ) {
     // Drain the subscription from the start, even before every watch has listed: a watch
     // waits for its slowest subscriber, and an undrained one would hold back its first list.
@@ -352,10 +392,6 @@ async fn publish_snapshots(
                     stores.secrets.state().iter().map(|s| s.metadata.clone()),
                 );
                 snapshots.store(Some(Arc::new(snapshot)));
-                if !readiness.is_ready() {
-                    tracing::info!("watches listed and first snapshot published: ready");
-                    readiness.set_ready();
-                }
                 tracing::debug!(
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "snapshot published"
@@ -369,6 +405,96 @@ async fn publish_snapshots(
         // behind the API server by more than a few milliseconds.
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// How often readiness and `mandate_watch_healthy` are brought up to date.
+const READINESS_EVERY: Duration = Duration::from_secs(1);
+
+/// Keeps `/readyz` and `mandate_watch_healthy` current: not ready until the first snapshot is
+/// published (every watch listed), then not ready while a watch has been failing for longer
+/// than `bound`, naming it. Each change is logged once.
+async fn keep_readiness(
+    snapshots: SnapshotSource,
+    listed: index::Listed,
+    bound: Duration,
+    readiness: Readiness,
+    metrics: Metrics,
+) {
+    let mut every = tokio::time::interval(READINESS_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reported: Option<Result<(), String>> = None;
+    loop {
+        every.tick().await;
+        let judged = listed.health().judge(bound, std::time::Instant::now());
+        for (watch, stalled) in &judged {
+            metrics.set_watch_healthy(watch.clone(), stalled.is_none());
+        }
+        let stalled: Vec<index::Stalled> = judged.into_iter().filter_map(|(_, s)| s).collect();
+        let published = snapshots.load().is_some();
+        let now = readiness_of(published, &listed.missing(), &stalled);
+        match &now {
+            Ok(()) => readiness.set_ready(),
+            Err(reason) => readiness.set_not_ready(reason.clone()),
+        }
+        if reported.as_ref() != Some(&now) {
+            match &now {
+                Ok(()) => tracing::info!("ready"),
+                Err(reason) if published => tracing::warn!(%reason, "not ready"),
+                Err(reason) => tracing::info!(%reason, "not ready"),
+            }
+            reported = Some(now);
+        }
+    }
+}
+
+/// Whether mandate may be called: the first snapshot `published` (before it, `missing` names
+/// the watches still listing) and no watch `stalled`; otherwise why not, naming each watch.
+fn readiness_of(
+    published: bool,
+    missing: &[&str],
+    stalled: &[index::Stalled],
+) -> Result<(), String> {
+    if !published {
+        return Err(if missing.is_empty() {
+            "watches listed; building the first snapshot".to_owned()
+        } else {
+            format!("watches have not listed yet: {}", missing.join(", "))
+        });
+    }
+    if stalled.is_empty() {
+        return Ok(());
+    }
+    let watches: Vec<String> = stalled
+        .iter()
+        .map(|s| {
+            format!(
+                "watch {} failing for {}s ({})",
+                s.watch,
+                s.failing_for.as_secs(),
+                shortened(&s.last_error, ERROR_IN_READINESS)
+            )
+        })
+        .collect();
+    Err(format!(
+        "the cluster view is stale: {}; mandate's RBAC or the API server may be at fault",
+        watches.join("; ")
+    ))
+}
+
+/// How much of a watch's last error `/readyz` quotes (kube's errors carry the whole API
+/// Status; the log has all of it).
+const ERROR_IN_READINESS: usize = 240;
+
+/// `text` cut to at most `max` bytes at a character boundary, marked when cut.
+fn shortened(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}...", &text[..cut])
 }
 
 /// Keeps the cluster-wide gauges (agents ready, escalation paths, the unmanaged) current. They
@@ -442,6 +568,38 @@ mod tests {
             namespace: namespace.map(str::to_owned),
             ..ObjectMeta::default()
         }
+    }
+
+    #[test]
+    fn the_stall_bound_reads_seconds_and_minutes() {
+        assert_eq!(parse_bound("60"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_bound("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_bound("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_bound("0s").is_err());
+        assert!(parse_bound("soon").is_err());
+    }
+
+    #[test]
+    fn readiness_waits_for_the_first_snapshot_then_falls_naming_each_stalled_watch() {
+        assert_eq!(
+            readiness_of(false, &["Namespace"], &[]),
+            Err("watches have not listed yet: Namespace".to_owned())
+        );
+        assert_eq!(readiness_of(true, &[], &[]), Ok(()));
+        let stalled = index::Stalled {
+            watch: "namespaces".to_owned(),
+            failing_for: Duration::from_secs(75),
+            last_error: "403 forbidden".to_owned(),
+        };
+        let reason = readiness_of(true, &[], &[stalled])
+            .err()
+            .unwrap_or_default();
+        assert!(
+            reason.contains("watch namespaces failing for 75s (403 forbidden)"),
+            "{reason}"
+        );
+        assert_eq!(shortened("ééé", 3), "é...");
+        assert_eq!(shortened("short", 10), "short");
     }
 
     #[test]

@@ -93,3 +93,15 @@ service:
 caBundle: {{ . }}
 {{- end }}
 {{- end -}}
+
+{{- define "mandate.clientCaSecret" -}}
+{{- if .Values.webhook.clientAuth.secretName -}}
+{{- .Values.webhook.clientAuth.secretName -}}
+{{- else -}}
+{{- printf "%s-webhook-client-ca" (include "mandate.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "mandate.metricsService" -}}
+{{- printf "%s-metrics" (include "mandate.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}

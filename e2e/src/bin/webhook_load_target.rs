@@ -12,7 +12,7 @@ use arc_swap::ArcSwapOption;
 use mandate::admission::{AdmissionConfig, MandateReviewer, Request, Reviewer, Verdict, synthetic};
 use mandate::telemetry::Metrics;
 use mandate::webhook::pods::NoPodLookup;
-use mandate::webhook::server::{WebhookConfig, serve};
+use mandate::webhook::server::{NoRecorder, WebhookConfig, serve};
 use mandate::webhook::tls::TlsFiles;
 
 /// Parses (the server does) and allows: the floor any webhook pays.
@@ -47,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
         WebhookConfig::new(mandate_addr, tls.clone()),
         Arc::new(reviewer),
         Arc::new(NoPodLookup),
+        Arc::new(NoRecorder),
         Metrics::new(),
         never(),
     )
@@ -55,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
         WebhookConfig::new(baseline_addr, tls),
         Arc::new(AllowAll),
         Arc::new(NoPodLookup),
+        Arc::new(NoRecorder),
         Metrics::new(),
         never(),
     )

@@ -271,7 +271,8 @@ async fn a_pod_security_exemption_added_by_the_owner_is_refused_and_one_from_ano
                 in_namespace(inspector.clone(), ns).with(
                     "/spec/podSecurityExemptions",
                     json!([{"control": "Privileged",
-                        "approval": {"approvedBy": approved_by, "reason": "SEC-7 node triage"}}]),
+                        "approval": {"approvedBy": approved_by, "reason": "SEC-7 node triage",
+                            "forOwner": {"kind": "User", "name": owner.name}}}]),
                 )
             };
             let privileged = in_namespace(pod("triage", Some("inspector"), "inspector"), ns)

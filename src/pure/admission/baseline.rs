@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{
 };
 
 use crate::api::{AgentIdentity, BaselineControl, OwnerKind, PodSecurityExemption};
-use crate::authority::{Finding, Reason};
+use crate::authority::{Finding, Reason, approval_lapse};
 
 /// Capabilities a container may add under baseline (the container runtimes' default set).
 pub const BASELINE_CAPABILITIES: [&str; 13] = [
@@ -400,7 +400,8 @@ fn exemption_for<'a>(
 
 /// Why the approval of `exemption` does not count (`None`: it counts). The API server's
 /// schema requires an approval and admission checks who applied it; what can still be wrong
-/// here is an approver who is (or has since become) the agent's owner, or an empty name.
+/// here is an approver who is (or has since become) the agent's owner, an empty name, or an
+/// approval given for another owner than the current one (`authority::approval_lapse`).
 pub fn invalid_approval(
     exemption: &PodSecurityExemption,
     identity: &AgentIdentity,
@@ -410,8 +411,14 @@ pub fn invalid_approval(
     if approver.is_empty() {
         return Some("names no approver".to_owned());
     }
-    (owner.kind == OwnerKind::User && owner.name == approver)
-        .then(|| format!("is approved by {approver}, the agent's owner"))
+    if owner.kind == OwnerKind::User && owner.name == approver {
+        return Some(format!("is approved by {approver}, the agent's owner"));
+    }
+    let field = format!(
+        "podSecurityExemptions[{}].approval",
+        exemption.control.as_str()
+    );
+    approval_lapse(&exemption.approval, owner, &field).map(|why| format!("is void ({why})"))
 }
 
 /// The `PodSecurityBaseline` findings of a pod of `agent` (its identity, when it exists) with
@@ -838,6 +845,33 @@ mod tests {
             detail.contains("is approved by alice, the agent's owner, which does not count"),
             "{detail}"
         );
+    }
+
+    #[test]
+    fn an_exemption_approved_for_a_former_owner_or_for_nobody_does_not_count() {
+        let spec = spec(container(json!({"privileged": true})));
+        // Approved while alice owned the agent; bob owns it now.
+        let mut handed_over = identity("a")
+            .owner(OwnerKind::User, "alice")
+            .exempt(BaselineControl::Privileged, &[], "carol")
+            .build();
+        handed_over.spec.owner.name = "bob".into();
+        let detail = one_finding(&spec, &handed_over);
+        assert!(
+            detail.contains(
+                "is void (approved for User alice; the owner is now User bob: an approver who is \
+                 not the owner re-approves, setting podSecurityExemptions[Privileged].approval.forOwner to User bob"
+            ),
+            "{detail}"
+        );
+        let mut for_nobody = identity("a")
+            .exempt(BaselineControl::Privileged, &[], "carol")
+            .build();
+        for_nobody.spec.pod_security_exemptions[0]
+            .approval
+            .for_owner = None;
+        let detail = one_finding(&spec, &for_nobody);
+        assert!(detail.contains("forOwner names no owner"), "{detail}");
     }
 
     #[test]

@@ -4,21 +4,23 @@
 //! kinds ([`review_resource`]), each kind saying what differs through [`MandateResource`] (as
 //! linkerd's policy controller admits every kind through one generic `admit_spec`). The shared
 //! validator (`Authority::validate_*`, the reconciler's rulebook) decides what the object may
-//! say; this module adds the rules that need the requester: no self-escalation and four eyes on
-//! High-risk grants. Pure: never does I/O.
+//! say; this module adds the rules that need the requester: no self-escalation, four eyes on
+//! High-risk grants (declared or raised by the risk floor) and on owner changes, and who may
+//! write the status of mandate's kinds ([`review_status`]). Pure: never does I/O.
 
 use k8s_openapi::api::authentication::v1::UserInfo;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use serde::de::DeserializeOwned;
 
+use super::network_policy::is_operator;
 use super::snapshot::{AdmissionConfig, Snapshot};
 use super::verdict::{Mode, Verdict};
 use crate::api::{
     AgentIdentity, AgentIdentitySpec, DelegationPolicy, DelegationPolicySpec, Owner, OwnerKind,
-    PodSecurityExemption, Risk, ToolBinding, ToolBindingSpec,
+    OwnerRef, PodSecurityExemption, ToolBinding, ToolBindingSpec,
 };
-use crate::authority::{Finding, Reason};
+use crate::authority::{Finding, Reason, exemption_rules};
 
 /// Who sends a request, as the API server's authentication saw them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +114,8 @@ impl MandateResource for AgentIdentity {
         Some(&self.spec.owner)
     }
 
-    /// Four eyes on every Pod Security exemption added or changed, and the validator's rules.
+    /// Four eyes on an owner change and on every Pod Security exemption added or changed;
+    /// every exemption approved for the (new) owner; and the validator's rules.
     fn rules(
         &self,
         old: Option<&Self>,
@@ -121,7 +124,9 @@ impl MandateResource for AgentIdentity {
         config: &AdmissionConfig,
         _now: Timestamp,
     ) -> Vec<Finding> {
-        let mut findings = exemption_four_eyes(self, old, requester, config);
+        let mut findings = owner_change_four_eyes(self, old, requester, config);
+        findings.extend(exemption_four_eyes(self, old, requester, config));
+        findings.extend(exemption_rules(self));
         findings.extend(snapshot.authority().validate_identity(self));
         findings
     }
@@ -146,7 +151,8 @@ impl MandateResource for ToolBinding {
         &self.spec.agent
     }
 
-    /// Four eyes when it grants a High-risk tool, and the validator's rules.
+    /// Four eyes when it grants a High-risk tool (declared, or raised by the risk floor), and
+    /// the validator's rules (which also want the approval given for the current owner).
     fn rules(
         &self,
         _old: Option<&Self>,
@@ -242,19 +248,88 @@ fn self_escalation(requester: Requester<'_>, snapshot: &Snapshot) -> Option<Find
     ))
 }
 
-/// A grant with a High-risk tool is applied by a member of the approver group who is not the
-/// agent's owner, and names that requester in `approval.approvedBy`.
+/// Who may write the status of mandate's kinds (`agentidentities/status`, ...): mandate alone
+/// (`AdmissionConfig::operator_users`). Admission trusts what a status says (an identity's
+/// Ready), so anyone else's write is refused (`ProtectedStatus`), whoever it is and whatever
+/// it writes; the snapshot is not needed, so this holds before the caches synced too.
+pub fn review_status(
+    subject: String,
+    agent: Option<&str>,
+    requester: Requester<'_>,
+    config: &AdmissionConfig,
+) -> Verdict {
+    let mut verdict = Verdict::reviewed(subject, Mode::Enforce);
+    if let Some(agent) = agent {
+        verdict = verdict.agent(agent);
+    }
+    if is_operator(requester, config) {
+        return verdict;
+    }
+    let user = requester.username;
+    let mandate = match config.operator_users.as_slice() {
+        [] => "mandate's own user".to_owned(),
+        users => users.join(", "),
+    };
+    verdict.finding(Finding::new(
+        Reason::ProtectedStatus,
+        format!(
+            "only mandate ({mandate}) writes the status of AgentIdentities, ToolBindings and \
+             DelegationPolicies, and {user} is not mandate: admission trusts the status (an \
+             identity's Ready), so change the spec and mandate reports what follows"
+        ),
+    ))
+}
+
+/// An AgentIdentity update that changes `spec.owner` (its kind or name) is applied by a member
+/// of the approver group who is neither the old nor the new owner: otherwise an owner could
+/// hand the agent to an accomplice, approve for them, and take it back. Approvals given for
+/// the old owner stop counting (`authority::approval_lapse`).
+fn owner_change_four_eyes(
+    identity: &AgentIdentity,
+    old: Option<&AgentIdentity>,
+    requester: Requester<'_>,
+    config: &AdmissionConfig,
+) -> Vec<Finding> {
+    let Some(old) = old else {
+        return Vec::new();
+    };
+    let (before, after) = (&old.spec.owner, &identity.spec.owner);
+    if OwnerRef::from(before).names(after) {
+        return Vec::new();
+    }
+    four_eyes(
+        &Grant {
+            what: format!(
+                "changes of owner ({} to {})",
+                OwnerRef::from(before),
+                OwnerRef::from(after)
+            ),
+            kind: "AgentIdentity",
+            field: "spec.owner",
+            agent: identity.metadata.name.as_deref().unwrap_or_default(),
+            owners: vec![before, after],
+            approved_by: Vec::new(),
+        },
+        requester,
+        config,
+    )
+}
+
+/// A grant with a High-risk tool (declared, or raised by the risk floor) is applied by a member
+/// of the approver group who is not the agent's owner, and names that requester in
+/// `approval.approvedBy`.
 fn tool_four_eyes(
     binding: &ToolBinding,
     requester: Requester<'_>,
     snapshot: &Snapshot,
     config: &AdmissionConfig,
 ) -> Vec<Finding> {
+    let floor = &snapshot.authority().config().risk_floor;
     let high: Vec<&str> = binding
         .spec
         .tools
         .iter()
-        .filter(|t| t.risk == Risk::High)
+        .filter(|t| floor.assess(t).is_high())
         .map(|t| t.name.as_str())
         .collect();
     if high.is_empty() {
@@ -306,7 +381,10 @@ fn exemption_four_eyes(
     }
     let controls: Vec<&str> = changed.iter().map(|e| e.control.as_str()).collect();
     let mut owners = vec![&identity.spec.owner];
-    owners.extend(old.map(|o| &o.spec.owner));
+    owners.extend(
+        old.map(|o| &o.spec.owner)
+            .filter(|before| !OwnerRef::from(*before).names(&identity.spec.owner)),
+    );
     four_eyes(
         &Grant {
             what: format!("Pod Security exemptions ({})", controls.join(", ")),
@@ -375,11 +453,16 @@ fn four_eyes(
             ),
             _ => continue,
         };
+        let whom = if grant.owners.len() > 1 {
+            "neither the agent's owner before nor after the change"
+        } else {
+            "not the agent's owner"
+        };
         findings.push(Finding::new(
             Reason::FourEyes,
             format!(
-                "{how}, and {what} need an approver who is not the agent's owner: ask another \
-                 member of group {group} to apply it"
+                "{how}, and {what} need an approver who is {whom}: ask another member of group \
+                 {group} to apply it"
             ),
         ));
         break;
@@ -435,12 +518,23 @@ mod tests {
         Snapshot::builder(authority).build()
     }
 
+    /// The owner of each of the snapshot's agents.
+    fn owner_of(agent: &str) -> (OwnerKind, &'static str) {
+        match agent {
+            "payer" => (OwnerKind::User, "alice"),
+            "trader" => (OwnerKind::Group, "finance"),
+            _ => (OwnerKind::Group, DEFAULT_OWNER),
+        }
+    }
+
+    /// A High-risk grant for `agent` approved by `approver` for the agent's owner.
     fn high_risk_grant(agent: &str, approver: &str) -> ToolBinding {
+        let (kind, owner) = owner_of(agent);
         binding("pay")
             .agent(agent)
             .tool(tool("payments").actions([Action::Execute]).high())
             .valid_until(hours(4))
-            .approved_by(approver)
+            .approved_for(approver, kind, owner)
             .build()
     }
 
@@ -733,6 +827,171 @@ mod tests {
         let mut widened = existing.clone();
         widened.spec.pod_security_exemptions[0].approval.approved_by = "alice".into();
         let verdict = review_identity(&widened, Some(&existing), "alice", &[]);
+        assert_eq!(verdict.codes(), ["FourEyes"]);
+    }
+
+    #[test]
+    fn a_tool_the_risk_floor_raises_needs_four_eyes_and_an_approval_though_declared_low() {
+        let open_web = binding("open-web")
+            .agent("payer")
+            .tool(tool("web").external(["0.0.0.0/1", "128.0.0.0/1"], [443]))
+            .build();
+        let verdict = review(&open_web, "dev", &[]);
+        assert_eq!(
+            verdict.codes(),
+            ["FourEyes", "HighRiskValidity", "MissingApproval"]
+        );
+        let details: Vec<&str> = verdict
+            .all_findings()
+            .iter()
+            .map(|f| f.detail.as_str())
+            .collect();
+        assert!(
+            details.iter().any(|d| d.starts_with(
+                "tool web is High by the risk floor (its CIDRs reach 4,294,967,296 IPv4 \
+                 addresses, more than a /16 holds) though declared Low: set approval."
+            )),
+            "{details:#?}"
+        );
+        assert!(details[0].contains("High-risk tools (web) must be granted by a member"));
+        // Every namespace, every pod: the same.
+        let everywhere = binding("peers")
+            .agent("payer")
+            .tool(tool("peers").pods(Some(Default::default()), Default::default(), []))
+            .build();
+        assert!(
+            review(&everywhere, "dev", &[])
+                .codes()
+                .contains(&"MissingApproval")
+        );
+        // Approved like any High-risk tool, it is admitted.
+        let approved = binding("open-web")
+            .agent("payer")
+            .tool(tool("web").external(["0.0.0.0/1", "128.0.0.0/1"], [443]))
+            .valid_until(hours(4))
+            .approved_for(APPROVER, OwnerKind::User, "alice")
+            .build();
+        let verdict = review(&approved, APPROVER, &approvers());
+        assert_eq!(verdict.decision(), Some(Decision::Allowed), "{verdict:?}");
+    }
+
+    #[test]
+    fn a_high_risk_grant_approved_for_another_owner_than_the_agents_is_refused() {
+        let for_bob = binding("pay")
+            .agent("payer")
+            .tool(tool("payments").actions([Action::Execute]).high())
+            .valid_until(hours(4))
+            .approved_for(APPROVER, OwnerKind::User, "bob")
+            .build();
+        let verdict = review(&for_bob, APPROVER, &approvers());
+        assert_eq!(verdict.codes(), ["MissingApproval"]);
+        assert!(
+            verdict.all_findings()[0]
+                .detail
+                .contains("approved for User bob; the owner is now User alice"),
+            "{verdict:?}"
+        );
+        let mut for_nobody = for_bob.clone();
+        for_nobody.spec.approval = binding("x")
+            .approved_for_nobody(APPROVER)
+            .build()
+            .spec
+            .approval;
+        let verdict = review(&for_nobody, APPROVER, &approvers());
+        assert_eq!(verdict.codes(), ["MissingApproval"]);
+        assert!(
+            verdict.all_findings()[0]
+                .detail
+                .contains("approval.forOwner names no owner it was given for")
+        );
+    }
+
+    /// `payer` (owned by alice) handed to `to`.
+    fn payer_owned_by(kind: OwnerKind, to: &str) -> (AgentIdentity, AgentIdentity) {
+        let existing = identity("payer")
+            .class(AgentClass::TransactionExecutor)
+            .owner(OwnerKind::User, "alice")
+            .build();
+        let mut changed = existing.clone();
+        changed.spec.owner = Owner {
+            kind,
+            name: to.to_owned(),
+            contact: None,
+        };
+        (existing, changed)
+    }
+
+    #[test]
+    fn an_owner_change_needs_an_approver_who_is_neither_the_old_nor_the_new_owner() {
+        let (existing, to_bob) = payer_owned_by(OwnerKind::User, "bob");
+        let verdict = review_identity(&to_bob, Some(&existing), "alice", &approvers());
+        assert_eq!(verdict.codes(), ["FourEyes"]);
+        assert!(
+            verdict.all_findings()[0].detail.contains(
+                "alice owns AgentIdentity payer, and changes of owner (User alice to User bob) \
+                 need an approver who is neither the agent's owner before nor after the change"
+            ),
+            "{verdict:?}"
+        );
+        let verdict = review_identity(&to_bob, Some(&existing), "bob", &approvers());
+        assert_eq!(verdict.codes(), ["FourEyes"]);
+        assert!(verdict.all_findings()[0].detail.contains("bob owns"));
+        let verdict = review_identity(&to_bob, Some(&existing), "dave", &[]);
+        assert_eq!(verdict.codes(), ["FourEyes"]);
+        assert!(
+            verdict.all_findings()[0]
+                .detail
+                .contains("must be granted by a member of group mandate:approvers")
+        );
+        let verdict = review_identity(&to_bob, Some(&existing), APPROVER, &approvers());
+        assert_eq!(verdict.decision(), Some(Decision::Allowed), "{verdict:?}");
+        // A member of the group that is to own the agent is its owner too.
+        let (existing, to_finance) = payer_owned_by(OwnerKind::Group, "finance");
+        let mut finance = approvers();
+        finance.push("finance".into());
+        let verdict = review_identity(&to_finance, Some(&existing), APPROVER, &finance);
+        assert_eq!(verdict.codes(), ["FourEyes"]);
+        assert!(
+            verdict.all_findings()[0]
+                .detail
+                .contains("in group finance")
+        );
+    }
+
+    #[test]
+    fn a_new_contact_is_no_owner_change() {
+        let (existing, mut recontacted) = payer_owned_by(OwnerKind::User, "alice");
+        recontacted.spec.owner.contact = Some("#payments".into());
+        let verdict = review_identity(&recontacted, Some(&existing), "alice", &[]);
+        assert_eq!(verdict.decision(), Some(Decision::Allowed), "{verdict:?}");
+    }
+
+    #[test]
+    fn an_owner_change_re_approves_every_exemption_in_the_same_update() {
+        let existing = exempt_identity(APPROVER);
+        let mut to_bob = existing.clone();
+        to_bob.spec.owner.name = "bob".into();
+        let verdict = review_identity(&to_bob, Some(&existing), "erin", &approvers());
+        assert_eq!(verdict.codes(), ["MissingApproval"]);
+        assert!(
+            verdict.all_findings()[0].detail.starts_with(
+                "the Privileged exemption does not count: approved for User alice; the owner is \
+                 now User bob"
+            ),
+            "{verdict:?}"
+        );
+        // Re-approved for bob by the approver who changes the owner: admitted.
+        let mut reapproved = to_bob.clone();
+        let approval = &mut reapproved.spec.pod_security_exemptions[0].approval;
+        approval.approved_by = "erin".into();
+        approval.for_owner = Some(OwnerRef {
+            kind: OwnerKind::User,
+            name: "bob".into(),
+        });
+        let verdict = review_identity(&reapproved, Some(&existing), "erin", &approvers());
+        assert_eq!(verdict.decision(), Some(Decision::Allowed), "{verdict:?}");
+        // Re-approved in another approver's name: four eyes.
+        let verdict = review_identity(&reapproved, Some(&existing), APPROVER, &approvers());
         assert_eq!(verdict.codes(), ["FourEyes"]);
     }
 

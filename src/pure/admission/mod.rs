@@ -8,6 +8,7 @@ pub mod baseline;
 pub mod connect;
 pub mod credentials;
 pub mod mandate_resources;
+pub mod namespace;
 pub mod network_policy;
 pub mod pod;
 pub mod request;

@@ -182,9 +182,10 @@ fn projection_of<'a>(
                 .map(Projection::Agent)
         }
         ProjectionKind::ServiceAccount => {
-            let agent = authority.managed_service_account_agent(namespace, name)?;
+            let (agent, uid) = authority.service_account_controller(namespace, name)?;
             authority
                 .identity(namespace, agent)
+                .filter(|identity| identity.metadata.uid.as_deref() == Some(uid))
                 .filter(|identity| identity.service_account_name() == name)
                 .and_then(|identity| identity.metadata.name.as_deref())
                 .map(Projection::Agent)

@@ -26,6 +26,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::mandate_resources::MandateResource;
+use super::namespace::NamespaceHead;
 use crate::api::{AgentIdentity, DelegationPolicy, GROUP, ToolBinding, VERSION};
 
 // ---------------------------------------------------------------------------------------------
@@ -77,6 +78,8 @@ pub enum Object {
     AgentIdentity(Box<Objects<AgentIdentity>>),
     ToolBinding(Box<Objects<ToolBinding>>),
     DelegationPolicy(Box<Objects<DelegationPolicy>>),
+    /// A Namespace (metadata only): a change of its `mandate.dev/mode` label is reviewed.
+    Namespace(Box<Objects<NamespaceHead>>),
     /// A CONNECT to a pod (`pods/exec`, `pods/attach`, `pods/portforward`, `pods/proxy`). Its
     /// object is the options (PodExecOptions, ...), which say nothing of the pod: the pod is the
     /// request's name, and what is known of it is [`Connect::pod`], filled in by the webhook.
@@ -268,6 +271,29 @@ enum Old {
     Check,
 }
 
+/// Every value [`Object::resource`] takes: the resources mandate's webhooks are registered
+/// for, and `other`.
+pub const RESOURCES: [&str; 15] = [
+    "pods",
+    "deployments",
+    "statefulsets",
+    "daemonsets",
+    "replicasets",
+    "jobs",
+    "cronjobs",
+    "secrets",
+    "serviceaccounts",
+    "networkpolicies",
+    "agentidentities",
+    "toolbindings",
+    "delegationpolicies",
+    "namespaces",
+    OTHER_RESOURCE,
+];
+
+/// The resource label of every kind mandate does not review.
+pub const OTHER_RESOURCE: &str = "other";
+
 /// Returned by [`Read::get`] for an absent object.
 static MISSING: ReadObjectError = ReadObjectError::Missing;
 
@@ -410,6 +436,9 @@ impl Object {
                 }
                 (GROUP, VERSION, "DelegationPolicy") => {
                     Object::DelegationPolicy(Objects::boxed(object, old, Old::Read, ns)?)
+                }
+                ("", "v1", "Namespace") => {
+                    Object::Namespace(Objects::boxed(object, old, Old::Read, None)?)
                 }
                 (group, version, kind) => {
                     object.map(read_metadata).transpose()?;
@@ -611,6 +640,7 @@ impl Object {
             Object::AgentIdentity(o) => o.metadata(),
             Object::ToolBinding(o) => o.metadata(),
             Object::DelegationPolicy(o) => o.metadata(),
+            Object::Namespace(o) => o.metadata(),
             Object::Connect(connect) => match &connect.pod {
                 TargetPod::Found(metadata) => Some(&**metadata),
                 _ => None,
@@ -637,8 +667,34 @@ impl Object {
             Object::AgentIdentity(o) => o.is_absent(),
             Object::ToolBinding(o) => o.is_absent(),
             Object::DelegationPolicy(o) => o.is_absent(),
+            Object::Namespace(o) => o.is_absent(),
             // The options are not needed: the pod is the request's name.
             Object::Connect(_) | Object::Other => false,
+        }
+    }
+
+    /// The resource a request about this kind concerns, as the API server names it (a
+    /// TokenRequest is `serviceaccounts/token`, a CONNECT `pods/exec`, ...: the resource without
+    /// the subresource): one of [`RESOURCES`], `other` for every kind mandate does not review.
+    /// The `resource` metric label and log field: read from the kind, never from the body's
+    /// text, so a caller cannot add values.
+    pub fn resource(&self) -> &'static str {
+        match self {
+            Object::Pod(_) | Object::Connect(_) => "pods",
+            Object::Deployment(_) => "deployments",
+            Object::StatefulSet(_) => "statefulsets",
+            Object::DaemonSet(_) => "daemonsets",
+            Object::ReplicaSet(_) => "replicasets",
+            Object::Job(_) => "jobs",
+            Object::CronJob(_) => "cronjobs",
+            Object::Secret(_) => "secrets",
+            Object::TokenRequest(_) | Object::ServiceAccount(_) => "serviceaccounts",
+            Object::NetworkPolicy(_) => "networkpolicies",
+            Object::AgentIdentity(_) => "agentidentities",
+            Object::ToolBinding(_) => "toolbindings",
+            Object::DelegationPolicy(_) => "delegationpolicies",
+            Object::Namespace(_) => "namespaces",
+            Object::Other => OTHER_RESOURCE,
         }
     }
 
@@ -727,6 +783,19 @@ macro_rules! readable_mandate {
 }
 
 readable_mandate!(AgentIdentity, ToolBinding, DelegationPolicy);
+
+impl Readable for NamespaceHead {
+    const KIND: &'static str = "Namespace";
+    fn read(json: &str) -> serde_json::Result<Self> {
+        serde_json::from_str(json)
+    }
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
 
 impl Readable for SecretHead {
     const KIND: &'static str = "Secret";

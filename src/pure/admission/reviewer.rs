@@ -16,7 +16,8 @@ use kube::core::admission::Operation;
 use super::Reviewer;
 use super::connect::{not_owner, review_connect};
 use super::credentials::{self, Mutation};
-use super::mandate_resources::{MandateResource, Requester, review_resource};
+use super::mandate_resources::{MandateResource, Requester, review_resource, review_status};
+use super::namespace::review_namespace_update;
 use super::network_policy::{
     ProjectionKind, is_operator, review_network_policy, review_projection_delete,
 };
@@ -123,14 +124,22 @@ pub fn review(
     // request about one is a kind mandate does not review.
     let service_account_write =
         matches!(object, Object::ServiceAccount(_)) && request.operation != Operation::Delete;
-    if matches!(object, Object::Other) || service_account_write {
+    // A Namespace is read only for a change of its mode: creating one (a manifest for `mandate
+    // check`) is not reviewed.
+    let namespace_not_updated =
+        matches!(object, Object::Namespace(_)) && request.operation != Operation::Update;
+    if matches!(object, Object::Other) || service_account_write || namespace_not_updated {
         return Verdict::ignored();
     }
-    let namespace = request
-        .namespace
-        .as_deref()
-        .or_else(|| object.metadata().and_then(|m| m.namespace.as_deref()))
-        .unwrap_or_default();
+    let namespace = match object {
+        // A Namespace is its own namespace: mandate's own is never reviewed.
+        Object::Namespace(_) => request.name.as_str(),
+        _ => request
+            .namespace
+            .as_deref()
+            .or_else(|| object.metadata().and_then(|m| m.namespace.as_deref()))
+            .unwrap_or_default(),
+    };
     let subject = match object {
         Object::Connect(connect) => connect.kind.subject(namespace, &request.name),
         _ => format!("{} {namespace}/{}", request.kind.kind, request.name),
@@ -159,6 +168,15 @@ pub fn review(
     if !reviewed || !subresource_reviewed {
         return Verdict::skipped(subject);
     }
+    // The status of mandate's kinds is mandate's alone, and needs no snapshot to say so.
+    if object.is_mandate() && request.sub_resource.is_some() {
+        return review_status(
+            format!("status of {subject}"),
+            mandate_agent(object, &request.name),
+            Requester::from_user_info(&request.user_info),
+            config,
+        );
+    }
     if request.operation == Operation::Delete {
         return review_delete(request, object, namespace, subject, snapshot, config);
     }
@@ -166,6 +184,20 @@ pub fn review(
         return invalid(subject, &ReadObjectError::Missing);
     }
     let requester = Requester::from_user_info(&request.user_info);
+    // Judged before the snapshot is checked: an approver's change needs none.
+    if let Object::Namespace(namespaces) = object {
+        return match namespaces.object.get() {
+            Ok(new) => review_namespace_update(
+                namespace,
+                namespaces.old.as_ref().map(|old| &old.metadata),
+                &new.metadata,
+                requester,
+                snapshot,
+                config,
+            ),
+            Err(error) => invalid(subject, error),
+        };
+    }
     let Some(snapshot) = snapshot else {
         return not_synced(object, subject, is_operator(requester, config));
     };
@@ -217,6 +249,8 @@ pub fn review(
         Object::DelegationPolicy(o) => {
             review_resource_request(request, o, subject, snapshot, config, now)
         }
+        // Judged above, before the snapshot.
+        Object::Namespace(_) => Verdict::skipped(subject),
         Object::Connect(connect) => review_connect(
             connect.kind,
             namespace,
@@ -360,13 +394,31 @@ fn review_resource_request<R: MandateResource>(
         Err(error) => return invalid(subject, error),
     };
     let requester = Requester::from_user_info(&request.user_info);
-    // A subresource (status) never changes the spec: only who writes it is reviewed.
-    let old = if request.sub_resource.is_some() {
-        Some(object)
-    } else {
-        resources.old.as_ref()
-    };
-    review_resource(object, old, requester, snapshot, config, now)
+    // A status write never gets here: `review_status` judged it.
+    review_resource(
+        object,
+        resources.old.as_ref(),
+        requester,
+        snapshot,
+        config,
+        now,
+    )
+}
+
+/// The agent a request for one of mandate's kinds concerns, when its object says: the
+/// identity itself, a binding's agent, a policy's delegator.
+fn mandate_agent<'a>(object: &'a Object, name: &'a str) -> Option<&'a str> {
+    match object {
+        Object::AgentIdentity(o) => o
+            .object
+            .get()
+            .ok()
+            .and_then(|i| i.metadata.name.as_deref())
+            .or(Some(name)),
+        Object::ToolBinding(o) => o.object.get().ok().map(|b| b.spec.agent.as_str()),
+        Object::DelegationPolicy(o) => o.object.get().ok().map(|p| p.spec.delegator.as_str()),
+        _ => None,
+    }
 }
 
 /// Reviews a DELETE: of a NetworkPolicy or ServiceAccount, whether it is one of mandate's
@@ -798,6 +850,82 @@ mod tests {
             NOW,
         );
         assert_eq!(verdict.codes(), ["MissingDelegator"], "{verdict:?}");
+    }
+
+    /// An update of the `status` subresource of `kind` by `user`.
+    fn status_write(kind: &str, object: serde_json::Value, user: &str) -> Request {
+        let mut update = request((GROUP, VERSION, kind), "UPDATE", object);
+        update.sub_resource = Some("status".into());
+        update.user_info.username = Some(user.into());
+        update.user_info.groups = Some(vec!["system:masters".into()]);
+        update
+    }
+
+    #[test]
+    fn only_mandate_writes_the_status_of_its_kinds_even_before_the_caches_synced() {
+        let config = AdmissionConfig {
+            operator_users: vec!["system:serviceaccount:mandate-system:mandate".into()],
+            ..AdmissionConfig::default()
+        };
+        let identity = json!({"apiVersion": "mandate.dev/v1alpha1", "kind": "AgentIdentity",
+            "metadata": {"name": "researcher", "namespace": NS},
+            "spec": {"owner": {"kind": "Group", "name": "team"}, "purpose": "reads"},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "Applied",
+                "message": "", "lastTransitionTime": "2027-01-15T08:00:00Z"}]}});
+        let binding = json!({"apiVersion": "mandate.dev/v1alpha1", "kind": "ToolBinding",
+            "metadata": {"name": "b", "namespace": NS},
+            "spec": {"agent": "researcher", "tools": [{"name": "t", "actions": ["read"],
+                "destination": {"service": {"name": "t"}}}]},
+            "status": {"phase": "Active"}});
+        let policy = json!({"apiVersion": "mandate.dev/v1alpha1", "kind": "DelegationPolicy",
+            "metadata": {"name": "p", "namespace": NS},
+            "spec": {"delegator": "researcher", "delegates": [{"agent": "x", "tools": ["t"]}]}});
+        for (kind, object) in [
+            ("AgentIdentity", &identity),
+            ("ToolBinding", &binding),
+            ("DelegationPolicy", &policy),
+        ] {
+            for snapshot in [Some(snapshot()), None] {
+                let admin = review(
+                    &status_write(kind, object.clone(), "kubernetes-admin"),
+                    snapshot.as_ref(),
+                    &config,
+                    NOW,
+                );
+                assert_eq!(admin.codes(), ["ProtectedStatus"], "{kind}: {admin:?}");
+                assert_eq!(admin.decision(), Some(Decision::Denied));
+                assert_eq!(admin.agent_name(), Some("researcher"));
+                assert!(
+                    admin.all_findings()[0].detail.contains(
+                        "only mandate (system:serviceaccount:mandate-system:mandate) writes"
+                    ),
+                    "{admin:?}"
+                );
+                let mandate = review(
+                    &status_write(
+                        kind,
+                        object.clone(),
+                        "system:serviceaccount:mandate-system:mandate",
+                    ),
+                    snapshot.as_ref(),
+                    &config,
+                    NOW,
+                );
+                assert_eq!(
+                    mandate.decision(),
+                    Some(Decision::Allowed),
+                    "{kind}: {mandate:?}"
+                );
+            }
+        }
+        // mandate check knows no operator user: every status write is someone else's.
+        let offline = review(
+            &status_write("AgentIdentity", identity, "mandate-check"),
+            Some(&snapshot()),
+            &AdmissionConfig::default(),
+            NOW,
+        );
+        assert_eq!(offline.codes(), ["ProtectedStatus"]);
     }
 
     fn token_secret(service_account: &str) -> serde_json::Value {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::verdict::Mode;
-use crate::api::{AgentIdentity, MODE_LABEL};
+use crate::api::AgentIdentity;
 use crate::authority::Authority;
 
 /// The annotation the API server's token controller sets on a legacy service-account-token
@@ -268,9 +268,8 @@ impl SnapshotBuilder {
         let Some(name) = namespace.name.as_deref() else {
             return;
         };
-        match namespace.labels.as_ref().and_then(|l| l.get(MODE_LABEL)) {
-            Some(value) => {
-                let mode = Mode::parse(value).unwrap_or(Mode::Enforce);
+        match super::namespace::namespace_mode(namespace.labels.as_ref()) {
+            Some(mode) => {
                 self.snapshot.modes.insert(name.to_owned(), mode);
             }
             None => {
@@ -338,6 +337,7 @@ impl SnapshotBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::MODE_LABEL;
     use crate::authority::fixtures::*;
 
     fn meta(namespace: Option<&str>, name: &str, labels: &[(&str, &str)]) -> ObjectMeta {

@@ -323,6 +323,10 @@ fn full_binding() -> ToolBinding {
             valid_until: Some(at(1_700_003_600)),
             approval: Some(Approval {
                 approved_by: "bob".into(),
+                for_owner: Some(OwnerRef {
+                    kind: OwnerKind::User,
+                    name: "alice".into(),
+                }),
                 reason: "CHG-1234".into(),
             }),
         },
@@ -330,6 +334,8 @@ fn full_binding() -> ToolBinding {
     binding.status = Some(ToolBindingStatus {
         phase: Some(ToolBindingPhase::Active),
         expires_at: Some(at(1_700_003_600)),
+        risk: Some(Risk::High),
+        risk_floor: vec!["configmaps: it declares delete".into()],
         observed_generation: Some(2),
         conditions: vec![
             condition(conditions::ACCEPTED),
@@ -401,6 +407,15 @@ fn field_names_on_the_wire_are_the_documented_ones() {
     );
     assert!(binding["spec"]["tools"][3]["destination"]["kubernetesAPI"].is_object());
     assert_eq!(binding["spec"]["approval"]["approvedBy"], "bob");
+    assert_eq!(
+        binding["spec"]["approval"]["forOwner"],
+        json!({"kind": "User", "name": "alice"})
+    );
+    assert_eq!(binding["status"]["risk"], "High");
+    assert_eq!(
+        binding["status"]["riskFloor"][0],
+        "configmaps: it declares delete"
+    );
     assert_eq!(binding["status"]["phase"], "Active");
     let policy = serde_json::to_value(full_policy()).unwrap();
     assert_eq!(policy["spec"]["maxDepth"], 2);

@@ -8,6 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::schema::{AUDIENCE, DNS_LABEL, DNS_SUBDOMAIN, HTTP_PATH, MCP_TOOL_NAME};
+use super::{Owner, OwnerKind};
 
 /// Grants one agent an explicit, optionally time-bounded list of tools. Each tool names one
 /// destination; mandate opens the agent's NetworkPolicy to it while the grant is live.
@@ -26,6 +27,12 @@ use super::schema::{AUDIENCE, DNS_LABEL, DNS_SUBDOMAIN, HTTP_PATH, MCP_TOOL_NAME
     doc = "ToolBinding grants one AgentIdentity an explicit list of tools, each with one destination, declared actions and a risk, optionally inside a validity window. High-risk tools need an approval.",
     printcolumn(name = "Agent", type_ = "string", json_path = ".spec.agent"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(
+        name = "Risk",
+        type_ = "string",
+        json_path = ".status.risk",
+        description = "The highest effective risk of the tools: High when one is declared High or raised by the risk floor."
+    ),
     // A `date` column prints the time since an instant, so a future expiry shows as
     // `<invalid>`: the instant itself, as the RFC 3339 string the status holds, says it.
     printcolumn(
@@ -85,6 +92,9 @@ pub struct Tool {
     #[x_kube(merge_strategy = kube::core::ListMerge::Set)]
     pub actions: Vec<Action>,
     /// Low (the default) or High. High-risk tools need an approval and a bounded validity.
+    /// mandate raises a Low tool to High when it reaches too much (external CIDRs wider than
+    /// the installation's limit, every namespace, every pod) or declares an action the
+    /// installation deems High (by default delete and execute): the status says why.
     #[serde(default)]
     pub risk: Risk,
     /// Where the tool lives. Exactly one of service, pods, external or kubernetesAPI.
@@ -226,6 +236,8 @@ pub enum Action {
 }
 
 impl Action {
+    pub const ALL: [Action; 4] = [Action::Read, Action::Write, Action::Delete, Action::Execute];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::Read => "read",
@@ -234,9 +246,15 @@ impl Action {
             Action::Execute => "execute",
         }
     }
+
+    /// The action a name (`read`, `write`, `delete`, `execute`) names, if any.
+    pub fn parse(name: &str) -> Option<Action> {
+        Action::ALL.into_iter().find(|a| a.as_str() == name)
+    }
 }
 
-/// How much harm a tool can do.
+/// How much harm a tool can do. The effective risk of a tool is the higher of the declared one
+/// and the installation's risk floor (what the destination reaches, the actions).
 #[derive(
     Serialize,
     Deserialize,
@@ -353,7 +371,7 @@ pub struct ApiResourceRef {
     pub names: Vec<String>,
 }
 
-/// Who approved a grant (High-risk tools, a Pod Security exemption), and why.
+/// Who approved a grant (High-risk tools, a Pod Security exemption), for which owner, and why.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Approval {
@@ -362,9 +380,49 @@ pub struct Approval {
     /// and not be the agent's owner.
     #[schemars(length(min = 1, max = 253))]
     pub approved_by: String,
+    /// The agent's owner the approver approved for: the kind and name of the AgentIdentity's
+    /// spec.owner when the approval was given. An approval counts only while it names the
+    /// current owner, so changing an agent's owner voids every approval given before: an
+    /// approver re-approves for the new owner. Required wherever an approval is required.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub for_owner: Option<OwnerRef>,
     /// Why the grant is needed (a ticket or a sentence).
     #[schemars(length(min = 1, max = 1024))]
     pub reason: String,
+}
+
+/// An owner named by kind and name, as in an AgentIdentity's spec.owner.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnerRef {
+    /// User or Group.
+    pub kind: OwnerKind,
+    /// The username or group name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+impl OwnerRef {
+    /// Whether this names `owner` (kind and name; the contact does not count).
+    pub fn names(&self, owner: &Owner) -> bool {
+        self.kind == owner.kind && self.name == owner.name
+    }
+}
+
+impl From<&Owner> for OwnerRef {
+    fn from(owner: &Owner) -> Self {
+        OwnerRef {
+            kind: owner.kind,
+            name: owner.name.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for OwnerRef {
+    /// `User alice`, `Group finance`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} {}", self.kind, self.name)
+    }
 }
 
 /// Where a ToolBinding stands.
@@ -391,6 +449,15 @@ pub struct ToolBindingStatus {
     /// When the tools expire; absent when they do not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Time>,
+    /// The highest effective risk of the tools: High when any tool is declared High or raised
+    /// to High by the installation's risk floor (see riskFloor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk: Option<Risk>,
+    /// The tools the risk floor raises to High although they are declared Low, one line each
+    /// with why (for example "open-web: its CIDRs reach 2,147,483,648 IPv4 addresses, more
+    /// than a /16 holds"). They need an approval and a bounded validUntil like any High tool.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub risk_floor: Vec<String>,
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,

@@ -3,7 +3,9 @@
 //! validity window out. Pure.
 //!
 //! The phase is the authority's (`Authority::phase_given`): Invalid while the binding breaks a
-//! rule, else Pending, Active or Expired by its window.
+//! rule, else Pending, Active or Expired by its window. The risk is the authority's risk floor
+//! (`RiskFloor::assess`): the highest effective risk of the tools, and why the floor raised
+//! each tool it raised.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -11,7 +13,7 @@ use k8s_openapi::jiff::Timestamp;
 use super::accepted;
 use crate::api::conditions::{self, ACCEPTED, ACTIVE};
 use crate::api::{ToolBinding, ToolBindingPhase, ToolBindingStatus};
-use crate::authority::{Authority, BindingWindow};
+use crate::authority::{Authority, BindingWindow, ToolRisk};
 
 /// What the operator makes true for one binding.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,10 +65,25 @@ pub fn assess_binding(
             Time(now),
         ),
     );
+    let floor = &authority.config().risk_floor;
+    let risks: Vec<(&str, ToolRisk)> = binding
+        .spec
+        .tools
+        .iter()
+        .map(|tool| (tool.name.as_str(), floor.assess(tool)))
+        .collect();
+    let risk = risks.iter().map(|(_, r)| r.effective).max();
+    let risk_floor = risks
+        .iter()
+        .filter(|(_, r)| r.raised())
+        .map(|(name, r)| format!("{name}: {}", r.floor.join("; ")))
+        .collect();
     BindingAssessment {
         status: ToolBindingStatus {
             phase: Some(phase),
             expires_at: binding.spec.valid_until.clone(),
+            risk,
+            risk_floor,
             observed_generation: generation,
             conditions: conditions_now,
         },
@@ -80,7 +97,7 @@ mod tests {
 
     use super::*;
     use crate::api::conditions::{FALSE, TRUE};
-    use crate::api::{Action, AgentClass};
+    use crate::api::{Action, AgentClass, Risk};
     use crate::authority::fixtures::{NOW, binding, hours, identity, tool};
 
     fn authority_with(binding: &ToolBinding) -> Authority {
@@ -155,6 +172,41 @@ mod tests {
             (FALSE, "ClassViolation")
         );
         assert_eq!(condition(&assessment.status, ACTIVE), (FALSE, "Invalid"));
+    }
+
+    #[test]
+    fn a_tool_raised_by_the_risk_floor_shows_in_the_status_and_needs_an_approval() {
+        let b = binding("open-web")
+            .agent("researcher")
+            .tool(tool("search"))
+            .tool(tool("web").external(["0.0.0.0/1", "128.0.0.0/1"], [443]))
+            .build();
+        let assessment = assess(&b, NOW);
+        assert_eq!(assessment.status.risk, Some(Risk::High));
+        assert_eq!(
+            assessment.status.risk_floor,
+            ["web: its CIDRs reach 4,294,967,296 IPv4 addresses, more than a /16 holds"]
+        );
+        assert_eq!(assessment.status.phase, Some(ToolBindingPhase::Invalid));
+        let accepted = assessment
+            .status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == ACCEPTED)
+            .map(|c| c.message.as_str())
+            .unwrap_or_default();
+        assert!(
+            accepted.contains("HighRiskValidity: tool web is High by the risk floor")
+                && accepted.contains("MissingApproval: tool web is High by the risk floor"),
+            "{accepted}"
+        );
+        let low = binding("low")
+            .agent("researcher")
+            .tool(tool("search"))
+            .build();
+        let assessment = assess(&low, NOW);
+        assert_eq!(assessment.status.risk, Some(Risk::Low));
+        assert!(assessment.status.risk_floor.is_empty());
     }
 
     #[test]

@@ -22,6 +22,12 @@
 //!   False when every pod the index knows has every live tool's token. Left as it is when the
 //!   caller knows no pods (`mandate check`). It does not make the identity not Ready: the
 //!   pod is short of a tool, not of its boundary.
+//! - `ServiceAccountGuarded`: every pod that runs as its ServiceAccount reaches admission, so
+//!   the hijack rule covers it: True when its namespace carries `mandate.dev/mode`. False
+//!   (reason `NamespaceNotOptedIn`) elsewhere, where only pods labelled `mandate.dev/agent`
+//!   are sent to mandate: an unlabelled pod running as the ServiceAccount is not checked
+//!   ([`service_account_guard`], which `mandate inventory` applies too). It does not make the
+//!   identity not Ready.
 
 use std::collections::BTreeSet;
 
@@ -34,9 +40,10 @@ use kube::ResourceExt;
 use super::Event;
 use crate::admission::credentials::{AgentPod, stale_pods};
 use crate::api::conditions::{
-    self, CREDENTIALS_STALE, DELEGATION_SAFE, ISOLATED, NETWORK_EXCLUSIVE, READY, TOOLS_BOUND,
+    self, CREDENTIALS_STALE, DELEGATION_SAFE, ISOLATED, NETWORK_EXCLUSIVE, READY,
+    SERVICE_ACCOUNT_GUARDED, TOOLS_BOUND,
 };
-use crate::api::{AgentIdentity, AgentIdentityStatus};
+use crate::api::{AGENT_LABEL, AgentIdentity, AgentIdentityStatus, MODE_LABEL};
 use crate::authority::network::foreign_policies_selecting;
 use crate::authority::{Authority, Finding, Reason};
 use crate::project::{
@@ -51,6 +58,51 @@ pub const NO_LIVE_TOOLS: &str = "NoLiveTools";
 pub const PODS_MISSING_CREDENTIALS: &str = "PodsMissingCredentials";
 /// CredentialsStale's reason when no pod does (False), and the event when that is so again.
 pub const CREDENTIALS_CURRENT: &str = "CredentialsCurrent";
+/// ServiceAccountGuarded's reason when the namespace carries `mandate.dev/mode`.
+pub const NAMESPACE_OPTED_IN: &str = "NamespaceOptedIn";
+/// ServiceAccountGuarded's reason when it does not: unlabelled pods are not reviewed there.
+pub const NAMESPACE_NOT_OPTED_IN: &str = "NamespaceNotOptedIn";
+
+/// Whether every pod running as an agent's ServiceAccount reaches admission, and what to do
+/// when not: the `ServiceAccountGuarded` condition, and `mandate inventory`'s report of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccountGuard {
+    pub guarded: bool,
+    /// [`NAMESPACE_OPTED_IN`] or [`NAMESPACE_NOT_OPTED_IN`].
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// The guard of ServiceAccount `service_account` in `namespace`, opted in (labelled
+/// `mandate.dev/mode`) or not. Only a namespace's label puts unlabelled pods in the webhooks'
+/// scope: elsewhere only pods labelled `mandate.dev/agent` are sent to mandate.
+pub fn service_account_guard(
+    namespace: &str,
+    service_account: &str,
+    opted_in: bool,
+) -> ServiceAccountGuard {
+    if opted_in {
+        ServiceAccountGuard {
+            guarded: true,
+            reason: NAMESPACE_OPTED_IN,
+            message: format!(
+                "namespace {namespace} is opted in ({MODE_LABEL}): every pod running as \
+                 ServiceAccount {service_account} is reviewed, labelled or not"
+            ),
+        }
+    } else {
+        ServiceAccountGuard {
+            guarded: false,
+            reason: NAMESPACE_NOT_OPTED_IN,
+            message: format!(
+                "pods running as ServiceAccount {service_account} without the {AGENT_LABEL} \
+                 label are not checked: namespace {namespace} has no {MODE_LABEL} label, so only \
+                 labelled pods reach mandate; opt it in (kubectl label namespace {namespace} \
+                 {MODE_LABEL}=enforce, or warn or audit) to have every pod reviewed"
+            ),
+        }
+    }
+}
 
 /// What an identity is assessed against besides itself.
 #[derive(Clone, Copy)]
@@ -65,6 +117,8 @@ pub struct IdentityInputs<'a> {
     /// The identity's pods (labelled with its name in its namespace), as far as the caller
     /// knows them; `None` when it knows no pods at all, and `CredentialsStale` is left alone.
     pub pods: Option<&'a [AgentPod]>,
+    /// Whether the identity's namespace carries `mandate.dev/mode` (ServiceAccountGuarded).
+    pub namespace_opted_in: bool,
     pub now: Timestamp,
 }
 
@@ -241,6 +295,14 @@ pub fn assess_identity(
             message,
         );
     }
+    let guard = service_account_guard(&namespace, &sa_name, inputs.namespace_opted_in);
+    set(
+        &mut conditions_now,
+        SERVICE_ACCOUNT_GUARDED,
+        guard.guarded,
+        guard.reason,
+        guard.message,
+    );
     match blockers.first() {
         Some(finding) => set(
             &mut conditions_now,
@@ -456,6 +518,7 @@ mod tests {
         pods: Option<Vec<AgentPod>>,
         trust_domain: TrustDomain,
         network: NetworkConfig,
+        opted_in: bool,
     }
 
     impl World {
@@ -467,6 +530,7 @@ mod tests {
                 pods: None,
                 trust_domain: TrustDomain::default(),
                 network: NetworkConfig::default(),
+                opted_in: true,
             }
         }
 
@@ -491,6 +555,7 @@ mod tests {
                     services: &self.services,
                     network_policies: &self.network_policies,
                     pods: self.pods.as_deref(),
+                    namespace_opted_in: self.opted_in,
                     now,
                 },
             )
@@ -553,6 +618,31 @@ mod tests {
             Some("spiffe://cluster.local/ns/agents/sa/researcher")
         );
         assert!(projections_applied(Some(&assessment.status)));
+    }
+
+    #[test]
+    fn an_identity_in_an_opted_in_namespace_has_its_service_account_guarded() {
+        let assessment = with_tools().assess("researcher");
+        let (status, reason, _) = condition(&assessment, SERVICE_ACCOUNT_GUARDED);
+        assert_eq!((status, reason), (TRUE, NAMESPACE_OPTED_IN));
+    }
+
+    #[test]
+    fn an_identity_outside_opted_in_namespaces_says_unlabelled_pods_are_not_checked_yet_is_ready() {
+        let mut world = with_tools();
+        world.opted_in = false;
+        let assessment = world.assess("researcher");
+        let (status, reason, message) = condition(&assessment, SERVICE_ACCOUNT_GUARDED);
+        assert_eq!((status, reason), (FALSE, NAMESPACE_NOT_OPTED_IN));
+        assert!(
+            message.contains("pods running as ServiceAccount researcher without the mandate.dev/agent label are not checked"),
+            "{message}"
+        );
+        assert!(
+            message.contains("kubectl label namespace agents mandate.dev/mode=enforce"),
+            "{message}"
+        );
+        assert_eq!(condition(&assessment, READY).0, TRUE);
     }
 
     #[test]

@@ -13,8 +13,9 @@ mod policy;
 
 pub use binding::{BindingAssessment, assess_binding};
 pub use identity::{
-    IdentityAssessment, IdentityInputs, assess_identity, projections_applied,
-    service_account_blockers,
+    IdentityAssessment, IdentityInputs, NAMESPACE_NOT_OPTED_IN, NAMESPACE_OPTED_IN,
+    ServiceAccountGuard, assess_identity, projections_applied, service_account_blockers,
+    service_account_guard,
 };
 pub use policy::{PolicyAssessment, assess_policy};
 

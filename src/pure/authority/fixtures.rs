@@ -9,9 +9,12 @@ use k8s_openapi::api::core::v1::{
     SecretEnvSource, SecretKeySelector, SecretVolumeSource, SecurityContext, ServiceAccount,
     ServiceAccountTokenProjection, Volume, VolumeProjection,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, ObjectMeta, OwnerReference, Time,
+};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::Resource;
 
 use crate::api::conditions;
 use crate::api::{
@@ -19,8 +22,8 @@ use crate::api::{
     ApiResourceRef, Approval, BaselineControl, Credentials, Delegate, DelegationPolicy,
     DelegationPolicySpec, Destination, Endpoint, EndpointPort, ExternalDestination, HttpMethod,
     HttpOperation, KubernetesApiDestination, MANAGED_BY_LABEL, MANAGER, McpOperations, McpTool,
-    Owner, OwnerKind, PodSecurityExemption, PodsDestination, Protocol, Risk, ServiceDestination,
-    Tool, ToolBinding, ToolBindingSpec,
+    Owner, OwnerKind, OwnerRef, PodSecurityExemption, PodsDestination, Protocol, Risk,
+    ServiceDestination, Tool, ToolBinding, ToolBindingSpec,
 };
 
 /// The namespace fixtures live in unless told otherwise.
@@ -47,11 +50,14 @@ pub struct IdentityBuilder {
     identity: AgentIdentity,
 }
 
+/// The owner of fixture identities unless told otherwise (a Group).
+pub const DEFAULT_OWNER: &str = "team-a";
+
 pub fn identity(name: &str) -> IdentityBuilder {
     let spec = AgentIdentitySpec {
         owner: Owner {
             kind: OwnerKind::Group,
-            name: "team-a".into(),
+            name: DEFAULT_OWNER.into(),
             contact: None,
         },
         class: AgentClass::ReadOnly,
@@ -116,7 +122,7 @@ impl IdentityBuilder {
     }
 
     /// Exempts the agent's pods from baseline `control` (naming `items` for Capabilities and
-    /// Sysctls), approved by `approver`.
+    /// Sysctls), approved by `approver` for the owner set so far.
     pub fn exempt(mut self, control: BaselineControl, items: &[&str], approver: &str) -> Self {
         let items: Vec<String> = items.iter().map(|&i| i.to_owned()).collect();
         let (capabilities, sysctls) = match control {
@@ -133,6 +139,7 @@ impl IdentityBuilder {
                 sysctls,
                 approval: Approval {
                     approved_by: approver.to_owned(),
+                    for_owner: Some(OwnerRef::from(&self.identity.spec.owner)),
                     reason: "needed".to_owned(),
                 },
             });
@@ -342,19 +349,35 @@ impl BindingBuilder {
         self
     }
 
-    pub fn approved(mut self) -> Self {
+    /// Approved by `security-lead` for the fixtures' default owner (Group team-a).
+    pub fn approved(self) -> Self {
+        self.approved_for("security-lead", OwnerKind::Group, DEFAULT_OWNER)
+    }
+
+    /// Approved by `user` for the fixtures' default owner (Group team-a).
+    pub fn approved_by(self, user: &str) -> Self {
+        self.approved_for(user, OwnerKind::Group, DEFAULT_OWNER)
+    }
+
+    /// Approved by `user` for the owner `kind` `name`.
+    pub fn approved_for(mut self, user: &str, kind: OwnerKind, name: &str) -> Self {
         self.binding.spec.approval = Some(Approval {
-            approved_by: "security-lead".into(),
-            reason: "TICKET-1".into(),
+            approved_by: user.to_owned(),
+            for_owner: Some(OwnerRef {
+                kind,
+                name: name.to_owned(),
+            }),
+            reason: "TICKET-2".into(),
         });
         self
     }
 
-    /// Approved by `user`.
-    pub fn approved_by(mut self, user: &str) -> Self {
+    /// Approved by `user` with no `forOwner` (as written before approvals named one).
+    pub fn approved_for_nobody(mut self, user: &str) -> Self {
         self.binding.spec.approval = Some(Approval {
             approved_by: user.to_owned(),
-            reason: "TICKET-2".into(),
+            for_owner: None,
+            reason: "TICKET-3".into(),
         });
         self
     }
@@ -437,12 +460,38 @@ impl ServiceAccountBuilder {
         self
     }
 
-    /// Labels it as mandate's, for `agent`.
-    pub fn managed_for(mut self, agent: &str) -> Self {
+    /// Makes it mandate's projection for `agent`: labelled, and controlled by the fixture
+    /// identity of that name (its UID).
+    pub fn managed_for(self, agent: &str) -> Self {
+        let namespace = self
+            .service_account
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_default();
+        self.labelled_for(agent)
+            .controlled_by(agent, &format!("uid-{namespace}-{agent}"))
+    }
+
+    /// Only labels it as mandate's, for `agent`, as anyone who may edit it can.
+    pub fn labelled_for(mut self, agent: &str) -> Self {
         self.service_account.metadata.labels = Some(BTreeMap::from([
             (MANAGED_BY_LABEL.to_owned(), MANAGER.to_owned()),
             (AGENT_LABEL.to_owned(), agent.to_owned()),
         ]));
+        self
+    }
+
+    /// Gives it a controller ownerReference to AgentIdentity `agent` with `uid`.
+    pub fn controlled_by(mut self, agent: &str, uid: &str) -> Self {
+        self.service_account.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: AgentIdentity::api_version(&()).into_owned(),
+            kind: AgentIdentity::kind(&()).into_owned(),
+            name: agent.to_owned(),
+            uid: uid.to_owned(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }]);
         self
     }
 

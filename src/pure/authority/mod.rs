@@ -12,6 +12,7 @@ mod config;
 mod graph;
 pub mod network;
 mod reason;
+pub mod risk;
 mod tools;
 mod validate;
 
@@ -21,7 +22,9 @@ pub(crate) mod fixtures;
 pub use config::Config;
 pub use graph::{DelegationGraph, Edge, Violation, ViolationKind};
 pub use reason::{Finding, Reason, codes};
+pub use risk::{ActionSet, RiskFloor, ToolRisk};
 pub use tools::{BindingWindow, HeldTool, PolicyWindow};
+pub use validate::{approval_lapse, exemption_rules};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -29,11 +32,9 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
+use kube::Resource;
 
-use crate::api::{
-    AGENT_LABEL, AgentIdentity, DelegationPolicy, LiveTool, MANAGED_BY_LABEL, MANAGER, Owner,
-    ToolBinding, ToolBindingPhase,
-};
+use crate::api::{AgentIdentity, DelegationPolicy, LiveTool, Owner, ToolBinding, ToolBindingPhase};
 
 /// The snapshot. Build it with [`Authority::builder`] or [`Authority::from_objects`], or keep
 /// one current with the `upsert_*` and `remove_*` methods.
@@ -59,17 +60,19 @@ pub enum ObjectKind {
     ServiceAccount,
 }
 
-/// Who owns a ServiceAccount, as far as mandate can tell from its labels.
+/// Who owns a ServiceAccount, as its controller ownerReference proves. Labels prove nothing:
+/// anyone who may edit a ServiceAccount may set them, and an identity that took a labelled
+/// account as its own would adopt its RoleBindings (and have it garbage-collected with itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServiceAccountOwnership {
     /// No ServiceAccount of that name exists in the snapshot.
     Absent,
-    /// It carries `app.kubernetes.io/managed-by: mandate` and `mandate.dev/agent: <agent>`.
-    Managed { agent: String },
-    /// It exists but mandate does not manage it: mandate never adopts it.
+    /// Its controller ownerReference is the AgentIdentity `agent` with UID `uid` (which may be
+    /// an earlier identity of that name, still being garbage-collected).
+    Managed { agent: String, uid: String },
+    /// It exists but no AgentIdentity controls it: mandate never adopts it.
     Unmanaged,
 }
-
 /// What mandate reads of a ServiceAccount: who manages it (by its labels) and whether it
 /// automounts a token (known only where the whole object was read, as by `mandate check`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,18 +218,29 @@ fn key(meta: &ObjectMeta) -> Option<(&str, &str)> {
     Some((meta.namespace.as_deref()?, meta.name.as_deref()?))
 }
 
-/// What a ServiceAccount's labels say about who manages it.
-fn ownership_from_labels(meta: &ObjectMeta) -> ServiceAccountOwnership {
-    let labels = meta.labels.as_ref();
-    let managed = labels
-        .and_then(|l| l.get(MANAGED_BY_LABEL))
-        .is_some_and(|v| v == MANAGER);
-    match labels.and_then(|l| l.get(AGENT_LABEL)) {
-        Some(agent) if managed => ServiceAccountOwnership::Managed {
-            agent: agent.clone(),
+/// Who controls a ServiceAccount: the AgentIdentity of its controller ownerReference.
+fn ownership_from_owner_reference(meta: &ObjectMeta) -> ServiceAccountOwnership {
+    match controlling_identity(meta) {
+        Some((agent, uid)) => ServiceAccountOwnership::Managed {
+            agent: agent.to_owned(),
+            uid: uid.to_owned(),
         },
-        _ => ServiceAccountOwnership::Unmanaged,
+        None => ServiceAccountOwnership::Unmanaged,
     }
+}
+
+/// The (name, UID) of the AgentIdentity an object's controller ownerReference names: how
+/// mandate tells its projections from look-alikes (labels anyone may copy).
+pub fn controlling_identity(meta: &ObjectMeta) -> Option<(&str, &str)> {
+    meta.owner_references
+        .iter()
+        .flatten()
+        .find(|owner| {
+            owner.controller == Some(true)
+                && owner.kind == AgentIdentity::kind(&())
+                && owner.api_version == AgentIdentity::api_version(&())
+        })
+        .map(|owner| (owner.name.as_str(), owner.uid.as_str()))
 }
 
 impl Authority {
@@ -350,11 +364,11 @@ impl Authority {
             return;
         };
         let entry = ServiceAccountEntry {
-            ownership: ownership_from_labels(meta),
+            ownership: ownership_from_owner_reference(meta),
             automount_token,
         };
         let ns = self.namespaces.entry(namespace.to_owned()).or_default();
-        // Labels rarely change: most updates (token Secrets, resourceVersion) leave it alone.
+        // Owners rarely change: most updates (token Secrets, resourceVersion) leave it alone.
         if ns.service_accounts.get(name) != Some(&entry) {
             ns.service_accounts.insert(name.to_owned(), entry);
         }
@@ -493,7 +507,7 @@ impl Authority {
             .next()
     }
 
-    /// Whether a ServiceAccount exists and whether mandate manages it (by its labels).
+    /// Whether a ServiceAccount exists and which identity controls it (by ownerReference).
     pub fn service_account_ownership(
         &self,
         namespace: &str,
@@ -510,12 +524,19 @@ impl Authority {
             .flat_map(|ns| ns.service_accounts.keys().map(String::as_str))
     }
 
-    /// The agent a mandate-managed ServiceAccount is labelled for.
-    pub fn managed_service_account_agent(&self, namespace: &str, name: &str) -> Option<&str> {
+    /// The agent whose AgentIdentity controls a ServiceAccount (by ownerReference), and that
+    /// identity's UID: it may be gone, its account waiting for the garbage collector.
+    pub fn service_account_controller(&self, namespace: &str, name: &str) -> Option<(&str, &str)> {
         match &self.service_account_entry(namespace, name)?.ownership {
-            ServiceAccountOwnership::Managed { agent } => Some(agent),
+            ServiceAccountOwnership::Managed { agent, uid } => Some((agent, uid)),
             _ => None,
         }
+    }
+
+    /// The agent a ServiceAccount belongs to by its controller ownerReference.
+    pub fn managed_service_account_agent(&self, namespace: &str, name: &str) -> Option<&str> {
+        self.service_account_controller(namespace, name)
+            .map(|(agent, _)| agent)
     }
 
     /// A ServiceAccount's `automountServiceAccountToken`, when the snapshot knows it.
@@ -543,6 +564,7 @@ impl Authority {
                 binding.spec.tools.iter().map(move |tool| HeldTool {
                     binding,
                     tool,
+                    risk: self.config.risk_floor.assess(tool).effective,
                     expires_at: binding.spec.valid_until.as_ref().map(|t| t.0),
                 })
             })
@@ -934,7 +956,10 @@ mod tests {
         );
         assert_eq!(
             authority.service_account_ownership(NS, "shared"),
-            ServiceAccountOwnership::Managed { agent: "a".into() }
+            ServiceAccountOwnership::Managed {
+                agent: "a".into(),
+                uid: format!("uid-{NS}-a"),
+            }
         );
         assert_eq!(
             authority.service_account_ownership(NS, "legacy"),

@@ -22,7 +22,6 @@
 
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use kube::Resource;
 
 use super::Authority;
 use crate::api::{AGENT_LABEL, AgentIdentity, MANAGED_BY_LABEL, MANAGER};
@@ -112,20 +111,10 @@ pub fn owning_identity<'a>(
     authority: &'a Authority,
 ) -> Option<&'a AgentIdentity> {
     let namespace = object.namespace.as_deref()?;
-    object
-        .owner_references
-        .iter()
-        .flatten()
-        .filter(|owner| {
-            owner.controller == Some(true)
-                && owner.kind == AgentIdentity::kind(&())
-                && owner.api_version == AgentIdentity::api_version(&())
-        })
-        .find_map(|owner| {
-            authority
-                .identity(namespace, &owner.name)
-                .filter(|identity| identity.metadata.uid.as_deref() == Some(owner.uid.as_str()))
-        })
+    let (name, uid) = super::controlling_identity(object)?;
+    authority
+        .identity(namespace, name)
+        .filter(|identity| identity.metadata.uid.as_deref() == Some(uid))
 }
 
 /// The NetworkPolicies among `policies` (any namespaces) that are not mandate's and could select
@@ -162,6 +151,7 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
         LabelSelectorRequirement, OwnerReference,
     };
+    use kube::Resource;
 
     use super::*;
     use crate::authority::fixtures::{NS, identity};

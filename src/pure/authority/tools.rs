@@ -5,13 +5,15 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::api::{DelegationPolicy, LiveTool, Tool, ToolBinding, ToolBindingPhase};
+use crate::api::{DelegationPolicy, LiveTool, Risk, Tool, ToolBinding, ToolBindingPhase};
 
 /// One tool an agent holds now, with the binding that grants it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct HeldTool<'a> {
     pub binding: &'a ToolBinding,
     pub tool: &'a Tool,
+    /// The tool's effective risk: declared, or High by the installation's risk floor.
+    pub risk: Risk,
     /// The binding's validUntil; `None` when the grant does not expire.
     pub expires_at: Option<Timestamp>,
 }
@@ -38,7 +40,7 @@ impl HeldTool<'_> {
         LiveTool {
             name: self.tool.name.clone(),
             binding: self.binding_name().to_owned(),
-            risk: self.tool.risk,
+            risk: self.risk,
             actions: self.tool.actions.clone(),
             expires_at: self.expires_at.map(Time),
         }

@@ -12,7 +12,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use super::reason::{Finding, Reason};
 use super::{Authority, Config, ServiceAccountOwnership, ViolationKind};
-use crate::api::{AgentIdentity, DelegationPolicy, Risk, ToolBinding};
+use crate::api::{AgentIdentity, Approval, DelegationPolicy, Owner, OwnerRef, ToolBinding};
 
 impl Authority {
     /// Rules for an AgentIdentity as proposed (created or changed): its ServiceAccount must
@@ -36,15 +36,29 @@ impl Authority {
                 ),
             ));
         }
+        let uid = identity.metadata.uid.as_deref();
         match self.service_account_ownership(namespace, sa) {
             ServiceAccountOwnership::Absent => {}
-            ServiceAccountOwnership::Managed { agent } if agent == name => {}
-            ServiceAccountOwnership::Managed { agent } => {
+            ServiceAccountOwnership::Managed { agent, uid: owner } if agent == name => {
+                // An identity deleted and created again under its name: its predecessor's
+                // ServiceAccount waits for the garbage collector, and is not this one's.
+                if uid.is_some_and(|uid| uid != owner) {
+                    findings.push(Finding::new(
+                        Reason::ServiceAccountClaimed,
+                        format!(
+                            "ServiceAccount {sa} belongs to an earlier AgentIdentity {name} (uid \
+                             {owner}) and waits for the garbage collector: mandate creates this \
+                             identity's once it is gone"
+                        ),
+                    ));
+                }
+            }
+            ServiceAccountOwnership::Managed { agent, .. } => {
                 if !others.contains(&agent.as_str()) {
                     findings.push(Finding::new(
                         Reason::ServiceAccountClaimed,
                         format!(
-                            "ServiceAccount {sa} is managed by mandate for agent {agent}: set a \
+                            "ServiceAccount {sa} is controlled by AgentIdentity {agent}: set a \
                              different serviceAccountName"
                         ),
                     ));
@@ -53,9 +67,9 @@ impl Authority {
             ServiceAccountOwnership::Unmanaged => findings.push(Finding::new(
                 Reason::ServiceAccountUnmanaged,
                 format!(
-                    "ServiceAccount {sa} exists and is not managed by mandate, which never adopts \
-                     one: set a different serviceAccountName, or move its workloads off it and \
-                     delete it"
+                    "ServiceAccount {sa} exists and no AgentIdentity controls it (labels do not \
+                     count): mandate never adopts one, with its RoleBindings; set a different \
+                     serviceAccountName, or move its workloads off it and delete it"
                 ),
             )),
         }
@@ -63,7 +77,8 @@ impl Authority {
     }
 
     /// Rules for a ToolBinding as proposed: its agent exists, the agent's class permits every
-    /// declared action, and every High-risk tool has an approval and a validUntil at most
+    /// declared action, and every High-risk tool (declared, or raised by the risk floor) has an
+    /// approval given for the agent's current owner and a validUntil at most
     /// `Config::max_high_risk_validity` ahead of `now`.
     pub fn validate_binding(&self, binding: &ToolBinding, now: Timestamp) -> Vec<Finding> {
         let namespace = binding.metadata.namespace.as_deref().unwrap_or_default();
@@ -173,38 +188,91 @@ pub(super) fn binding_rules(
         .checked_add(config.max_high_risk_validity)
         .unwrap_or(Timestamp::MAX);
     let max = config.max_high_risk_validity;
-    for tool in binding.spec.tools.iter().filter(|t| t.risk == Risk::High) {
+    let owner = identity.map(|i| &i.spec.owner);
+    for tool in &binding.spec.tools {
+        let risk = config.risk_floor.assess(tool);
+        if !risk.is_high() {
+            continue;
+        }
+        let high = risk.describe(&tool.name);
         match binding.spec.valid_until.as_ref() {
             None => findings.push(Finding::new(
                 Reason::HighRiskValidity,
                 format!(
-                    "tool {} is High risk and the binding has no validUntil: set validUntil at \
-                     most {max:#} ahead",
-                    tool.name
+                    "{high}, and the binding has no validUntil: set validUntil at most {max:#} \
+                     ahead"
                 ),
             )),
             Some(until) if until.0 > limit => findings.push(Finding::new(
                 Reason::HighRiskValidity,
                 format!(
-                    "tool {} is High risk and validUntil {} lies more than {max:#} ahead: set it \
-                     to {limit} or earlier",
-                    tool.name, until.0
+                    "{high}, and validUntil {} lies more than {max:#} ahead: set it to {limit} \
+                     or earlier",
+                    until.0
                 ),
             )),
             Some(_) => {}
         }
-        if binding.spec.approval.is_none() {
+        let lapse = match (&binding.spec.approval, owner) {
+            (None, _) => Some(
+                "set approval.approvedBy, approval.forOwner and approval.reason (an approver \
+                 who is not the agent's owner applies it)"
+                    .to_owned(),
+            ),
+            (Some(approval), Some(owner)) => approval_lapse(approval, owner, "approval"),
+            // No identity: MissingIdentity says it; no owner to approve for yet.
+            (Some(_), None) => None,
+        };
+        if let Some(lapse) = lapse {
             findings.push(Finding::new(
                 Reason::MissingApproval,
-                format!(
-                    "tool {} is High risk: set approval.approvedBy and approval.reason (an \
-                     approver who is not the agent's owner)",
-                    tool.name
-                ),
+                format!("{high}: {lapse}"),
             ));
         }
     }
     findings
+}
+
+/// Rules for the Pod Security exemptions of an AgentIdentity as proposed: each approval names
+/// the identity's owner (`approval.forOwner`), so an owner change re-approves them all in the
+/// same update. Who applies them is admission's rule (four eyes).
+pub fn exemption_rules(identity: &AgentIdentity) -> Vec<Finding> {
+    identity
+        .spec
+        .pod_security_exemptions
+        .iter()
+        .filter_map(|exemption| {
+            let control = exemption.control.as_str();
+            let field = format!("podSecurityExemptions[{control}].approval");
+            let lapse = approval_lapse(&exemption.approval, &identity.spec.owner, &field)?;
+            Some(Finding::new(
+                Reason::MissingApproval,
+                format!("the {control} exemption does not count: {lapse}"),
+            ))
+        })
+        .collect()
+}
+
+/// Why `approval` (at `field`, for the message) does not count for an agent owned by `owner`
+/// (`None`: it counts). An approval names the owner it was given for (`forOwner`); one given
+/// for another owner, or for none, is void. So changing an agent's owner voids every approval
+/// given before, and an approval obtained while someone else owned the agent does not follow
+/// it back. The one rule for High-risk tools and Pod Security exemptions.
+pub fn approval_lapse(approval: &Approval, owner: &Owner, field: &str) -> Option<String> {
+    let current = OwnerRef::from(owner);
+    let redo = format!(
+        "an approver who is not the owner re-approves, setting {field}.forOwner to {current} and \
+         naming themself in {field}.approvedBy"
+    );
+    match &approval.for_owner {
+        Some(for_owner) if for_owner.names(owner) => None,
+        Some(for_owner) => Some(format!(
+            "approved for {for_owner}; the owner is now {current}: {redo}"
+        )),
+        None => Some(format!(
+            "{field}.forOwner names no owner it was given for: {redo}"
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -225,7 +293,16 @@ mod tests {
 
     #[test]
     fn a_read_only_identity_bound_to_a_write_tool_is_a_class_violation() {
+        // No action raises the risk here, so the class speaks alone.
+        let no_high_actions = Config {
+            risk_floor: super::super::RiskFloor {
+                actions: super::super::ActionSet::default(),
+                ..Default::default()
+            },
+            ..Config::default()
+        };
         let authority = Authority::builder()
+            .config(no_high_actions)
             .identity(identity("reader").build())
             .build();
         let proposed = binding("b")
@@ -294,6 +371,7 @@ mod tests {
         let authority = Authority::builder()
             .config(Config {
                 max_high_risk_validity: k8s_openapi::jiff::SignedDuration::from_hours(2),
+                ..Config::default()
             })
             .identity(
                 identity("exec")
@@ -487,6 +565,46 @@ mod tests {
         assert!(findings[0].detail.contains("AgentIdentity first"));
         let itself = identity("first").service_account("shared").build();
         assert!(authority.validate_identity(&itself).is_empty());
+    }
+
+    #[test]
+    fn labels_anyone_may_set_do_not_make_a_service_account_mandates() {
+        // The adoption attack: a developer labels an existing account (with its RoleBindings)
+        // as mandate's for a new identity. Only a controller ownerReference proves ownership.
+        let authority = Authority::builder()
+            .service_account(service_account("ci-bot").labelled_for("ci-bot").build())
+            .build();
+        let findings = authority.validate_identity(&identity("ci-bot").build());
+        assert_eq!(codes(&findings), ["ServiceAccountUnmanaged"]);
+        assert!(findings[0].detail.contains("labels do not count"));
+        assert_eq!(
+            authority.service_account_ownership(NS, "ci-bot"),
+            ServiceAccountOwnership::Unmanaged
+        );
+    }
+
+    #[test]
+    fn an_account_controlled_by_an_earlier_identity_of_the_same_name_is_not_this_ones() {
+        let authority = Authority::builder()
+            .service_account(
+                service_account("researcher")
+                    .labelled_for("researcher")
+                    .controlled_by("researcher", "uid-of-the-deleted-one")
+                    .build(),
+            )
+            .build();
+        let findings = authority.validate_identity(&identity("researcher").build());
+        assert_eq!(codes(&findings), ["ServiceAccountClaimed"]);
+        assert!(findings[0].detail.contains("garbage collector"));
+        let same = service_account("researcher")
+            .managed_for("researcher")
+            .build();
+        let authority = Authority::builder().service_account(same).build();
+        assert!(
+            authority
+                .validate_identity(&identity("researcher").build())
+                .is_empty()
+        );
     }
 
     #[test]

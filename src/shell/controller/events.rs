@@ -39,7 +39,25 @@ impl EventPublisher {
         reason: &str,
         note: String,
     ) -> Result<(), kube::Error> {
-        let namespace = regarding.namespace.clone().unwrap_or_default();
+        self.publish_action("Reconcile", regarding, type_, reason, note)
+            .await
+    }
+
+    /// [`publish`](Self::publish) for an `action` other than a reconcile (`Admit`). An Event
+    /// about a cluster-scoped object (a Namespace) lives in `default`, as the API server
+    /// requires and `kubectl describe` looks for it.
+    pub(crate) async fn publish_action(
+        &self,
+        action: &str,
+        regarding: ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) -> Result<(), kube::Error> {
+        let namespace = regarding
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned());
         let event = Event {
             metadata: ObjectMeta {
                 name: Some(event_name(regarding.name.as_deref().unwrap_or("mandate"))),
@@ -47,7 +65,7 @@ impl EventPublisher {
                 ..ObjectMeta::default()
             },
             event_time: Some(MicroTime(k8s_openapi::jiff::Timestamp::now())),
-            action: Some("Reconcile".to_owned()),
+            action: Some(action.to_owned()),
             reason: Some(reason.to_owned()),
             note: Some(truncate(note, MAX_NOTE)),
             type_: Some(type_.as_str().to_owned()),

@@ -6,9 +6,10 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
@@ -16,6 +17,7 @@ use kube::{Api, Resource, ResourceExt};
 use super::projection::ApplyOutcome;
 use super::status;
 use super::{Context, ReconcileError, Reconciling};
+use crate::admission::namespace::namespace_mode;
 use crate::api::{AGENT_LABEL, AgentIdentity, DelegationPolicy, ToolBinding};
 use crate::assess::{Event, IdentityInputs, assess_identity};
 use crate::authority::network;
@@ -51,6 +53,7 @@ pub(super) async fn reconcile(
             services: &ctx.stores,
             network_policies: &network_policies,
             pods: pods.as_deref(),
+            namespace_opted_in: opted_in(&ctx.stores, namespace),
             now: reconciling.now,
         },
     )
@@ -109,6 +112,31 @@ pub(super) async fn reconcile(
         publish(&ctx, &identity, assessment.events);
     }
     Ok(reconciling.done(&ctx, assessment.next_change))
+}
+
+/// Whether `namespace` carries `mandate.dev/mode` in the index's view (a namespace not in the
+/// view yet counts as not opted in: the condition says so until the next change of it).
+fn opted_in(stores: &Stores, namespace: &str) -> bool {
+    stores
+        .namespaces
+        .get(&ObjectRef::new(namespace))
+        .is_some_and(|n| namespace_mode(n.metadata.labels.as_ref()).is_some())
+}
+
+/// The identities of `namespace`, woken when its mode label changes (ServiceAccountGuarded).
+pub(super) fn in_namespace(
+    stores: &Stores,
+    namespace: &PartialObjectMeta<Namespace>,
+) -> Vec<ObjectRef<AgentIdentity>> {
+    let Some(name) = namespace.metadata.name.as_deref() else {
+        return Vec::new();
+    };
+    stores
+        .identities
+        .state_filter(|identity| identity.metadata.namespace.as_deref() == Some(name))
+        .iter()
+        .map(|identity| ObjectRef::from_obj(&**identity))
+        .collect()
 }
 
 /// Projections mandate changed are logged at info; a change someone else made and mandate put

@@ -7,7 +7,7 @@
 
 mod binding;
 mod error;
-mod events;
+pub(crate) mod events;
 mod identity;
 mod namespace;
 mod policy;
@@ -192,6 +192,7 @@ pub async fn run(
             foreign_policies,
             deleted_foreign_policies,
             agent_pods,
+            namespaces,
         } = identity_subscriptions;
         Controller::for_shared_stream(identity_changes(primary.boxed()), stores.identities.clone())
             .with_config(config.clone())
@@ -271,6 +272,10 @@ pub async fn run(
             ))
             // Pods that appear, go or change their credentials: CredentialsStale.
             .reconcile_on(agent_pods)
+            .watches_shared_stream(triggers::opt_in_changes(namespaces), {
+                let stores = stores.clone();
+                move |namespace| identity::in_namespace(&stores, &namespace)
+            })
             .reconcile_all_on(on_becoming_leader(ctx.leader.clone()))
             .graceful_shutdown_on(shutdown.clone())
             .run(

@@ -11,6 +11,10 @@ use futures::{Stream, StreamExt};
 use kube::Resource;
 use kube::runtime::reflector::Store;
 
+use k8s_openapi::api::core::v1::Namespace;
+use kube::core::PartialObjectMeta;
+
+use crate::admission::namespace::namespace_mode;
 use crate::index::Relists;
 
 /// What a reconcile reads of an object besides its status: which object it is (uid), its spec
@@ -66,6 +70,23 @@ where
     })
 }
 
+/// Passes a namespace only when whether it carries `mandate.dev/mode` differs from the last
+/// time it was seen (always the first time): its identities' ServiceAccountGuarded condition
+/// depends on nothing else of it, and namespaces change for many other reasons.
+pub(crate) fn opt_in_changes<S>(
+    namespaces: S,
+) -> impl Stream<Item = Arc<PartialObjectMeta<Namespace>>>
+where
+    S: Stream<Item = Arc<PartialObjectMeta<Namespace>>>,
+{
+    let mut opted_in: HashMap<String, bool> = HashMap::new();
+    namespaces.filter(move |namespace| {
+        let name = namespace.metadata.name.clone().unwrap_or_default();
+        let now = namespace_mode(namespace.metadata.labels.as_ref()).is_some();
+        futures::future::ready(opted_in.insert(name, now) != Some(now))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +136,29 @@ mod tests {
         assert!(passed[1].metadata.labels.is_none());
         assert!(passed[2].metadata.labels.is_some());
         assert_eq!(passed[3].metadata.uid.as_deref(), Some("u2"));
+    }
+
+    #[tokio::test]
+    async fn a_namespace_passes_only_when_it_opts_in_or_out() {
+        let namespace = |mode: Option<&str>, annotation: &str| {
+            let mut object = PartialObjectMeta::<Namespace>::default();
+            object.metadata.name = Some("team".into());
+            object.metadata.labels =
+                mode.map(|m| [("mandate.dev/mode".to_owned(), m.to_owned())].into());
+            object.metadata.annotations = Some([("note".to_owned(), annotation.to_owned())].into());
+            Arc::new(object)
+        };
+        let passed: Vec<_> = opt_in_changes(futures::stream::iter([
+            namespace(Some("enforce"), "a"),
+            namespace(Some("enforce"), "b"), // another change: dropped
+            namespace(Some("warn"), "b"),    // still opted in: dropped
+            namespace(None, "b"),
+            namespace(None, "c"),
+        ]))
+        .collect()
+        .await;
+        let labelled: Vec<bool> = passed.iter().map(|n| n.metadata.labels.is_some()).collect();
+        assert_eq!(labelled, [true, false]);
     }
 
     #[tokio::test]

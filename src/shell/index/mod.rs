@@ -32,10 +32,12 @@ use crate::api::{
 use crate::authority::{self, Authority};
 use crate::project::ServiceDirectory;
 
+mod health;
 mod pods;
 mod projections;
 mod subscriptions;
 mod watches;
+pub use health::{Stalled, WatchHealth};
 pub use pods::{AgentPods, PodChanges};
 use projections::AuthorityHook;
 pub use projections::Versions;
@@ -46,19 +48,27 @@ pub use subscriptions::{
 };
 use watches::Watches;
 
-/// Which watches have finished their first list. Tracked from the watch events themselves:
-/// kube's `Store::wait_until_ready` wakes only one waiter, and the controllers already wait on
-/// it, so a second waiter (readiness) could sleep forever.
+/// Which watches have finished their first list, and how each has fared since (`health`).
+/// Tracked from the watch events themselves: kube's `Store::wait_until_ready` wakes only one
+/// waiter, and the controllers already wait on it, so a second waiter (readiness) could sleep
+/// forever.
 #[derive(Clone)]
 pub struct Listed {
     kinds: Arc<watch::Sender<BTreeSet<String>>>,
+    health: WatchHealth,
 }
 
 impl Listed {
     fn new() -> Self {
         Listed {
             kinds: Arc::new(watch::channel(BTreeSet::new()).0),
+            health: WatchHealth::default(),
         }
+    }
+
+    /// The health of every watch (readiness falls when one has failed for too long).
+    pub fn health(&self) -> &WatchHealth {
+        &self.health
     }
 
     fn mark(&self, kind: &str) {
@@ -595,7 +605,8 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
 }
 
 /// A watch of every `K` in the cluster. An Api of `PartialObjectMeta` makes metadata-only
-/// requests.
+/// requests. Started over with a fresh list after every failure (see `health::restarting`), so
+/// its recovery is seen.
 fn watch_all<K>(
     client: &Client,
     config: watcher::Config,
@@ -609,7 +620,8 @@ where
         + Sync
         + 'static,
 {
-    watcher(Api::<K>::all(client.clone()), config)
+    let api = Api::<K>::all(client.clone());
+    health::restarting(move || watcher(api.clone(), config.clone()))
 }
 
 impl ServiceDirectory for Stores {

@@ -229,6 +229,16 @@ mod tests {
                 ]
                 .into(),
             );
+            object.metadata.owner_references = Some(vec![
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                    api_version: "mandate.dev/v1alpha1".into(),
+                    kind: "AgentIdentity".into(),
+                    name: name.into(),
+                    uid: format!("uid-{name}"),
+                    controller: Some(true),
+                    block_owner_deletion: Some(true),
+                },
+            ]);
         }
         object
     }
@@ -307,7 +317,8 @@ mod tests {
         assert_eq!(
             authority.service_account_ownership("team", "planner"),
             ServiceAccountOwnership::Managed {
-                agent: "planner".into()
+                agent: "planner".into(),
+                uid: "uid-planner".into(),
             }
         );
         assert_eq!(

@@ -99,6 +99,8 @@ pub struct IdentityControllerSubscriptions {
     pub deleted_foreign_policies: Deletions<NetworkPolicy>,
     /// Identities whose pods changed (CredentialsStale).
     pub agent_pods: PodChanges,
+    /// A namespace's mode label decides its identities' ServiceAccountGuarded condition.
+    pub namespaces: Related<PartialObjectMeta<Namespace>>,
 }
 
 impl IdentityControllerSubscriptions {
@@ -122,6 +124,7 @@ impl IdentityControllerSubscriptions {
             foreign_policies: watches.all_network_policies.subscribe_related(),
             deleted_foreign_policies: watches.all_network_policies.subscribe_deletions(),
             agent_pods: watches.agent_pods.subscribe(),
+            namespaces: watches.namespaces.subscribe_related(),
         }
     }
 }

@@ -143,10 +143,14 @@ where
         let entering = feed.clone();
         let relists = Relists::default();
         let relisting = relists.clone();
+        let name = K::plural(&Default::default()).into_owned();
+        let health = listed.health.clone();
+        health.register(&name);
         let run = events
             .backoff(WatchBackoff::default())
             .modify(trim)
             .inspect(move |event| {
+                health.observe(&name, event, std::time::Instant::now());
                 if let Ok(watcher::Event::Init) = event {
                     relisting.begun();
                 }
@@ -237,7 +241,15 @@ where
         S: Stream<Item = watcher::Result<watcher::Event<PartialObjectMeta<K>>>> + Send + 'static,
     {
         let versions = Versions::default();
-        let events = events.backoff(WatchBackoff::default()).modify(trim);
+        // Named apart from a shared watch of the same kind (every NetworkPolicy is watched
+        // twice).
+        let name = format!("{} (projections)", K::plural(&()));
+        let health = self.listed.health.clone();
+        health.register(&name);
+        let events = events
+            .backoff(WatchBackoff::default())
+            .modify(trim)
+            .inspect(move |event| health.observe(&name, event, std::time::Instant::now()));
         let run =
             projections::run(events, versions.clone(), self.outputs, self.listed, hook).boxed();
         StartedProjection { versions, run }

@@ -99,6 +99,18 @@ struct ReadyLabels {
     ready: bool,
 }
 
+/// Labels of `mandate_namespace_mode_weakened_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WeakenedLabels {
+    by_approver: bool,
+}
+
+/// Labels of `mandate_watch_healthy`: the index's own watch names, a closed set.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WatchLabels {
+    watch: Cow<'static, str>,
+}
+
 fn admission_histogram() -> Histogram {
     Histogram::new(ADMISSION_BUCKETS)
 }
@@ -121,6 +133,8 @@ pub struct Metrics {
     unmanaged_workloads: Gauge,
     authz_decisions: Family<AuthzLabels, Counter>,
     authz_duration: Histogram,
+    mode_weakened: Family<WeakenedLabels, Counter>,
+    watch_healthy: Family<WatchLabels, Gauge>,
 }
 
 impl fmt::Debug for Metrics {
@@ -194,9 +208,28 @@ impl Metrics {
             Unit::Seconds,
             authz_duration.clone(),
         );
+        let mode_weakened = Family::<WeakenedLabels, Counter>::default();
+        registry.register(
+            "namespace_mode_weakened",
+            "Changes of a namespace's mandate.dev/mode that weakened it and were let through, by \
+             whether an approver made them",
+            mode_weakened.clone(),
+        );
+        let watch_healthy = Family::<WatchLabels, Gauge>::default();
+        registry.register(
+            "watch_healthy",
+            "1 while a watch of the index works, 0 once it has failed for longer than the stall \
+             bound (readiness falls with it)",
+            watch_healthy.clone(),
+        );
         // Both readiness series exist from the start, so dashboards see 0 rather than nothing.
         agents.get_or_create(&ReadyLabels { ready: true }).set(0);
         agents.get_or_create(&ReadyLabels { ready: false }).set(0);
+        for by_approver in [true, false] {
+            mode_weakened
+                .get_or_create(&WeakenedLabels { by_approver })
+                .inc_by(0);
+        }
         Metrics {
             registry: Arc::new(registry),
             admission_requests,
@@ -208,7 +241,25 @@ impl Metrics {
             unmanaged_workloads,
             authz_decisions,
             authz_duration,
+            mode_weakened,
+            watch_healthy,
         }
+    }
+
+    /// Counts one weakening of a namespace's mode let through.
+    pub fn record_mode_weakened(&self, by_approver: bool) {
+        self.mode_weakened
+            .get_or_create(&WeakenedLabels { by_approver })
+            .inc();
+    }
+
+    /// Sets whether the watch `watch` (one of the index's watch names) is healthy.
+    pub fn set_watch_healthy(&self, watch: impl Into<Cow<'static, str>>, healthy: bool) {
+        self.watch_healthy
+            .get_or_create(&WatchLabels {
+                watch: watch.into(),
+            })
+            .set(i64::from(healthy));
     }
 
     /// Counts one tool-call decision and observes how long it took.
@@ -338,6 +389,29 @@ mod tests {
             r#"mandate_agents{ready="false"} 1"#,
             "mandate_escalation_paths 2",
             "mandate_unmanaged_workloads 5",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn weakenings_and_watch_health_are_exported_under_their_documented_names()
+    -> Result<(), fmt::Error> {
+        let metrics = Metrics::new();
+        let text = metrics.encode()?;
+        assert!(
+            text.contains(r#"mandate_namespace_mode_weakened_total{by_approver="true"} 0"#),
+            "both series exist from the start:\n{text}"
+        );
+        metrics.record_mode_weakened(false);
+        metrics.set_watch_healthy("namespaces", false);
+        metrics.set_watch_healthy("secrets", true);
+        let text = metrics.encode()?;
+        for expected in [
+            r#"mandate_namespace_mode_weakened_total{by_approver="false"} 1"#,
+            r#"mandate_watch_healthy{watch="namespaces"} 0"#,
+            r#"mandate_watch_healthy{watch="secrets"} 1"#,
         ] {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }

@@ -3,9 +3,17 @@
 //! of a CONNECT (exec, attach, port-forward, proxy; [`PodLookup`]: the request carries none of
 //! its labels), hands the request to a [`Reviewer`], answers with the [`Verdict`] ([`respond`],
 //! echoing the uid), and records one metric sample and one log line per request, both carrying
-//! the verdict's [`Decision`]. At [`MUTATE_PODS_PATH`] the answer also carries the pure per-tool
-//! credential patch (`Reviewer::mutate`, see `mutate`). Bad input is answered with 4xx and a
-//! JSON error, never a panic. Reviews nothing itself.
+//! the verdict's [`Decision`], then hands the answered request to a [`Recorder`] (for the
+//! effects a verdict asks for, such as the Event of a let-through namespace mode weakening).
+//! At [`MUTATE_PODS_PATH`] the answer also carries the pure per-tool credential patch
+//! (`Reviewer::mutate`, see `mutate`). Bad input is answered with 4xx and a JSON error, never a
+//! panic. Reviews nothing itself.
+//!
+//! Who calls: with a client CA (`WebhookConfig::client_ca`), only a client presenting a
+//! certificate signed by it (the API server) gets past the TLS handshake; without one, anyone
+//! who reaches the port can post reviews. Every log line says which (`caller_authenticated`),
+//! and the metric's labels come from closed sets whoever calls (the `resource` label is the
+//! kind mandate read the object as, `Object::resource`, never the text of the body).
 //!
 //! Status codes: 200 with an AdmissionReview for every request the reviewer answered (allowed or
 //! denied); 400 for a body that is not a readable `admission.k8s.io/v1` AdmissionReview; 413 for a
@@ -16,6 +24,7 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +41,7 @@ use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+use tower::ServiceExt as _;
 use warp::Filter;
 use warp::filters::BoxedFilter;
 use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -40,7 +50,9 @@ use warp::reply::{Reply, Response};
 
 use super::mutate::{MUTATE_PODS_PATH, with_patch};
 use super::pods::{PodLookup, target_pod};
-use super::tls::{CertificateReloader, TlsError, TlsFiles, server_config};
+use super::tls::{
+    CertificateReloader, TlsError, TlsFiles, client_verifier, server_config_for_clients,
+};
 use crate::admission::Reviewer;
 use crate::admission::credentials::Mutation;
 use crate::admission::request::Request;
@@ -99,6 +111,9 @@ pub struct WebhookConfig {
     pub drain_timeout: Duration,
     /// Limit for looking up the pod of a CONNECT.
     pub lookup_timeout: Duration,
+    /// PEM file of the CA whose client certificates may call (the API server's, from its
+    /// admission configuration). `None`: any client may.
+    pub client_ca: Option<PathBuf>,
 }
 
 impl WebhookConfig {
@@ -113,8 +128,28 @@ impl WebhookConfig {
             body_timeout: DEFAULT_BODY_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             lookup_timeout: DEFAULT_LOOKUP_TIMEOUT,
+            client_ca: None,
         }
     }
+}
+
+/// Whether the caller of a request presented a client certificate the webhook verified (only
+/// possible with a client CA). Set on each request by the connection it arrived on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallerAuthenticated(pub bool);
+
+/// Told of every answered request after the answer is written: for the effects a verdict asks
+/// for besides the answer. Called on the hot path: it must not block (spawn what waits).
+pub trait Recorder: Send + Sync + 'static {
+    fn answered(&self, request: &Request, verdict: &Verdict);
+}
+
+/// A [`Recorder`] that records nothing (tests, tools).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoRecorder;
+
+impl Recorder for NoRecorder {
+    fn answered(&self, _: &Request, _: &Verdict) {}
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -167,20 +202,11 @@ pub fn respond(request: &Request, verdict: &Verdict) -> AdmissionReview<DynamicO
     }
 }
 
-/// The `resource` label: the request's resource if it looks like a resource name, else `other`
-/// (bounds the label's values when something other than the API server calls).
+/// The `resource` label: the resource of the kind mandate read the object as, from the closed
+/// set it serves (`Object::resource`; `other` for every kind it does not review), never the
+/// text of the body, so a caller cannot grow the series.
 fn resource_label(request: &Request) -> Cow<'static, str> {
-    let resource = request.resource.resource.as_str();
-    let plausible = !resource.is_empty()
-        && resource.len() <= 63
-        && resource
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
-    if plausible {
-        Cow::Owned(resource.to_owned())
-    } else {
-        Cow::Borrowed("other")
-    }
+    Cow::Borrowed(request.object.resource())
 }
 
 /// The labels of an answered request, all from its verdict: the decision (a request of a kind
@@ -203,6 +229,7 @@ fn labels(request: &Request, verdict: &Verdict) -> AdmissionLabels {
 struct State {
     reviewer: Arc<dyn Reviewer>,
     pods: Arc<dyn PodLookup>,
+    recorder: Arc<dyn Recorder>,
     metrics: Metrics,
     max_body_bytes: usize,
     body_timeout: Duration,
@@ -210,16 +237,20 @@ struct State {
 }
 
 /// The webhook's routes, for serving (see [`serve`]) or wrapping in other filters. `pods` looks
-/// up the pods CONNECTs go to.
+/// up the pods CONNECTs go to; `recorder` is told of every answered request. A request carries
+/// [`CallerAuthenticated`] as an extension when served by [`serve`]; without it (in-process
+/// tests) the caller counts as not authenticated.
 pub fn routes(
     reviewer: Arc<dyn Reviewer>,
     pods: Arc<dyn PodLookup>,
+    recorder: Arc<dyn Recorder>,
     metrics: Metrics,
     config: &WebhookConfig,
 ) -> BoxedFilter<(Response,)> {
     let state = Arc::new(State {
         reviewer,
         pods,
+        recorder,
         metrics,
         max_body_bytes: config.max_body_bytes,
         body_timeout: config.body_timeout,
@@ -228,11 +259,17 @@ pub fn routes(
     warp::path::full()
         .and(warp::method())
         .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<CallerAuthenticated>())
         .and(warp::body::stream())
         .then(
-            move |path: FullPath, method: Method, headers: HeaderMap, body| {
+            move |path: FullPath,
+                  method: Method,
+                  headers: HeaderMap,
+                  caller: Option<CallerAuthenticated>,
+                  body| {
                 let state = Arc::clone(&state);
-                async move { handle(&state, path.as_str(), &method, &headers, body).await }
+                let caller = caller.unwrap_or_default();
+                async move { handle(&state, path.as_str(), &method, &headers, caller, body).await }
             },
         )
         .boxed()
@@ -243,6 +280,7 @@ async fn handle<S, B>(
     path: &str,
     method: &Method,
     headers: &HeaderMap,
+    caller: CallerAuthenticated,
     body: S,
 ) -> Response
 where
@@ -284,7 +322,7 @@ where
     };
     let mut request = match request {
         Ok(request) => request,
-        Err(error) => return refuse(state, path, &error, started),
+        Err(error) => return refuse(state, path, caller, &error, started),
     };
     // The one wait on the API server in a review: the Reviewer is synchronous and pure, so the
     // pod a CONNECT goes to is looked up first and handed to it as data.
@@ -296,11 +334,12 @@ where
     let reviewer = &state.reviewer;
     if path == MUTATE_PODS_PATH {
         let Ok(mutation) = catch_unwind(AssertUnwindSafe(|| reviewer.mutate(&request))) else {
-            return reviewer_failed(state, path, &request, started);
+            return reviewer_failed(state, path, caller, &request, started);
         };
         return answer(
             state,
             path,
+            caller,
             &request,
             &mutation.verdict,
             Some(&mutation),
@@ -308,9 +347,11 @@ where
         );
     }
     let Ok(verdict) = catch_unwind(AssertUnwindSafe(|| reviewer.review(&request))) else {
-        return reviewer_failed(state, path, &request, started);
+        return reviewer_failed(state, path, caller, &request, started);
     };
-    answer(state, path, &request, &verdict, None, started)
+    let response = answer(state, path, caller, &request, &verdict, None, started);
+    state.recorder.answered(&request, &verdict);
+    response
 }
 
 /// Collects the body. A body over `limit` is refused with [`BadReview::BodyTooLarge`], but up to
@@ -359,7 +400,13 @@ where
     Ok(data)
 }
 
-fn refuse(state: &State, path: &str, error: &BadReview, started: Instant) -> Response {
+fn refuse(
+    state: &State,
+    path: &str,
+    caller: CallerAuthenticated,
+    error: &BadReview,
+    started: Instant,
+) -> Response {
     let elapsed = started.elapsed();
     state.metrics.record_admission(
         &AdmissionLabels {
@@ -372,6 +419,7 @@ fn refuse(state: &State, path: &str, error: &BadReview, started: Instant) -> Res
     );
     tracing::warn!(
         path,
+        caller_authenticated = caller.0,
         reason = error.code(),
         %error,
         elapsed_us = elapsed.as_micros() as u64,
@@ -380,7 +428,13 @@ fn refuse(state: &State, path: &str, error: &BadReview, started: Instant) -> Res
     error_reply(error.status(), error.code(), &error.to_string())
 }
 
-fn reviewer_failed(state: &State, path: &str, request: &Request, started: Instant) -> Response {
+fn reviewer_failed(
+    state: &State,
+    path: &str,
+    caller: CallerAuthenticated,
+    request: &Request,
+    started: Instant,
+) -> Response {
     let elapsed = started.elapsed();
     state.metrics.record_admission(
         &AdmissionLabels {
@@ -393,8 +447,9 @@ fn reviewer_failed(state: &State, path: &str, request: &Request, started: Instan
     );
     tracing::error!(
         path,
+        caller_authenticated = caller.0,
         uid = %request.uid,
-        resource = %request.resource.resource,
+        resource = request.object.resource(),
         namespace = request.namespace.as_deref().unwrap_or(""),
         name = %request.name,
         "the reviewer panicked; answering 500 so the API server applies the failure policy"
@@ -411,6 +466,7 @@ fn reviewer_failed(state: &State, path: &str, request: &Request, started: Instan
 fn answer(
     state: &State,
     path: &str,
+    caller: CallerAuthenticated,
     request: &Request,
     verdict: &Verdict,
     mutation: Option<&Mutation>,
@@ -440,9 +496,10 @@ fn answer(
     state.metrics.record_admission(&labels, elapsed);
     tracing::info!(
         path,
+        caller_authenticated = caller.0,
         uid = %request.uid,
         operation = ?request.operation,
-        resource = %request.resource.resource,
+        resource = %labels.resource,
         namespace = request.namespace.as_deref().unwrap_or(""),
         name = %request.name,
         subresource = request.sub_resource.as_deref().unwrap_or(""),
@@ -482,11 +539,21 @@ pub async fn serve(
     config: WebhookConfig,
     reviewer: Arc<dyn Reviewer>,
     pods: Arc<dyn PodLookup>,
+    recorder: Arc<dyn Recorder>,
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<WebhookServer, ServeError> {
     let reloader = CertificateReloader::load(config.tls.clone()).await?;
-    let acceptor = TlsAcceptor::from(Arc::new(server_config(reloader.resolver())?));
+    let clients = config
+        .client_ca
+        .as_deref()
+        .map(client_verifier)
+        .transpose()?;
+    let verify_clients = clients.is_some();
+    let acceptor = TlsAcceptor::from(Arc::new(server_config_for_clients(
+        reloader.resolver(),
+        clients,
+    )?));
     let listener = TcpListener::bind(config.addr)
         .await
         .map_err(|source| ServeError::Bind {
@@ -498,7 +565,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(reloader.run(config.reload_interval, stop_signal(stop_rx.clone())));
 
-    let service = warp::service(routes(reviewer, pods, metrics, &config));
+    let service = warp::service(routes(reviewer, pods, recorder, metrics, &config));
     let mut http = auto::Builder::new(TokioExecutor::new());
     http.http1()
         .timer(TokioTimer::new())
@@ -522,12 +589,24 @@ pub async fn serve(
                         }
                         let acceptor = acceptor.clone();
                         let http = http.clone();
-                        let service = TowerToHyperService::new(service.clone());
+                        let service = service.clone();
                         let stop = stop_rx.clone();
                         connections.spawn(async move {
                             let Some(tls) = handshake(&acceptor, stream, peer, handshake_timeout).await else {
                                 return;
                             };
+                            // With a client CA the handshake only completes for a verified
+                            // certificate; without one, no client presents any.
+                            let caller = CallerAuthenticated(
+                                verify_clients
+                                    && tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty()),
+                            );
+                            let service = TowerToHyperService::new(service.map_request(
+                                move |mut request: warp::http::Request<hyper::body::Incoming>| {
+                                    request.extensions_mut().insert(caller);
+                                    request
+                                },
+                            ));
                             let connection = http.serve_connection(TokioIo::new(tls), service);
                             let mut connection = std::pin::pin!(connection);
                             let finished = tokio::select! {
@@ -569,7 +648,7 @@ pub async fn serve(
         }
         tracing::info!(%local_addr, "webhook server stopped");
     });
-    tracing::info!(%local_addr, "webhook server listening");
+    tracing::info!(%local_addr, verify_clients, "webhook server listening");
     Ok(WebhookServer { local_addr, task })
 }
 
@@ -706,10 +785,14 @@ mod tests {
     }
 
     #[test]
-    fn an_implausible_resource_name_is_counted_as_other() -> Result<(), BadReview> {
+    fn the_resource_label_is_the_kind_read_never_the_resource_the_body_names()
+    -> Result<(), BadReview> {
         let mut request = parse_review(POD_CREATE.as_bytes())?;
         assert_eq!(resource_label(&request), "pods");
         request.resource.resource = "Pods; DROP TABLE".to_owned();
+        assert_eq!(resource_label(&request), "pods");
+        request.resource.resource = "widgets".to_owned();
+        request.object = Object::Other;
         assert_eq!(resource_label(&request), "other");
         Ok(())
     }

@@ -1,20 +1,24 @@
-//! Webhook TLS: certificate and key PEM file paths in; a rustls server configuration whose
-//! certificate can be swapped while connections are open out. A background poll re-reads the files
-//! and swaps the certificate when their contents change; a bad new pair is logged and the old one
-//! kept. Never talks to the API server.
+//! Webhook TLS: certificate and key PEM file paths (and optionally the CA of the clients allowed
+//! to call) in; a rustls server configuration whose certificate can be swapped while connections
+//! are open out. A background poll re-reads the files and swaps the certificate when their
+//! contents change; a bad new pair is logged and the old one kept. With a client CA
+//! ([`client_verifier`]), a client that presents no certificate signed by it is refused during
+//! the handshake, before it can send a byte of HTTP. Never talks to the API server.
 
 use std::fmt;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use rustls::RootCertStore;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 
 /// ALPN protocols offered, most preferred first.
@@ -76,6 +80,20 @@ pub enum TlsError {
     },
     #[error("configuring TLS protocol versions: {0}")]
     ConfigureProtocols(#[source] rustls::Error),
+    #[error("reading the client CA file {path}: {source}")]
+    ReadClientCa {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing the client CA PEM in {path}: {source}")]
+    ParseClientCa {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("client CA file {path} holds no usable CA certificate: {reason}")]
+    NoClientCa { path: PathBuf, reason: String },
 }
 
 /// The crypto provider the webhook uses (ring), independent of any process default.
@@ -178,13 +196,61 @@ impl ResolvesServerCert for SwappableCertResolver {
 /// A rustls server configuration (TLS 1.2 and 1.3, no client authentication, ALPN h2 and
 /// http/1.1) that takes its certificate from `resolver`.
 pub fn server_config(resolver: Arc<SwappableCertResolver>) -> Result<ServerConfig, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(provider())
+    server_config_for_clients(resolver, None)
+}
+
+/// [`server_config`], verifying clients with `clients` when given: a client that presents no
+/// certificate, or one the verifier refuses, fails the handshake.
+pub fn server_config_for_clients(
+    resolver: Arc<SwappableCertResolver>,
+    clients: Option<Arc<dyn ClientCertVerifier>>,
+) -> Result<ServerConfig, TlsError> {
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(TlsError::ConfigureProtocols)?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+        .map_err(TlsError::ConfigureProtocols)?;
+    let builder = match clients {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect();
     Ok(config)
+}
+
+/// A verifier that accepts only client certificates signed by a CA in the PEM file at `path`
+/// (the CA that signed the API server's client certificate for webhooks); a client without a
+/// certificate is refused. Read once, at start.
+pub fn client_verifier(path: &Path) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let pem = std::fs::read(path).map_err(|source| TlsError::ReadClientCa {
+        path: path.to_owned(),
+        source,
+    })?;
+    client_verifier_from_pem(&pem, path)
+}
+
+fn client_verifier_from_pem(
+    pem: &[u8],
+    path: &Path,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
+    let certificates = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| TlsError::ParseClientCa {
+            path: path.to_owned(),
+            source,
+        })?;
+    let no_ca = |reason: String| TlsError::NoClientCa {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut roots = RootCertStore::empty();
+    for certificate in certificates {
+        roots
+            .add(certificate)
+            .map_err(|error| no_ca(error.to_string()))?;
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .build()
+        .map_err(|error| no_ca(error.to_string()))
 }
 
 /// What one poll found.
@@ -352,6 +418,30 @@ mod tests {
             matches!(error, Some(TlsError::ParsePrivateKey { .. })),
             "{error:?}"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_client_ca_file_without_a_certificate_is_refused_naming_the_file()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let (_, key) = generated("localhost")?;
+        let path = Path::new("/ca/clients.crt");
+        let error = client_verifier_from_pem(key.as_bytes(), path).err();
+        assert!(
+            matches!(error, Some(TlsError::NoClientCa { .. })),
+            "{error:?}"
+        );
+        assert!(error.is_some_and(|e| e.to_string().contains("/ca/clients.crt")));
+        Ok(())
+    }
+
+    #[test]
+    fn a_client_ca_builds_a_verifier_that_requires_a_certificate()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let (ca, _) = generated("mandate-clients")?;
+        let verifier = client_verifier_from_pem(ca.as_bytes(), Path::new("ca.crt"))?;
+        assert!(verifier.offer_client_auth());
+        assert!(verifier.client_auth_mandatory());
         Ok(())
     }
 
