@@ -370,13 +370,12 @@ const STALE_PODS_NAMED: usize = 10;
 fn credentials_condition(pods: &[AgentPod], live: &BTreeSet<&str>) -> (bool, &'static str, String) {
     let stale = stale_pods(pods, live);
     if stale.is_empty() {
+        // Worded without the number of pods: a pod coming or going must not rewrite the
+        // status of every agent whose pods are all current.
         return (
             false,
             CREDENTIALS_CURRENT,
-            format!(
-                "each of the agent's {} pod(s) holds a token for every tool it holds now",
-                pods.len()
-            ),
+            "every pod of the agent holds a token for each tool it holds now".to_owned(),
         );
     }
     let mut named: Vec<String> = stale
@@ -904,6 +903,17 @@ mod tests {
 
         world.pods = Some(vec![agent_pod("new", Some("fetch,search"))]);
         let current = world.assess_object(&identity, NOW);
+        let mut identity = world.identity("researcher");
+        identity.status = Some(current.status.clone());
+        world.pods = Some(vec![
+            agent_pod("new", Some("fetch,search")),
+            agent_pod("newer", Some("fetch,search")),
+        ]);
+        assert_eq!(
+            world.assess_object(&identity, NOW).status,
+            current.status,
+            "another current pod changes nothing, so nothing is written"
+        );
         assert_eq!(
             condition(&current, CREDENTIALS_STALE).0,
             FALSE,
