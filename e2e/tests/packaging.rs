@@ -3,7 +3,8 @@
 //! uninstalls; the kustomize install (`config/default`) passes the dry run and stays equal to
 //! the chart; mandate run as a local process with a token of the chart's own ServiceAccount
 //! reconciles and admits (the chart's RBAC is sufficient) while that token cannot read Secrets
-//! or touch RBAC (it is narrow); and the Dockerfile's static build step runs.
+//! or write RBAC (it is narrow: it lists and watches RBAC only); and the Dockerfile's static
+//! build step runs.
 //!
 //! Every installed release adds an isolation label to all its webhooks' namespaceSelectors, so
 //! its webhooks match only namespaces this file creates with that label.
@@ -1057,6 +1058,11 @@ async fn the_charts_service_account_is_narrow() -> anyhow::Result<()> {
         &["list", "pods", "-A"],
         &["watch", "pods", "-n", "default"],
         &["create", "tokenreviews.authentication.k8s.io"],
+        // RBAC, to evaluate agents' API rights in memory.
+        &["list", "clusterroles.rbac.authorization.k8s.io"],
+        &["watch", "clusterrolebindings.rbac.authorization.k8s.io"],
+        &["list", "roles.rbac.authorization.k8s.io", "-A"],
+        &["watch", "rolebindings.rbac.authorization.k8s.io", "-A"],
         &["create", "leases.coordination.k8s.io", "-n", ns],
         &[
             "patch",
@@ -1084,6 +1090,11 @@ async fn the_charts_service_account_is_narrow() -> anyhow::Result<()> {
         &["create", "rolebindings", "-n", ns],
         &["escalate", "clusterroles"],
         &["bind", "clusterroles"],
+        &["patch", "clusterroles"],
+        &["delete", "clusterrolebindings"],
+        &["update", "roles", "-n", "default"],
+        &["delete", "rolebindings", "-n", "default"],
+        &["escalate", "roles", "-n", "default"],
         &["impersonate", "users"],
         &["delete", "namespaces"],
         &["patch", "namespaces"],

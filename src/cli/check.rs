@@ -13,6 +13,11 @@
 //! - every object is reviewed as a CREATE by the given user, against the snapshot of all
 //!   manifests (a mandate resource refused at admission still counts for the others: fix it
 //!   first);
+//! - Roles, ClusterRoles and their bindings among the manifests (and, with `--cluster`, the
+//!   cluster's, all of them) join the snapshot: an agent pod whose ServiceAccount they grant a
+//!   dangerous right is refused as the webhook would (`DangerousApiRights`), and each RBAC
+//!   manifest that grants an agent one is reported as warned, naming the agents and rights (the
+//!   API server admits RBAC; mandate refuses the agents' pods and reports the identities);
 //! - pods first get what the API server's ServiceAccount admission plugin adds before webhooks
 //!   see them: `serviceAccountName: default` when unset, and the automounted token volume
 //!   (`kube-api-access-*`, 3607 seconds) unless the pod or its ServiceAccount turns automount
@@ -27,6 +32,7 @@ use k8s_openapi::api::core::v1::{
     VolumeProjection,
 };
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::core::DynamicObject;
@@ -45,8 +51,9 @@ use crate::admission::{AdmissionConfig, Decision, Mode, Request, Snapshot, Verdi
 use crate::api::{
     AgentIdentity, DelegationPolicy, GROUP, ToolBinding, VERSION, pod_service_account,
 };
-use crate::assess::{IdentityInputs, assess_identity};
-use crate::authority::{self, Authority};
+use crate::assess::{IdentityInputs, api_rights_granted_by, assess_identity};
+use crate::authority::rights::{ObjectName, RbacKind, describe};
+use crate::authority::{self, Authority, Reason};
 use crate::project::{NetworkConfig, Services, TrustDomain};
 
 /// The lifetime the API server gives automounted tokens (`kube-api-access-*` volumes).
@@ -227,6 +234,23 @@ pub async fn run(args: CheckArgs) -> Result<bool, CheckError> {
     Ok(results.refused)
 }
 
+const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
+/// The RBAC kind of a manifest, if it is one.
+fn rbac_kind(api_version: &str, kind: &str) -> Option<RbacKind> {
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    if group != RBAC_GROUP {
+        return None;
+    }
+    match kind {
+        "Role" => Some(RbacKind::Role),
+        "ClusterRole" => Some(RbacKind::ClusterRole),
+        "RoleBinding" => Some(RbacKind::RoleBinding),
+        "ClusterRoleBinding" => Some(RbacKind::ClusterRoleBinding),
+        _ => None,
+    }
+}
+
 /// The kinds `check` sets a namespace on when a manifest names none.
 fn is_namespaced_kind(api_version: &str, kind: &str) -> bool {
     let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
@@ -239,6 +263,7 @@ fn is_namespaced_kind(api_version: &str, kind: &str) -> bool {
             )
             | ("batch", "Job" | "CronJob")
             | ("networking.k8s.io", "NetworkPolicy")
+            | (RBAC_GROUP, "Role" | "RoleBinding")
     ) || group == GROUP
 }
 
@@ -324,7 +349,21 @@ pub fn objects_of(manifests: &[Manifest]) -> Objects {
                     objects.policies.push(policy);
                 }
             }
-            _ => {}
+            _ => match rbac_kind(api_version, kind) {
+                Some(RbacKind::Role) => objects
+                    .roles
+                    .extend(serde_json::from_value::<Role>(value).ok()),
+                Some(RbacKind::ClusterRole) => objects
+                    .cluster_roles
+                    .extend(serde_json::from_value::<ClusterRole>(value).ok()),
+                Some(RbacKind::RoleBinding) => objects
+                    .role_bindings
+                    .extend(serde_json::from_value::<RoleBinding>(value).ok()),
+                Some(RbacKind::ClusterRoleBinding) => objects
+                    .cluster_role_bindings
+                    .extend(serde_json::from_value::<ClusterRoleBinding>(value).ok()),
+                None => {}
+            },
         }
     }
     objects
@@ -360,6 +399,9 @@ pub fn snapshot(
         {
             builder.add_service_account(sa.clone());
         }
+        // The manifests' RBAC after the cluster's, so it replaces objects of the same name.
+        cluster.add_rbac_to(&mut builder);
+        ours.add_rbac_to(&mut builder);
         builder.build()
     };
     // As applied, before the reconciler ran; then each new identity as the reconciler would
@@ -536,7 +578,10 @@ pub fn review_all(
             })?;
         let verdict = review(&Request::from(&request), Some(snapshot), config, at);
         let Some(decision) = verdict.decision() else {
-            not_reviewed += 1;
+            match rbac_outcome(manifest, &request, snapshot) {
+                Some(outcome) => results.push(outcome),
+                None => not_reviewed += 1,
+            }
             continue;
         };
         results.push(outcome(manifest, &request, &verdict, decision));
@@ -549,6 +594,63 @@ pub fn review_all(
         refused,
         results,
         not_reviewed,
+    })
+}
+
+/// The outcome of an RBAC manifest that grants agents dangerous API rights: warned (the API
+/// server admits it; mandate refuses the agents' pods in enforce mode and reports the
+/// identities), one finding per agent. `None` for other manifests, and for RBAC that grants no
+/// agent a dangerous right.
+fn rbac_outcome(
+    manifest: &Manifest,
+    request: &AdmissionRequest<DynamicObject>,
+    snapshot: &Snapshot,
+) -> Option<Outcome> {
+    let api_version = manifest.object["apiVersion"].as_str().unwrap_or_default();
+    let kind = rbac_kind(api_version, &request.kind.kind)?;
+    let cluster_scoped = matches!(kind, RbacKind::ClusterRole | RbacKind::ClusterRoleBinding);
+    let namespace = if cluster_scoped {
+        String::new()
+    } else {
+        request.namespace.clone().unwrap_or_default()
+    };
+    let name = manifest.object["metadata"]["name"].as_str()?.to_owned();
+    let object = ObjectName {
+        kind,
+        namespace: namespace.clone(),
+        name: name.clone(),
+    };
+    let granted = api_rights_granted_by(snapshot.authority(), &object);
+    if granted.is_empty() {
+        return None;
+    }
+    let agent = match granted.as_slice() {
+        [(_, agent, _)] => Some((*agent).to_owned()),
+        _ => None,
+    };
+    Some(Outcome {
+        source: manifest.source.clone(),
+        kind: request.kind.kind.clone(),
+        namespace,
+        name,
+        decision: Decision::Warned.as_str().to_owned(),
+        mode: None,
+        agent,
+        owner: None,
+        reasons: vec![Reason::DangerousApiRights.code().to_owned()],
+        findings: granted
+            .iter()
+            .map(|(namespace, agent, rights)| FindingOut {
+                reason: Reason::DangerousApiRights.code().to_owned(),
+                detail: format!(
+                    "AgentIdentity {namespace}/{agent}: {}: its pods are refused in \
+                     enforce mode and the identity reports it (ApiRightsContained=False); grant \
+                     agents only what their mandate holds",
+                    describe(rights)
+                ),
+            })
+            .collect(),
+        message: None,
     })
 }
 
@@ -906,5 +1008,65 @@ spec:
             out.contains("DENIED   AgentIdentity team/squatter [enforce]: ServiceAccountUnmanaged")
         );
         assert!(out.contains("mandate would refuse at least one object"));
+    }
+    #[test]
+    fn rbac_granting_an_agent_dangerous_rights_refuses_its_pods_and_is_reported_as_warned() {
+        let results = review(
+            r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: impersonator}
+rules:
+- {verbs: [impersonate], apiGroups: [""], resources: [serviceaccounts]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: researcher-impersonates}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: impersonator}
+subjects: [{kind: ServiceAccount, name: researcher}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: viewer}
+rules:
+- {verbs: [get], apiGroups: [""], resources: [configmaps]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: agent, labels: {mandate.dev/agent: researcher}}
+spec:
+  serviceAccountName: researcher
+  containers: [{name: c, image: i}]
+"#,
+        );
+        let pod = of(&results, "Pod", "agent");
+        assert_eq!(pod.decision, "denied");
+        assert!(
+            pod.reasons.contains(&"DangerousApiRights".to_owned()),
+            "{pod:#?}"
+        );
+        let via = "RoleBinding team/researcher-impersonates -> Role team/impersonator grants in \
+                   team: impersonate serviceaccounts";
+        for (kind, name) in [
+            ("RoleBinding", "researcher-impersonates"),
+            ("Role", "impersonator"),
+        ] {
+            let rbac = of(&results, kind, name);
+            assert_eq!(rbac.decision, "warned");
+            assert_eq!(rbac.reasons, ["DangerousApiRights"]);
+            assert_eq!(rbac.agent.as_deref(), Some("researcher"));
+            assert!(
+                rbac.findings[0]
+                    .detail
+                    .starts_with(&format!("AgentIdentity team/researcher: {via}: ")),
+                "{rbac:#?}"
+            );
+        }
+        assert!(
+            !results.results.iter().any(|r| r.name == "viewer"),
+            "RBAC that grants no agent a dangerous right is not reviewed"
+        );
+        assert!(results.refused);
+        assert!(text(&results).contains("WARNED   RoleBinding team/researcher-impersonates"));
     }
 }

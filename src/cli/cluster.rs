@@ -1,10 +1,12 @@
 //! Reading the cluster for the CLI: a kubeconfig (and an optional context) in; a client, and
 //! the objects `inventory` and `check --cluster` need (mandate's three kinds, ServiceAccounts,
-//! Pods, and Secrets and Namespaces as metadata only) out. Lists only: never writes, never
+//! Pods, Secrets and Namespaces as metadata only, and RBAC cluster-wide: a RoleBinding in any
+//! namespace can grant an agent's ServiceAccount a right) out. Lists only: never writes, never
 //! reads a Secret's data. Failures say which list failed and what to do about it.
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::ListParams;
 use kube::config::KubeConfigOptions;
@@ -126,6 +128,23 @@ pub async fn fetch(
             Some(name) => objects.namespaces.extend(fetcher.namespace(name).await?),
         }
     }
+    // Whatever the scope: the API rights of an agent's ServiceAccount come from bindings in
+    // every namespace and from ClusterRoleBindings.
+    let everywhere = Fetcher {
+        client,
+        server,
+        ns: None,
+    };
+    objects.roles = everywhere.list_everywhere::<Role>("roles").await?;
+    objects.cluster_roles = everywhere
+        .list_everywhere::<ClusterRole>("clusterroles")
+        .await?;
+    objects.role_bindings = everywhere
+        .list_everywhere::<RoleBinding>("rolebindings")
+        .await?;
+    objects.cluster_role_bindings = everywhere
+        .list_everywhere::<ClusterRoleBinding>("clusterrolebindings")
+        .await?;
     Ok(objects)
 }
 
@@ -171,6 +190,28 @@ impl Fetcher<'_> {
             .await
             .map(|list| list.items)
             .map_err(|e| self.error(e, "list", resource, mandate))
+    }
+
+    /// Every object of a kind, namespaced or cluster-scoped, in the whole cluster.
+    async fn list_everywhere<K>(&self, resource: &'static str) -> Result<Vec<K>, FetchError>
+    where
+        K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        Api::<K>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+            .map(|list| list.items)
+            .map_err(|e| {
+                classify(
+                    e,
+                    format!("list {resource} in the whole cluster"),
+                    self.server,
+                    "list",
+                    resource,
+                    false,
+                )
+            })
     }
 
     async fn secrets(&self) -> Result<Vec<ObjectMeta>, FetchError> {

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::report::{Report, human_duration};
+use super::report::{DangerousApiRight, Report, human_duration};
 use crate::assess::service_account_guard;
 
 /// The widest line the table output may print.
@@ -310,6 +310,29 @@ pub fn table(report: &Report, width: usize) -> String {
         "none: every agent lives in an opted-in namespace, where every pod is reviewed",
     );
 
+    let mut dangerous = Table::new(&["NAMESPACE", "AGENT", "WHERE", "VIA", "RIGHTS"]);
+    let mut holding = 0;
+    for a in report
+        .agents
+        .iter()
+        .filter(|a| !a.dangerous_api_rights.is_empty())
+    {
+        holding += 1;
+        for row in api_right_rows(&a.dangerous_api_rights) {
+            dangerous.row(
+                [a.namespace.clone(), a.name.clone()]
+                    .into_iter()
+                    .chain(row)
+                    .collect(),
+            );
+        }
+    }
+    section(
+        format!("DANGEROUS API RIGHTS ({holding})"),
+        dangerous,
+        "none: no agent's ServiceAccount holds a dangerous Kubernetes API right",
+    );
+
     let mut unmanaged = Table::new(&["KIND", "NAMESPACE", "NAME", "DETAIL"]);
     for p in &report.unmanaged.pods {
         unmanaged.row(vec![
@@ -389,6 +412,56 @@ pub fn table(report: &Report, width: usize) -> String {
     out.truncate(trimmed);
     out.push('\n');
     out
+}
+
+/// One row (WHERE, VIA, RIGHTS) per resource an agent holds rights on through one binding, its
+/// verbs together: `get,list,watch secrets`.
+fn api_right_rows(rights: &[DangerousApiRight]) -> Vec<[String; 3]> {
+    /// The rights on one resource through one binding.
+    struct Row<'a> {
+        place: String,
+        via: String,
+        resource: &'a str,
+        names: Option<&'a [String]>,
+        verbs: Vec<&'a str>,
+    }
+    let mut rows: Vec<Row<'_>> = Vec::new();
+    for right in rights {
+        let place = right
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "cluster-wide".to_owned());
+        let via = format!("{} -> {}", right.binding, right.role);
+        let names = right.resource_names.as_deref();
+        match rows.iter_mut().find(|row| {
+            row.place == place
+                && row.via == via
+                && row.resource == right.resource
+                && row.names == names
+        }) {
+            Some(row) => row.verbs.push(&right.verb),
+            None => rows.push(Row {
+                place,
+                via,
+                resource: &right.resource,
+                names,
+                verbs: vec![&right.verb],
+            }),
+        }
+    }
+    rows.into_iter()
+        .map(|row| {
+            let only = row
+                .names
+                .map(|n| format!(" (only {})", n.join(", ")))
+                .unwrap_or_default();
+            [
+                row.place,
+                row.via,
+                format!("{} {}{only}", row.verbs.join(","), row.resource),
+            ]
+        })
+        .collect()
 }
 
 fn dash(text: String) -> String {
@@ -729,6 +802,7 @@ mod tests {
             foreign_network_policies: vec![],
             stale_credentials: vec![],
             service_account_guarded: true,
+            dangerous_api_rights: vec![],
         }
     }
 

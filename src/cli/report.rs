@@ -1,7 +1,9 @@
 //! The inventory report: the objects fetched from a cluster (or any other source) and an
 //! instant in; every agent with its owner, class, SPIFFE ID, live tools and delegation, the
-//! delegation edges and unsafe chains, the pods lacking a live tool's token, the unmanaged pods,
-//! ServiceAccounts and legacy token Secrets, and the tools about to expire out. Pure: never does I/O, never reads a clock. The
+//! delegation edges and unsafe chains, the dangerous Kubernetes API rights each agent's
+//! ServiceAccount holds through RBAC, the pods lacking a live tool's token, the unmanaged pods,
+//! ServiceAccounts and legacy token Secrets, and the tools about to expire out. Pure: never does
+//! I/O, never reads a clock. The
 //! rules come from `authority` (live tools, the delegation graph) and, for the unmanaged
 //! ServiceAccounts and token Secrets, from `Snapshot::unmanaged` (which the operator's
 //! `mandate_unmanaged_workloads` gauge counts too): nothing here re-implements them. Rendering
@@ -19,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
@@ -33,6 +36,7 @@ use crate::api::{
 };
 use crate::assess::service_account_guard;
 use crate::authority::network::foreign_policies_selecting;
+use crate::authority::rights::{ApiRight, Names, Scope};
 use crate::authority::{self, Authority, DelegationGraph, ServiceAccountOwnership, ViolationKind};
 
 /// The objects a report is built from: what `mandate inventory` lists from the cluster.
@@ -47,6 +51,28 @@ pub struct Objects {
     pub secrets: Vec<ObjectMeta>,
     pub namespaces: Vec<ObjectMeta>,
     pub network_policies: Vec<NetworkPolicy>,
+    /// RBAC of the whole cluster (whatever namespaces the rest covers).
+    pub roles: Vec<Role>,
+    pub cluster_roles: Vec<ClusterRole>,
+    pub role_bindings: Vec<RoleBinding>,
+    pub cluster_role_bindings: Vec<ClusterRoleBinding>,
+}
+
+impl Objects {
+    /// Adds the RBAC objects to an authority being built.
+    pub fn add_rbac_to(&self, builder: &mut authority::AuthorityBuilder) {
+        let rbac = builder.rbac_mut();
+        self.roles.iter().for_each(|r| rbac.upsert_role(r));
+        self.cluster_roles
+            .iter()
+            .for_each(|r| rbac.upsert_cluster_role(r));
+        self.role_bindings
+            .iter()
+            .for_each(|b| rbac.upsert_role_binding(b));
+        self.cluster_role_bindings
+            .iter()
+            .for_each(|b| rbac.upsert_cluster_role_binding(b));
+    }
 }
 
 /// The inventory.
@@ -111,6 +137,51 @@ pub struct Agent {
     /// Whether every pod running as its ServiceAccount is reviewed (its namespace is opted
     /// in); the same rule as the identity's ServiceAccountGuarded condition.
     pub service_account_guarded: bool,
+    /// Dangerous Kubernetes API rights its ServiceAccount holds through RBAC, sorted by
+    /// (binding, role, scope, right); the same rule as the identity's ApiRightsContained
+    /// condition and admission's DangerousApiRights.
+    pub dangerous_api_rights: Vec<DangerousApiRight>,
+}
+
+/// One dangerous right an agent's ServiceAccount holds, and what grants it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DangerousApiRight {
+    /// `verb resource[.group][/subresource]`, as `kubectl auth can-i` takes it.
+    pub right: String,
+    pub verb: String,
+    /// `resource[.group][/subresource]`.
+    pub resource: String,
+    /// Where it holds: a namespace; absent when cluster-wide (a ClusterRoleBinding).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Only on these objects; absent when on every one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_names: Option<Vec<String>>,
+    /// `RoleBinding ns/name` or `ClusterRoleBinding name`.
+    pub binding: String,
+    /// `Role ns/name` or `ClusterRole name`.
+    pub role: String,
+}
+
+impl From<&ApiRight> for DangerousApiRight {
+    fn from(right: &ApiRight) -> Self {
+        DangerousApiRight {
+            right: right.right.to_string(),
+            verb: right.right.verb().to_owned(),
+            resource: right.right.resource_text(),
+            namespace: match &right.scope {
+                Scope::Cluster => None,
+                Scope::Namespace(namespace) => Some(namespace.clone()),
+            },
+            resource_names: match &right.names {
+                Names::All => None,
+                Names::Only(names) => Some(names.iter().cloned().collect()),
+            },
+            binding: right.binding.to_string(),
+            role: right.role.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -215,14 +286,25 @@ pub fn build(
     now: Timestamp,
     horizon: SignedDuration,
 ) -> Report {
-    let authority = Authority::from_objects(
-        config,
-        objects.identities.iter().cloned(),
-        objects.bindings.iter().cloned(),
-        objects.policies.iter().cloned(),
-        objects.service_accounts.iter().cloned(),
-    );
-    let snapshot = Snapshot::from_objects(authority, &objects.namespaces, &objects.secrets);
+    let mut builder = Authority::builder().config(config);
+    objects
+        .identities
+        .iter()
+        .for_each(|o| builder.add_identity(o.clone()));
+    objects
+        .bindings
+        .iter()
+        .for_each(|o| builder.add_binding(o.clone()));
+    objects
+        .policies
+        .iter()
+        .for_each(|o| builder.add_policy(o.clone()));
+    objects
+        .service_accounts
+        .iter()
+        .for_each(|o| builder.add_service_account(o.clone()));
+    objects.add_rbac_to(&mut builder);
+    let snapshot = Snapshot::from_objects(builder.build(), &objects.namespaces, &objects.secrets);
     let authority = snapshot.authority();
 
     let mandate_namespaces: Vec<MandateNamespace> = objects
@@ -315,6 +397,11 @@ pub fn build(
                     is_mandate_ns(ns),
                 )
                 .guarded,
+                dangerous_api_rights: authority
+                    .api_rights(ns, identity.service_account_name())
+                    .iter()
+                    .map(DangerousApiRight::from)
+                    .collect(),
                 name,
             });
         }
@@ -696,7 +783,73 @@ mod tests {
                 network_policy(NS, "open-researcher", Some("researcher")),
                 network_policy("elsewhere", "open-all", None),
             ],
+            ..Objects::default()
         }
+    }
+
+    #[test]
+    fn dangerous_api_rights_are_reported_on_the_agent_they_are_granted_to() {
+        let mut objects = world();
+        objects.cluster_roles.push(
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "edit"}, "rules": [
+                {"verbs": ["get", "list"], "apiGroups": [""], "resources": ["secrets"],
+                 "resourceNames": ["db"]}]}))
+            .unwrap_or_else(|e| panic!("{e}")),
+        );
+        objects.role_bindings.push(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "planner-edit", "namespace": "elsewhere"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+                "subjects": [{"kind": "ServiceAccount", "name": "planner", "namespace": NS}]}))
+            .unwrap_or_else(|e| panic!("{e}")),
+        );
+        let report = build(
+            &objects,
+            authority::Config::default(),
+            NOW,
+            SignedDuration::from_hours(24),
+        );
+        let rights = |agent: &str| {
+            report
+                .agents
+                .iter()
+                .find(|a| a.name == agent)
+                .map(|a| a.dangerous_api_rights.clone())
+                .unwrap_or_default()
+        };
+        assert!(rights("researcher").is_empty());
+        let planner = rights("planner");
+        assert_eq!(planner.len(), 2);
+        assert_eq!(
+            planner[0],
+            DangerousApiRight {
+                right: "get secrets".into(),
+                verb: "get".into(),
+                resource: "secrets".into(),
+                namespace: Some("elsewhere".into()),
+                resource_names: Some(vec!["db".into()]),
+                binding: "RoleBinding elsewhere/planner-edit".into(),
+                role: "ClusterRole edit".into(),
+            }
+        );
+        let json = serde_json::to_value(&report).unwrap_or_default();
+        assert_eq!(json["agents"][1]["name"], "planner");
+        assert_eq!(
+            json["agents"][1]["dangerousApiRights"][1]["right"], "list secrets",
+            "{json:#}"
+        );
+        assert_eq!(
+            json["agents"][0]["dangerousApiRights"],
+            serde_json::json!([])
+        );
+        let table = crate::cli::render::table(&report, 200);
+        assert!(table.contains("DANGEROUS API RIGHTS (1)"), "{table}");
+        assert!(
+            table.contains(
+                "elsewhere  RoleBinding elsewhere/planner-edit -> ClusterRole edit  get,list secrets (only db)"
+            ),
+            "{table}"
+        );
     }
 
     /// A NetworkPolicy nobody owns selecting `agent`'s pods (every pod without one).

@@ -27,6 +27,9 @@
 - apiGroups: ["authentication.k8s.io"]
   resources: ["tokenreviews"]
   verbs: ["create"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "clusterroles", "rolebindings", "clusterrolebindings"]
+  verbs: ["list", "watch"]
 {{- end }}
 
 {{/* The leader-election Role's rules: the Lease is created once, then read and renewed by name. */}}

@@ -10,6 +10,11 @@
 //! 4. for scale, a bare client making the operator's writes by hand: all five per agent, and
 //!    only the three an identity cannot be Ready without (what any reconciler must do).
 //!
+//! The cluster holds RBAC the operator evaluates for every identity (a few hundred
+//! RoleBindings, some naming the agents' ServiceAccounts, and a ClusterRole bound to every
+//! ServiceAccount), and with 10,000 agents synced that ClusterRole is changed harmlessly: the
+//! number of identity reconciles it causes is reported (it should be none).
+//!
 //! Uses the operator binary named by MANDATE_E2E_BINARY (the Makefile passes the release build).
 
 use std::collections::BTreeMap;
@@ -18,7 +23,8 @@ use std::time::{Duration, Instant};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleBinding};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use mandate::api::conditions::{READY, is_true};
 use mandate::api::{AgentIdentity, ToolBinding};
@@ -309,6 +315,59 @@ fn rss_kib(pid: u32) -> anyhow::Result<[u64; 4]> {
     Ok(["VmHWM:", "VmRSS:", "RssAnon:", "RssFile:"].map(field))
 }
 
+/// RBAC for the evaluator to work through, none of it dangerous: in `ns`, 300 RoleBindings,
+/// every third binding `view` to one of the first 100 agents' ServiceAccounts and the others
+/// `edit` to users; and a ClusterRole bound to every ServiceAccount (`system:serviceaccounts`).
+async fn bench_rbac(client: &Client, ns: &str, run: u32) -> anyhow::Result<String> {
+    let bindings: Vec<RoleBinding> = (0..300)
+        .map(|i| {
+            let subject = if i % 3 == 0 {
+                json!({"kind": "ServiceAccount", "name": format!("agent-{:05}", i / 3)})
+            } else {
+                json!({"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": format!("dev-{i}")})
+            };
+            let role = if i % 3 == 0 { "view" } else { "edit" };
+            serde_json::from_value(json!({"metadata": {"name": format!("bench-{i:03}")},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                "subjects": [subject]}))
+        })
+        .collect::<Result<_, _>>()?;
+    create_all(
+        &Api::<RoleBinding>::namespaced(client.clone(), ns),
+        bindings,
+    )
+    .await?;
+    let role = format!("bench-{run}-every-account");
+    let cluster_role: ClusterRole = serde_json::from_value(json!({"metadata": {"name": role},
+        "rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["configmaps"]}]}))?;
+    Api::<ClusterRole>::all(client.clone())
+        .create(&PostParams::default(), &cluster_role)
+        .await?;
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({"metadata": {"name": role},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "system:serviceaccounts"}]}))?;
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(&PostParams::default(), &binding)
+        .await?;
+    Ok(role)
+}
+
+/// resourceVersions of every AgentIdentity in the cluster, by namespace/name.
+async fn identity_versions(client: &Client) -> anyhow::Result<BTreeMap<String, String>> {
+    Ok(Api::<AgentIdentity>::all(client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items
+        .iter()
+        .map(|i| {
+            (
+                format!("{}/{}", i.namespace().unwrap_or_default(), i.name_any()),
+                i.resource_version().unwrap_or_default(),
+            )
+        })
+        .collect())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let client = mandate_e2e::client().await?;
@@ -355,7 +414,9 @@ async fn main() -> anyhow::Result<()> {
         "bare client: 1000 ServiceAccounts + 1000 NetworkPolicies in {bare:.2?} (median of {rounds:.2?})"
     );
 
-    // 1b. The operator making 1,000 existing identities Ready, from its start.
+    // 1b. The operator making 1,000 existing identities Ready, from its start, with RBAC to
+    // evaluate for each.
+    let cluster_role = bench_rbac(&client, &op_ns, run).await?;
     let started = Instant::now();
     create_agents(&client, &op_ns, 0..1000).await?;
     let created = started.elapsed();
@@ -433,6 +494,30 @@ async fn main() -> anyhow::Result<()> {
         file / 1024
     );
 
+    // A harmless change of the ClusterRole bound to every ServiceAccount: judged in memory, it
+    // changes no identity's API rights, so it should wake no reconcile.
+    let before_change = reconciles(&restarted.metrics()?, "AgentIdentity");
+    let versions_before = identity_versions(&client).await?;
+    Api::<ClusterRole>::all(client.clone())
+        .patch(
+            &cluster_role,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"rules": [{"verbs": ["get", "list"], "apiGroups": [""], "resources": ["configmaps"]}]})),
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Reconciles may include periodic resyncs that fell into the window; writes may not.
+    let rbac_reconciles =
+        reconciles(&restarted.metrics()?, "AgentIdentity").saturating_sub(before_change);
+    let versions_after = identity_versions(&client).await?;
+    let rbac_writes = versions_before
+        .iter()
+        .filter(|(k, v)| versions_after.get(*k) != Some(v))
+        .count();
+    eprintln!(
+        "a change of a ClusterRole bound to all {total} agents' ServiceAccounts (no dangerous right): {rbac_writes} identities written, {rbac_reconciles} identity reconciles (periodic resyncs included)"
+    );
+
     drop(restarted);
     // 4. The same writes the operator makes, by hand, for 1,000 existing agents (after the
     // operator has stopped, so it does not reconcile them too).
@@ -468,8 +553,16 @@ async fn main() -> anyhow::Result<()> {
             "restart_changed": changed,
             "identities_for_rss": total,
             "peak_rss_mib": hwm as f64 / 1024.0,
+            "identities_written_after_harmless_cluster_wide_rbac_change": rbac_writes,
+            "reconciles_after_harmless_cluster_wide_rbac_change": rbac_reconciles,
         })
     );
+    let _ = Api::<ClusterRoleBinding>::all(client.clone())
+        .delete(&cluster_role, &DeleteParams::default())
+        .await;
+    let _ = Api::<ClusterRole>::all(client.clone())
+        .delete(&cluster_role, &DeleteParams::default())
+        .await;
 
     for ns in bare_namespaces.into_iter().chain(namespaces) {
         let _ = Api::<Namespace>::all(client.clone())

@@ -15,6 +15,7 @@ use super::verdict::{Finding, Mode, Reason, Verdict};
 use crate::api::{AGENT_LABEL, AgentIdentity};
 use crate::assess::projections_applied;
 use crate::authority::HeldTool;
+use crate::authority::rights::describe;
 
 /// What the API server defaults `expirationSeconds` of a projected token to.
 pub const DEFAULT_TOKEN_EXPIRATION_SECONDS: i64 = 3600;
@@ -255,6 +256,18 @@ fn identity_rules(
             format!(
                 "the pod runs as ServiceAccount {actual} but AgentIdentity {agent} runs as \
                  {expected}: set spec.serviceAccountName: {expected}"
+            ),
+        ));
+    }
+    let rights = snapshot.authority().api_rights(namespace, expected);
+    if !rights.is_empty() {
+        findings.push(Finding::new(
+            Reason::DangerousApiRights,
+            format!(
+                "ServiceAccount {expected} of AgentIdentity {agent} holds Kubernetes API rights \
+                 outside its mandate: {}: delete the bindings or take the rights out of the \
+                 roles (the identity's ApiRightsContained condition lists them)",
+                describe(&rights)
             ),
         ));
     }
@@ -1003,5 +1016,73 @@ mod tests {
             .build();
         let verdict = review_with(&snapshot, pod("p").namespace("odd"));
         assert_eq!(verdict.decision(), Some(Decision::Denied));
+    }
+    /// `edit` (its secrets and exec rules) bound to `service_account` of `namespace` through a
+    /// RoleBinding there.
+    fn with_edit_bound_to(
+        builder: crate::authority::AuthorityBuilder,
+        namespace: &str,
+        service_account: &str,
+    ) -> crate::authority::AuthorityBuilder {
+        let role: k8s_openapi::api::rbac::v1::ClusterRole =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "edit"}, "rules": [
+                {"verbs": ["get", "list"], "apiGroups": [""], "resources": ["secrets"]},
+                {"verbs": ["create"], "apiGroups": [""], "resources": ["pods/exec"]},
+            ]}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let binding: k8s_openapi::api::rbac::v1::RoleBinding =
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "edit-bot", "namespace": namespace},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "edit"},
+                "subjects": [{"kind": "ServiceAccount", "name": service_account}],
+            }))
+            .unwrap_or_else(|e| panic!("{e}"));
+        builder.cluster_role(&role).role_binding(&binding)
+    }
+
+    #[test]
+    fn a_pod_whose_service_account_holds_dangerous_api_rights_is_refused_naming_them() {
+        let snapshot = snapshot_with(|b| with_edit_bound_to(b, NS, "researcher"));
+        let verdict = review_with(&snapshot, pod("p").runs_as("researcher"));
+        assert_eq!(verdict.codes(), ["DangerousApiRights"]);
+        assert_eq!(verdict.decision(), Some(Decision::Denied));
+        let detail = &verdict.all_findings()[0].detail;
+        assert!(
+            detail.contains(
+                "RoleBinding agents/edit-bot -> ClusterRole edit grants in agents: get,list \
+                 secrets, create pods/exec"
+            ),
+            "{detail}"
+        );
+    }
+
+    #[test]
+    fn dangerous_api_rights_warn_in_a_warn_namespace_and_others_rights_do_not_count() {
+        let snapshot = snapshot_with(|b| {
+            let b = with_edit_bound_to(b, "agents-warn", "researcher");
+            b.identity(
+                identity("researcher")
+                    .namespace("agents-warn")
+                    .ready()
+                    .build(),
+            )
+            .binding(
+                binding("search")
+                    .namespace("agents-warn")
+                    .agent("researcher")
+                    .tool(tool("web-search"))
+                    .build(),
+            )
+        });
+        let warned = review_with(
+            &snapshot,
+            pod("p").namespace("agents-warn").runs_as("researcher"),
+        );
+        assert_eq!(warned.decision(), Some(Decision::Warned));
+        assert_eq!(warned.codes(), ["DangerousApiRights"]);
+        // The same name in `agents` is another ServiceAccount: the RoleBinding lives elsewhere.
+        let allowed = review_with(&snapshot, pod("p").runs_as("researcher"));
+        assert_eq!(allowed.decision(), Some(Decision::Allowed), "{allowed:?}");
     }
 }

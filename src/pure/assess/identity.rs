@@ -28,6 +28,12 @@
 //!   are sent to mandate: an unlabelled pod running as the ServiceAccount is not checked
 //!   ([`service_account_guard`], which `mandate inventory` applies too). It does not make the
 //!   identity not Ready.
+//! - `ApiRightsContained`: its ServiceAccount holds no dangerous Kubernetes API right through
+//!   RBAC (`authority::rights`). False (reason `DangerousApiRights`, each right named with the
+//!   binding and role granting it, with a warning event when the set changes) when it does. It
+//!   does not make the identity not Ready either: admission refuses its pods in enforce mode from
+//!   the live RBAC state (`DangerousApiRights`), so there is no reconcile lag, and warn and audit
+//!   namespaces keep their agents running while the grant is reported.
 
 use std::collections::BTreeSet;
 
@@ -38,10 +44,11 @@ use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
 use super::Event;
+use super::api_rights::{API_RIGHTS_CONTAINED_EVENT, api_rights_condition};
 use crate::admission::credentials::{AgentPod, stale_pods};
 use crate::api::conditions::{
-    self, CREDENTIALS_STALE, DELEGATION_SAFE, ISOLATED, NETWORK_EXCLUSIVE, READY,
-    SERVICE_ACCOUNT_GUARDED, TOOLS_BOUND,
+    self, API_RIGHTS_CONTAINED, CREDENTIALS_STALE, DELEGATION_SAFE, ISOLATED, NETWORK_EXCLUSIVE,
+    READY, SERVICE_ACCOUNT_GUARDED, TOOLS_BOUND,
 };
 use crate::api::{AGENT_LABEL, AgentIdentity, AgentIdentityStatus, MODE_LABEL};
 use crate::authority::network::foreign_policies_selecting;
@@ -303,6 +310,15 @@ pub fn assess_identity(
         guard.reason,
         guard.message,
     );
+    let (contained, reason, message) =
+        api_rights_condition(&sa_name, &authority.api_rights(&namespace, &sa_name));
+    set(
+        &mut conditions_now,
+        API_RIGHTS_CONTAINED,
+        contained,
+        reason,
+        message,
+    );
     match blockers.first() {
         Some(finding) => set(
             &mut conditions_now,
@@ -411,8 +427,8 @@ fn foreign_message(policies: &[String]) -> String {
 }
 
 /// One event per change of authority between two statuses: tools granted or withdrawn,
-/// escalation paths that appear or clear, foreign NetworkPolicies that appear, and the
-/// identity falling out of Ready.
+/// escalation paths that appear or clear, foreign NetworkPolicies that appear, dangerous API
+/// rights that appear, change or clear, and the identity falling out of Ready.
 fn changes(before: &AgentIdentityStatus, after: &AgentIdentityStatus) -> Vec<Event> {
     let names = |s: &AgentIdentityStatus| -> BTreeSet<String> {
         s.tools
@@ -475,6 +491,21 @@ fn changes(before: &AgentIdentityStatus, after: &AgentIdentityStatus) -> Vec<Eve
         )),
         (Some((false, _)) | None, Some((true, message))) => {
             events.push(Event::warning(CREDENTIALS_STALE, message));
+        }
+        _ => {}
+    }
+    let api_rights = |s: &AgentIdentityStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == API_RIGHTS_CONTAINED)
+            .map(|c| (c.status == conditions::TRUE, c.message.clone()))
+    };
+    match (api_rights(before), api_rights(after)) {
+        (Some((false, _)), Some((true, message))) => {
+            events.push(Event::normal(API_RIGHTS_CONTAINED_EVENT, message));
+        }
+        (was, Some((false, message))) if was != Some((false, message.clone())) => {
+            events.push(Event::warning(Reason::DangerousApiRights.code(), message));
         }
         _ => {}
     }
@@ -1010,5 +1041,65 @@ mod tests {
         world.network_policies.truncate(1);
         let cleared = world.assess_object(&identity, NOW);
         assert_eq!(condition(&cleared, NETWORK_EXCLUSIVE).0, TRUE);
+    }
+    #[test]
+    fn a_dangerous_api_right_turns_api_rights_contained_false_once_and_true_when_gone() {
+        let impersonator: k8s_openapi::api::rbac::v1::ClusterRole =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "impersonator"},
+                "rules": [{"verbs": ["impersonate"], "apiGroups": [""],
+                    "resources": ["serviceaccounts"]}]}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let to_namespace_accounts: k8s_openapi::api::rbac::v1::ClusterRoleBinding =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "x"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": "impersonator"},
+                "subjects": [{"kind": "Group", "name": "system:serviceaccounts:agents"}]}))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let contained = with_tools().assess("researcher");
+        assert_eq!(
+            condition(&contained, API_RIGHTS_CONTAINED),
+            (
+                TRUE,
+                "NoDangerousRights",
+                "ServiceAccount researcher holds no dangerous Kubernetes API right"
+            )
+        );
+
+        let granted = World::of(
+            Authority::builder()
+                .identity(identity("researcher").build())
+                .binding(
+                    binding("researcher-tools")
+                        .agent("researcher")
+                        .tool(tool("search"))
+                        .tool(tool("fetch"))
+                        .build(),
+                )
+                .cluster_role(&impersonator)
+                .cluster_role_binding(&to_namespace_accounts)
+                .build(),
+        );
+        let mut identity = granted.identity("researcher");
+        identity.status = Some(contained.status.clone());
+        let widened = granted.assess_object(&identity, NOW);
+        let (status, reason, message) = condition(&widened, API_RIGHTS_CONTAINED);
+        assert_eq!((status, reason), (FALSE, "DangerousApiRights"));
+        assert!(
+            message.contains(
+                "ClusterRoleBinding x -> ClusterRole impersonator grants cluster-wide: \
+                 impersonate serviceaccounts"
+            ),
+            "{message}"
+        );
+        assert_eq!(condition(&widened, READY).0, TRUE, "reported, not blocking");
+        assert!(reasons(&widened.events).contains(&"DangerousApiRights"));
+
+        identity.status = Some(widened.status.clone());
+        let again = granted.assess_object(&identity, NOW);
+        assert!(again.events.is_empty(), "reported once");
+
+        let cleared = with_tools().assess_object(&identity, NOW);
+        assert_eq!(condition(&cleared, API_RIGHTS_CONTAINED).0, TRUE);
+        assert_eq!(reasons(&cleared.events), ["ApiRightsContained"]);
     }
 }

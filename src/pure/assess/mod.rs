@@ -7,10 +7,14 @@
 //! check` and `mandate inventory` call the same functions, so what they print is what the
 //! operator would write.
 
+mod api_rights;
 mod binding;
 mod identity;
 mod policy;
 
+pub use api_rights::{
+    api_rights_condition, api_rights_granted_by, identities_with_changed_api_rights,
+};
 pub use binding::{BindingAssessment, assess_binding};
 pub use identity::{
     IdentityAssessment, IdentityInputs, NAMESPACE_NOT_OPTED_IN, NAMESPACE_OPTED_IN,

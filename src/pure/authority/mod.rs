@@ -1,8 +1,9 @@
-//! Authority: an immutable snapshot of AgentIdentities, ToolBindings, DelegationPolicies and
-//! ServiceAccounts in; answers out: who an agent is, which tools it holds at an instant, when
-//! that changes next, the delegation graph and its violations, and the validation findings the
-//! webhook, the reconciler and `mandate check` share. Pure: never does I/O, never calls the API
-//! server.
+//! Authority: an immutable snapshot of AgentIdentities, ToolBindings, DelegationPolicies,
+//! ServiceAccounts and RBAC (Roles, ClusterRoles and their bindings) in; answers out: who an
+//! agent is, which tools it holds at an instant, when that changes next, the delegation graph
+//! and its violations, the dangerous Kubernetes API rights its ServiceAccount holds
+//! ([`rights`]), and the validation findings the webhook, the reconciler and `mandate check`
+//! share. Pure: never does I/O, never calls the API server.
 //!
 //! Every lookup is by (namespace, name). The snapshot is indexed once when built (hash maps per
 //! namespace, sorted maps inside) so the admission webhook can query it on its hot path; it is
@@ -12,6 +13,7 @@ mod config;
 mod graph;
 pub mod network;
 mod reason;
+pub mod rights;
 pub mod risk;
 mod tools;
 mod validate;
@@ -30,6 +32,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::Resource;
@@ -49,6 +52,8 @@ use crate::api::{AgentIdentity, DelegationPolicy, LiveTool, Owner, ToolBinding, 
 pub struct Authority {
     config: Config,
     namespaces: imbl::HashMap<String, Namespace>,
+    /// Roles, ClusterRoles and their bindings, for the API rights of agents' ServiceAccounts.
+    rbac: rights::Rbac,
 }
 
 /// The kinds of object an [`Authority`] is made of.
@@ -58,6 +63,7 @@ pub enum ObjectKind {
     Binding,
     Policy,
     ServiceAccount,
+    Rbac(rights::RbacKind),
 }
 
 /// Who owns a ServiceAccount, as its controller ownerReference proves. Labels prove nothing:
@@ -209,6 +215,31 @@ impl AuthorityBuilder {
         );
     }
 
+    pub fn role(mut self, role: &Role) -> Self {
+        self.authority.rbac.upsert_role(role);
+        self
+    }
+
+    pub fn cluster_role(mut self, role: &ClusterRole) -> Self {
+        self.authority.rbac.upsert_cluster_role(role);
+        self
+    }
+
+    pub fn role_binding(mut self, binding: &RoleBinding) -> Self {
+        self.authority.rbac.upsert_role_binding(binding);
+        self
+    }
+
+    pub fn cluster_role_binding(mut self, binding: &ClusterRoleBinding) -> Self {
+        self.authority.rbac.upsert_cluster_role_binding(binding);
+        self
+    }
+
+    /// The RBAC objects, to add them one by one.
+    pub fn rbac_mut(&mut self) -> &mut rights::Rbac {
+        &mut self.authority.rbac
+    }
+
     pub fn build(self) -> Authority {
         self.authority
     }
@@ -253,6 +284,7 @@ impl Authority {
         Authority {
             config,
             namespaces: imbl::HashMap::new(),
+            rbac: rights::Rbac::default(),
         }
     }
 
@@ -387,11 +419,16 @@ impl Authority {
             ObjectKind::Binding => self.remove_binding(namespace, name),
             ObjectKind::Policy => self.remove_policy(namespace, name),
             ObjectKind::ServiceAccount => self.remove_service_account(namespace, name),
+            ObjectKind::Rbac(kind) => self.rbac.remove(kind, namespace, name),
         }
     }
 
     /// Removes every object of `kind` (before a fresh list of that kind is applied).
     pub fn clear(&mut self, kind: ObjectKind) {
+        if let ObjectKind::Rbac(kind) = kind {
+            self.rbac.clear(kind);
+            return;
+        }
         let keys: Vec<(String, String)> = self
             .namespaces
             .iter()
@@ -401,6 +438,7 @@ impl Authority {
                     ObjectKind::Binding => ns.bindings.keys().collect(),
                     ObjectKind::Policy => ns.policies.keys().collect(),
                     ObjectKind::ServiceAccount => ns.service_accounts.keys().collect(),
+                    ObjectKind::Rbac(_) => Vec::new(),
                 };
                 names
                     .into_iter()
@@ -425,6 +463,22 @@ impl Authority {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The RBAC index.
+    pub fn rbac(&self) -> &rights::Rbac {
+        &self.rbac
+    }
+
+    /// The RBAC index, to keep it current change by change.
+    pub fn rbac_mut(&mut self) -> &mut rights::Rbac {
+        &mut self.rbac
+    }
+
+    /// Every dangerous Kubernetes API right ServiceAccount `namespace/service_account` holds
+    /// through RBAC, with the binding and role granting each (see [`rights`]).
+    pub fn api_rights(&self, namespace: &str, service_account: &str) -> Vec<rights::ApiRight> {
+        self.rbac.rights_of(namespace, service_account)
     }
 
     /// Namespaces holding at least one object, sorted.

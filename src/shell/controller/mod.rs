@@ -12,6 +12,7 @@ mod identity;
 mod namespace;
 mod policy;
 mod projection;
+mod rights;
 mod status;
 mod triggers;
 
@@ -193,6 +194,7 @@ pub async fn run(
             deleted_foreign_policies,
             agent_pods,
             namespaces,
+            rbac,
         } = identity_subscriptions;
         Controller::for_shared_stream(identity_changes(primary.boxed()), stores.identities.clone())
             .with_config(config.clone())
@@ -276,6 +278,11 @@ pub async fn run(
                 let stores = stores.clone();
                 move |namespace| identity::in_namespace(&stores, &namespace)
             })
+            // Batched: RBAC changes wake only the identities whose API rights they change.
+            .reconcile_on(rights::affected_by_rbac(
+                rbac.changes(),
+                stores.authority.clone(),
+            ))
             .reconcile_all_on(on_becoming_leader(ctx.leader.clone()))
             .graceful_shutdown_on(shutdown.clone())
             .run(

@@ -1,10 +1,12 @@
 //! The reflector-backed view of the cluster that the controllers, the webhook and the CLI read.
 //! Watch events in; out, from `build`: one shared watch per kind (mandate's three kinds,
-//! Namespaces and Secrets as metadata only, Services, EndpointSlices, and every NetworkPolicy
-//! reduced to its podSelector) with readable stores; agent pods as their names and credentials
+//! Namespaces and Secrets as metadata only, Services, EndpointSlices, every NetworkPolicy
+//! reduced to its podSelector, and Roles, ClusterRoles and their bindings reduced to rules,
+//! roleRef and subjects) with readable stores; agent pods as their names and credentials
 //! annotations (see `pods`);
 //! ServiceAccounts and mandate's NetworkPolicies as resourceVersions only (see `projections`);
-//! the live [`Authority`] kept current from mandate's three kinds and the ServiceAccounts; and
+//! the live [`Authority`] kept current from mandate's three kinds, the ServiceAccounts and the
+//! four RBAC kinds; and
 //! each consumer's subscriptions as a struct of its own (see `subscriptions`), which wake
 //! reconciles and snapshot refreshes. This module watches; it never writes to the API server.
 
@@ -18,6 +20,7 @@ use futures::Stream;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
@@ -29,6 +32,7 @@ use tokio::sync::watch;
 use crate::api::{
     AGENT_LABEL, AgentIdentity, DelegationPolicy, MANAGED_BY_LABEL, MANAGER, ToolBinding,
 };
+use crate::authority::rights::RbacKind;
 use crate::authority::{self, Authority};
 use crate::project::ServiceDirectory;
 
@@ -44,7 +48,8 @@ pub use projections::Versions;
 pub use subscriptions::{
     BindingControllerSubscriptions, ControllerSubscriptions, Deletions,
     IdentityControllerSubscriptions, NamespaceControllerSubscriptions,
-    PolicyControllerSubscriptions, Related, SnapshotSubscriptions, Subscriptions,
+    PolicyControllerSubscriptions, RbacSubscriptions, Related, SnapshotSubscriptions,
+    Subscriptions,
 };
 use watches::Watches;
 
@@ -103,8 +108,10 @@ impl Listed {
 /// Every kind `build` watches. NetworkPolicy is watched twice (mandate's, as versions; every
 /// one, reduced to its podSelector) and counts as listed when the first list is done: only the
 /// identities' NetworkExclusive condition reads the second, and the second's first list wakes
-/// every identity a foreign policy touches, so an early reconcile is corrected at once.
-pub const WATCHED_KINDS: [&str; 9] = [
+/// every identity a foreign policy touches, so an early reconcile is corrected at once. The RBAC
+/// kinds are part of the live authority: no snapshot is published, and no agent pod admitted,
+/// before all four have listed.
+pub const WATCHED_KINDS: [&str; 13] = [
     "AgentIdentity",
     "ToolBinding",
     "DelegationPolicy",
@@ -114,6 +121,10 @@ pub const WATCHED_KINDS: [&str; 9] = [
     "Secret",
     "Service",
     "EndpointSlice",
+    "Role",
+    "ClusterRole",
+    "RoleBinding",
+    "ClusterRoleBinding",
 ];
 
 /// The authority every reconcile and every admission decision reads, kept current from the
@@ -149,8 +160,9 @@ struct Progress {
     listed: [bool; FEEDS],
 }
 
-/// The watches feeding the live authority: identities, bindings, policies, ServiceAccounts.
-const FEEDS: usize = 4;
+/// The watches feeding the live authority: identities, bindings, policies, ServiceAccounts,
+/// Roles, ClusterRoles, RoleBindings, ClusterRoleBindings.
+const FEEDS: usize = 8;
 
 /// How long [`LiveAuthority::current`] waits for changes in flight before it gives up (they
 /// are normally applied within microseconds; a stall means a watch pipeline is stuck).
@@ -259,6 +271,38 @@ impl AuthorityFeed for PartialObjectMeta<ServiceAccount> {
     }
 }
 
+impl AuthorityFeed for Role {
+    const FEED: usize = 4;
+    const KIND: authority::ObjectKind = authority::ObjectKind::Rbac(RbacKind::Role);
+    fn upsert(authority: &mut Authority, object: Arc<Self>) {
+        authority.rbac_mut().upsert_role(&object);
+    }
+}
+
+impl AuthorityFeed for ClusterRole {
+    const FEED: usize = 5;
+    const KIND: authority::ObjectKind = authority::ObjectKind::Rbac(RbacKind::ClusterRole);
+    fn upsert(authority: &mut Authority, object: Arc<Self>) {
+        authority.rbac_mut().upsert_cluster_role(&object);
+    }
+}
+
+impl AuthorityFeed for RoleBinding {
+    const FEED: usize = 6;
+    const KIND: authority::ObjectKind = authority::ObjectKind::Rbac(RbacKind::RoleBinding);
+    fn upsert(authority: &mut Authority, object: Arc<Self>) {
+        authority.rbac_mut().upsert_role_binding(&object);
+    }
+}
+
+impl AuthorityFeed for ClusterRoleBinding {
+    const FEED: usize = 7;
+    const KIND: authority::ObjectKind = authority::ObjectKind::Rbac(RbacKind::ClusterRoleBinding);
+    fn upsert(authority: &mut Authority, object: Arc<Self>) {
+        authority.rbac_mut().upsert_cluster_role_binding(&object);
+    }
+}
+
 /// Applies one watch event, already written to `store`, to the live authority.
 fn feed_event<K>(live: &LiveAuthority, store: &Store<K>, event: &watcher::Event<K>)
 where
@@ -275,7 +319,9 @@ where
         }
         watcher::Event::Delete(object) => {
             let meta = object.meta();
-            if let (Some(namespace), Some(name)) = (&meta.namespace, &meta.name) {
+            // Cluster-scoped kinds (ClusterRoles and their bindings) have no namespace.
+            if let Some(name) = &meta.name {
+                let namespace = meta.namespace.as_deref().unwrap_or_default();
                 authority.remove(K::KIND, namespace, name);
             }
         }
@@ -378,6 +424,23 @@ fn slim_projection<K: Resource>(object: &mut PartialObjectMeta<K>) {
     if let Some(owners) = meta.owner_references.as_mut() {
         owners.retain(|owner| owner.kind == AgentIdentity::kind(&()));
     }
+}
+
+/// RBAC objects are read for their rules, roleRef and subjects: their labels and annotations
+/// (kubectl's last-applied copy, the aggregation labels) decide nothing.
+fn slim_rbac<K: Resource>(object: &mut K) {
+    slim(object);
+    let meta = object.meta_mut();
+    meta.annotations = None;
+    meta.labels = None;
+    meta.creation_timestamp = None;
+}
+
+/// A ClusterRole's aggregationRule decides nothing either: the authorizer reads the rules the
+/// aggregation controller wrote.
+fn slim_cluster_role(role: &mut ClusterRole) {
+    slim_rbac(role);
+    role.aggregation_rule = None;
 }
 
 /// NetworkPolicies are watched by mandate's label only: they need none of their labels.
@@ -536,6 +599,10 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
         services,
         endpoint_slices,
         agent_pods,
+        roles,
+        cluster_roles,
+        role_bindings,
+        cluster_role_bindings,
     } = watches;
     let identities = identities.start(watch_all(client, all()), Some(Feed::new(&live)), slim);
     let bindings = bindings.start(watch_all(client, all()), Some(Feed::new(&live)), slim);
@@ -565,6 +632,18 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
             pods.clone(),
         )
         .boxed();
+    // RBAC feeds the live authority: the API rights of agents' ServiceAccounts are computed
+    // from it in memory, never asked of the API server per identity.
+    let roles = roles.start(watch_all(client, all()), Some(Feed::new(&live)), slim_rbac);
+    let cluster_roles = cluster_roles.start(
+        watch_all(client, all()),
+        Some(Feed::new(&live)),
+        slim_cluster_role,
+    );
+    let role_bindings =
+        role_bindings.start(watch_all(client, all()), Some(Feed::new(&live)), slim_rbac);
+    let cluster_role_bindings =
+        cluster_role_bindings.start(watch_all(client, all()), Some(Feed::new(&live)), slim_rbac);
 
     let stores = Stores {
         identities: identities.reader,
@@ -595,6 +674,10 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
         services.run,
         endpoint_slices.run,
         agent_pods,
+        roles.run,
+        cluster_roles.run,
+        role_bindings.run,
+        cluster_role_bindings.run,
     ];
     Index {
         stores,

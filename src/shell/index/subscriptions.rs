@@ -17,6 +17,7 @@ use futures::stream::{BoxStream, SelectAll};
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ReflectHandle;
 
@@ -101,6 +102,8 @@ pub struct IdentityControllerSubscriptions {
     pub agent_pods: PodChanges,
     /// A namespace's mode label decides its identities' ServiceAccountGuarded condition.
     pub namespaces: Related<PartialObjectMeta<Namespace>>,
+    /// Any RBAC change: the identities whose API rights it changes are re-assessed.
+    pub rbac: RbacSubscriptions,
 }
 
 impl IdentityControllerSubscriptions {
@@ -125,7 +128,61 @@ impl IdentityControllerSubscriptions {
             deleted_foreign_policies: watches.all_network_policies.subscribe_deletions(),
             agent_pods: watches.agent_pods.subscribe(),
             namespaces: watches.namespaces.subscribe_related(),
+            rbac: RbacSubscriptions::subscribe(watches),
         }
+    }
+}
+
+/// Changes and deletions of Roles, ClusterRoles and their bindings, after each kind's first
+/// list. Consumers only need to know that RBAC changed: the rights are recomputed from the live
+/// authority, which holds all of it.
+pub struct RbacSubscriptions {
+    pub roles: Related<Role>,
+    pub cluster_roles: Related<ClusterRole>,
+    pub role_bindings: Related<RoleBinding>,
+    pub cluster_role_bindings: Related<ClusterRoleBinding>,
+    pub deleted_roles: Deletions<Role>,
+    pub deleted_cluster_roles: Deletions<ClusterRole>,
+    pub deleted_role_bindings: Deletions<RoleBinding>,
+    pub deleted_cluster_role_bindings: Deletions<ClusterRoleBinding>,
+}
+
+impl RbacSubscriptions {
+    fn subscribe(watches: &mut Watches) -> Self {
+        RbacSubscriptions {
+            roles: watches.roles.subscribe_related(),
+            cluster_roles: watches.cluster_roles.subscribe_related(),
+            role_bindings: watches.role_bindings.subscribe_related(),
+            cluster_role_bindings: watches.cluster_role_bindings.subscribe_related(),
+            deleted_roles: watches.roles.subscribe_deletions(),
+            deleted_cluster_roles: watches.cluster_roles.subscribe_deletions(),
+            deleted_role_bindings: watches.role_bindings.subscribe_deletions(),
+            deleted_cluster_role_bindings: watches.cluster_role_bindings.subscribe_deletions(),
+        }
+    }
+
+    /// One `()` per change or deletion of any of the four kinds.
+    pub fn changes(self) -> SelectAll<BoxStream<'static, ()>> {
+        let RbacSubscriptions {
+            roles,
+            cluster_roles,
+            role_bindings,
+            cluster_role_bindings,
+            deleted_roles,
+            deleted_cluster_roles,
+            deleted_role_bindings,
+            deleted_cluster_role_bindings,
+        } = self;
+        futures::stream::select_all([
+            roles.map(|_| ()).boxed(),
+            cluster_roles.map(|_| ()).boxed(),
+            role_bindings.map(|_| ()).boxed(),
+            cluster_role_bindings.map(|_| ()).boxed(),
+            deleted_roles.map(|_| ()).boxed(),
+            deleted_cluster_roles.map(|_| ()).boxed(),
+            deleted_role_bindings.map(|_| ()).boxed(),
+            deleted_cluster_role_bindings.map(|_| ()).boxed(),
+        ])
     }
 }
 
@@ -204,6 +261,8 @@ pub struct SnapshotSubscriptions {
     pub service_accounts: mpsc::UnboundedReceiver<()>,
     pub namespaces: ReflectHandle<PartialObjectMeta<Namespace>>,
     pub secrets: ReflectHandle<PartialObjectMeta<Secret>>,
+    /// RBAC changes: a new dangerous grant reaches admission within one snapshot refresh.
+    pub rbac: RbacSubscriptions,
 }
 
 impl SnapshotSubscriptions {
@@ -215,6 +274,7 @@ impl SnapshotSubscriptions {
             service_accounts: watches.service_accounts.subscribe_pings(),
             namespaces: watches.namespaces.subscribe(),
             secrets: watches.secrets.subscribe(),
+            rbac: RbacSubscriptions::subscribe(watches),
         }
     }
 
@@ -227,6 +287,7 @@ impl SnapshotSubscriptions {
             service_accounts,
             namespaces,
             secrets,
+            rbac,
         } = self;
         futures::stream::select_all([
             identities.map(|_| ()).boxed(),
@@ -235,6 +296,7 @@ impl SnapshotSubscriptions {
             service_accounts.boxed(),
             namespaces.map(|_| ()).boxed(),
             secrets.map(|_| ()).boxed(),
+            rbac.changes().boxed(),
         ])
     }
 }

@@ -13,6 +13,7 @@ use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::Resource;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
@@ -47,6 +48,11 @@ pub(super) struct Watches {
     pub endpoint_slices: SharedWatch<EndpointSlice>,
     /// Pods labelled `mandate.dev/agent`, kept as their credentials (see `pods`).
     pub agent_pods: PodWatch,
+    /// RBAC, for the API rights of agents' ServiceAccounts.
+    pub roles: SharedWatch<Role>,
+    pub cluster_roles: SharedWatch<ClusterRole>,
+    pub role_bindings: SharedWatch<RoleBinding>,
+    pub cluster_role_bindings: SharedWatch<ClusterRoleBinding>,
 }
 
 impl Watches {
@@ -63,6 +69,10 @@ impl Watches {
             services: SharedWatch::new(listed),
             endpoint_slices: SharedWatch::new(listed),
             agent_pods: PodWatch::default(),
+            roles: SharedWatch::new(listed),
+            cluster_roles: SharedWatch::new(listed),
+            role_bindings: SharedWatch::new(listed),
+            cluster_role_bindings: SharedWatch::new(listed),
         }
     }
 }
