@@ -1,6 +1,7 @@
-//! mandate's ValidatingWebhookConfiguration, as DESIGN section 3 scopes it: the operator's
-//! webhook URL, its CA bundle, mandate's own namespace and an isolation label in; the
-//! configuration out, plus a guard that registers it on the control plane and deletes it again.
+//! mandate's ValidatingWebhookConfiguration and MutatingWebhookConfiguration, as DESIGN section 3
+//! scopes them: the operator's webhook URL, its CA bundle, mandate's own namespace and an
+//! isolation label in; the configurations out, plus a guard that registers them on the control
+//! plane and deletes them again.
 //! The Helm chart renders the same webhooks (with a Service instead of a URL): keep the two in
 //! step, webhook by webhook.
 //!
@@ -33,6 +34,12 @@
 //!   (or were) labelled (`/validate`, Fail: only opted-in namespaces match; `NoneOnDryRun`, as
 //!   a weakening let through is recorded).
 //!
+//!
+//! And the MutatingWebhookConfiguration of the same name ([`mutating_webhook_configuration`]):
+//! `tool-tokens.namespaces.mandate.dev` and `tool-tokens.agents.mandate.dev`, pod CREATEs
+//! scoped as the two pod webhooks (`/mutate/pods`, Fail, reinvocationPolicy IfNeeded), which
+//! give each agent pod one projected token per live tool.
+//!
 //! "Every namespace" always leaves out kube-system, kube-node-lease and mandate's own namespace,
 //! so a broken mandate can neither stop the cluster nor stop its own repair.
 
@@ -40,10 +47,13 @@ use std::collections::BTreeMap;
 
 use anyhow::Context;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 use mandate::api::{AGENT_LABEL, MODE_LABEL};
+use mandate::webhook::mutate::MUTATE_PODS_PATH;
 use mandate::webhook::server::{
     VALIDATE_MANDATE_PATH, VALIDATE_PATH, VALIDATE_PODS_PATH, VALIDATE_WORKLOADS_PATH,
 };
@@ -80,6 +90,11 @@ pub const NAMESPACE_MODES: &str = "namespaces.mandate.dev";
 
 /// The CEL condition of [`NAMESPACE_MODES`]: the label's value (or its absence) changes.
 pub const MODE_LABEL_CHANGES: &str = "(has(oldObject.metadata.labels) && 'mandate.dev/mode' in oldObject.metadata.labels ? oldObject.metadata.labels['mandate.dev/mode'] : '') != (has(object.metadata.labels) && 'mandate.dev/mode' in object.metadata.labels ? object.metadata.labels['mandate.dev/mode'] : '')";
+
+/// Mutating: every pod created in a namespace that opted in gets one token per live tool.
+pub const TOOL_TOKENS_IN_AGENT_NAMESPACES: &str = "tool-tokens.namespaces.mandate.dev";
+/// Mutating: agent-labelled pods created everywhere else get one token per live tool.
+pub const TOOL_TOKENS_ELSEWHERE: &str = "tool-tokens.agents.mandate.dev";
 
 /// Namespaces no webhook ever looks at, besides mandate's own.
 pub const SYSTEM_NAMESPACES: [&str; 2] = ["kube-system", "kube-node-lease"];
@@ -135,42 +150,9 @@ impl WebhookSettings {
 pub fn webhook_configuration(
     settings: &WebhookSettings,
 ) -> anyhow::Result<ValidatingWebhookConfiguration> {
-    // Which namespaces a webhook sees: never the system ones nor mandate's own, only the
-    // isolated ones, and, depending on the webhook, only those that opted in or only the rest.
-    let namespaces = |opted_in: Option<bool>| {
-        let mut expressions = vec![json!({
-            "key": "kubernetes.io/metadata.name",
-            "operator": "NotIn",
-            "values": [SYSTEM_NAMESPACES[0], SYSTEM_NAMESPACES[1], settings.own_namespace],
-        })];
-        match opted_in {
-            Some(true) => expressions.push(json!({"key": MODE_LABEL, "operator": "Exists"})),
-            Some(false) => expressions.push(json!({"key": MODE_LABEL, "operator": "DoesNotExist"})),
-            None => {}
-        }
-        json!({"matchLabels": settings.isolation, "matchExpressions": expressions})
-    };
-    let client = |path: &str| {
-        json!({
-            "url": format!("{}{path}", settings.base_url),
-            "caBundle": ByteString(settings.ca_bundle.clone()),
-        })
-    };
-    // Fields every webhook shares: mandate only reads, answers quickly, speaks v1.
+    let namespaces = |opted_in: Option<bool>| namespace_selector(settings, opted_in);
     let webhook = |name: &str, path: &str, failure_policy: &str, rest: Value| {
-        let mut webhook = json!({
-            "name": name,
-            "clientConfig": client(path),
-            "failurePolicy": failure_policy,
-            "sideEffects": "None",
-            "timeoutSeconds": TIMEOUT_SECONDS,
-            "admissionReviewVersions": ["v1"],
-            "matchPolicy": "Equivalent",
-        });
-        if let (Some(webhook), Some(rest)) = (webhook.as_object_mut(), rest.as_object()) {
-            webhook.extend(rest.clone());
-        }
-        webhook
+        webhook_entry(settings, name, path, failure_policy, rest)
     };
     // Pods, ephemeral containers added to them later (`kubectl debug`), which could otherwise
     // smuggle in what the pod rules refuse, and the status subresource, through which a pod's
@@ -463,8 +445,110 @@ pub fn webhook_configuration(
     .context("building mandate's ValidatingWebhookConfiguration")
 }
 
-/// Registers mandate's webhooks for `operator`, scoped to the namespaces labelled
-/// `isolation=run` (a test's own), named after `run`.
+/// mandate's MutatingWebhookConfiguration for `settings`: the two `tool-tokens` webhooks, which
+/// give each agent pod one projected token per live tool (`/mutate/pods`), scoped as the two
+/// validating pod webhooks are, on pod CREATE only, reinvoked if a later webhook changes the pod.
+pub fn mutating_webhook_configuration(
+    settings: &WebhookSettings,
+) -> anyhow::Result<MutatingWebhookConfiguration> {
+    let pod_creates = json!([{
+        "apiGroups": [""], "apiVersions": ["v1"],
+        "operations": ["CREATE"],
+        "resources": ["pods"],
+        "scope": "Namespaced",
+    }]);
+    let webhooks = vec![
+        // 1. Every pod created in a namespace that opted in. Fail, as the validating pod
+        //    webhook: an agent pod must not start without its credentials.
+        webhook_entry(
+            settings,
+            TOOL_TOKENS_IN_AGENT_NAMESPACES,
+            MUTATE_PODS_PATH,
+            "Fail",
+            json!({
+                "rules": pod_creates,
+                "namespaceSelector": namespace_selector(settings, Some(true)),
+                "reinvocationPolicy": "IfNeeded",
+            }),
+        ),
+        // 2. Agent-labelled pods created everywhere else. Fail: only agent pods match.
+        webhook_entry(
+            settings,
+            TOOL_TOKENS_ELSEWHERE,
+            MUTATE_PODS_PATH,
+            "Fail",
+            json!({
+                "rules": pod_creates,
+                "namespaceSelector": namespace_selector(settings, Some(false)),
+                "objectSelector": {
+                    "matchExpressions": [{"key": AGENT_LABEL, "operator": "Exists"}],
+                },
+                "reinvocationPolicy": "IfNeeded",
+            }),
+        ),
+    ];
+    serde_json::from_value(json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {
+            "name": settings.name,
+            "labels": {
+                "app.kubernetes.io/name": "mandate",
+                "app.kubernetes.io/part-of": "mandate",
+                "app.kubernetes.io/component": "operator",
+            },
+        },
+        "webhooks": webhooks,
+    }))
+    .context("building mandate's MutatingWebhookConfiguration")
+}
+
+/// Which namespaces a webhook sees: never the system ones nor mandate's own, only the isolated
+/// ones, and, depending on the webhook, only those that opted in (`Some(true)`) or only the
+/// rest (`Some(false)`).
+fn namespace_selector(settings: &WebhookSettings, opted_in: Option<bool>) -> Value {
+    let mut expressions = vec![json!({
+        "key": "kubernetes.io/metadata.name",
+        "operator": "NotIn",
+        "values": [SYSTEM_NAMESPACES[0], SYSTEM_NAMESPACES[1], settings.own_namespace],
+    })];
+    match opted_in {
+        Some(true) => expressions.push(json!({"key": MODE_LABEL, "operator": "Exists"})),
+        Some(false) => expressions.push(json!({"key": MODE_LABEL, "operator": "DoesNotExist"})),
+        None => {}
+    }
+    json!({"matchLabels": settings.isolation, "matchExpressions": expressions})
+}
+
+/// One webhook entry with the fields every one shares (mandate answers quickly, has no side
+/// effects, speaks v1) and `rest` (rules, selectors).
+fn webhook_entry(
+    settings: &WebhookSettings,
+    name: &str,
+    path: &str,
+    failure_policy: &str,
+    rest: Value,
+) -> Value {
+    let mut webhook = json!({
+        "name": name,
+        "clientConfig": {
+            "url": format!("{}{path}", settings.base_url),
+            "caBundle": ByteString(settings.ca_bundle.clone()),
+        },
+        "failurePolicy": failure_policy,
+        "sideEffects": "None",
+        "timeoutSeconds": TIMEOUT_SECONDS,
+        "admissionReviewVersions": ["v1"],
+        "matchPolicy": "Equivalent",
+    });
+    if let (Some(webhook), Some(rest)) = (webhook.as_object_mut(), rest.as_object()) {
+        webhook.extend(rest.clone());
+    }
+    webhook
+}
+
+/// Registers mandate's webhooks for `operator`, validating and mutating as the chart installs
+/// them, scoped to the namespaces labelled `isolation=run` (a test's own), named after `run`.
 pub async fn register_isolated(
     client: &Client,
     operator: &crate::operator::Operator,
@@ -477,13 +561,20 @@ pub async fn register_isolated(
         &operator.cert.ca_pem,
     )
     .isolated_by(isolation, run);
-    RegisteredWebhooks::register(client, &webhook_configuration(&settings)?).await
+    let mut registered =
+        RegisteredWebhooks::register(client, &webhook_configuration(&settings)?).await?;
+    registered
+        .register_mutating(client, &mutating_webhook_configuration(&settings)?)
+        .await?;
+    Ok(registered)
 }
 
-/// A registered webhook configuration, deleted when dropped (pass or fail), so a stopped
-/// operator never leaves a `Fail` webhook behind.
+/// A registered webhook configuration (and the mutating one of the same name, when registered),
+/// deleted when dropped (pass or fail), so a stopped operator never leaves a `Fail` webhook
+/// behind.
 pub struct RegisteredWebhooks {
     pub name: String,
+    mutating: bool,
 }
 
 impl RegisteredWebhooks {
@@ -501,15 +592,43 @@ impl RegisteredWebhooks {
             .create(&PostParams::default(), configuration)
             .await
             .with_context(|| format!("registering ValidatingWebhookConfiguration {name}"))?;
-        Ok(RegisteredWebhooks { name })
+        Ok(RegisteredWebhooks {
+            name,
+            mutating: false,
+        })
+    }
+
+    /// Creates the mutating configuration too; it must bear the same name.
+    pub async fn register_mutating(
+        &mut self,
+        client: &Client,
+        configuration: &MutatingWebhookConfiguration,
+    ) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            configuration.metadata.name.as_deref() == Some(self.name.as_str()),
+            "the mutating configuration must be named {}",
+            self.name
+        );
+        Api::<MutatingWebhookConfiguration>::all(client.clone())
+            .create(&PostParams::default(), configuration)
+            .await
+            .with_context(|| format!("registering MutatingWebhookConfiguration {}", self.name))?;
+        self.mutating = true;
+        Ok(())
     }
 }
 
 impl Drop for RegisteredWebhooks {
     fn drop(&mut self) {
-        let name = self.name.clone();
+        let (name, mutating) = (self.name.clone(), self.mutating);
         crate::block_on_side_runtime(async move {
-            Api::<ValidatingWebhookConfiguration>::all(crate::client().await?)
+            let client = crate::client().await?;
+            if mutating {
+                Api::<MutatingWebhookConfiguration>::all(client.clone())
+                    .delete(&name, &DeleteParams::default())
+                    .await?;
+            }
+            Api::<ValidatingWebhookConfiguration>::all(client)
                 .delete(&name, &DeleteParams::default())
                 .await?;
             Ok(())
@@ -585,6 +704,53 @@ mod tests {
                 // Only namespaces that are (or were) opted in.
                 NAMESPACE_MODES,
             ]
+        );
+    }
+
+    #[test]
+    fn the_mutating_webhooks_patch_pod_creates_of_agents_only_and_are_reinvoked() {
+        let settings = WebhookSettings::new("mandate", "https://127.0.0.1:9443", b"CA")
+            .isolated_by("e2e.mandate.dev/run", "r1");
+        let configuration =
+            mutating_webhook_configuration(&settings).unwrap_or_else(|e| panic!("{e:#}"));
+        let webhooks = configuration.webhooks.unwrap_or_default();
+        let names: Vec<&str> = webhooks.iter().map(|w| w.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [TOOL_TOKENS_IN_AGENT_NAMESPACES, TOOL_TOKENS_ELSEWHERE]
+        );
+        for webhook in &webhooks {
+            assert_eq!(webhook.reinvocation_policy.as_deref(), Some("IfNeeded"));
+            assert_eq!(webhook.failure_policy.as_deref(), Some("Fail"));
+            assert_eq!(webhook.side_effects, "None");
+            let url = webhook.client_config.url.as_deref().unwrap_or_default();
+            assert!(url.ends_with("/mutate/pods"), "{url}");
+            let rules = webhook.rules.clone().unwrap_or_default();
+            assert_eq!(rules.len(), 1);
+            assert_eq!(
+                rules[0].operations.as_deref(),
+                Some(&["CREATE".to_owned()][..])
+            );
+            assert_eq!(
+                rules[0].resources.as_deref(),
+                Some(&["pods".to_owned()][..])
+            );
+            let labels = webhook
+                .namespace_selector
+                .clone()
+                .unwrap_or_default()
+                .match_labels
+                .unwrap_or_default();
+            assert_eq!(
+                labels.get("e2e.mandate.dev/run").map(String::as_str),
+                Some("r1")
+            );
+        }
+        // Outside agent namespaces only agent-labelled pods, as the validating pod webhook.
+        let elsewhere = webhooks[1].object_selector.clone().unwrap_or_default();
+        assert_eq!(
+            elsewhere.match_expressions.unwrap_or_default()[0].key,
+            AGENT_LABEL
         );
     }
 }

@@ -22,13 +22,17 @@ use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use base64::Engine as _;
-use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
 use mandate::api::AgentIdentity;
 use mandate::api::conditions::{READY, is_true};
-use mandate_e2e::admission::{NAMESPACE_MODES, WebhookSettings, webhook_configuration};
+use mandate_e2e::admission::{
+    NAMESPACE_MODES, WebhookSettings, mutating_webhook_configuration, webhook_configuration,
+};
 use mandate_e2e::operator::{Operator, OperatorOptions};
 use mandate_e2e::resources::{install_crds, samples_dir};
 use mandate_e2e::{
@@ -172,7 +176,22 @@ fn check_webhooks(
     let vwc = find(objects, "ValidatingWebhookConfiguration")?;
     let webhooks = vwc["webhooks"].as_array().context("no webhooks")?;
     ensure!(webhooks.len() == 13, "expected thirteen webhooks: {vwc:#}");
-    for webhook in webhooks {
+    // The per-tool credentials: two mutating webhooks, scoped as the two pod webhooks.
+    let mwc = find(objects, "MutatingWebhookConfiguration")?;
+    let mutating = mwc["webhooks"].as_array().context("no mutating webhooks")?;
+    ensure!(
+        mutating.len() == 2,
+        "expected two mutating webhooks: {mwc:#}"
+    );
+    ensure!(vwc["metadata"]["name"] == mwc["metadata"]["name"]);
+    for webhook in mutating {
+        ensure!(webhook["reinvocationPolicy"] == "IfNeeded", "{webhook:#}");
+        ensure!(
+            webhook["rules"][0]["operations"] == json!(["CREATE"]),
+            "{webhook:#}"
+        );
+    }
+    for webhook in webhooks.iter().chain(mutating) {
         let name = webhook["name"].as_str().unwrap_or_default();
         // Only the namespace webhook has an effect (a let-through weakening is recorded), and
         // never on a dry run.
@@ -248,6 +267,7 @@ fn check_webhooks(
         settings = settings.isolated_by(ISOLATION_KEY, isolation);
     }
     let reference = serde_json::to_value(webhook_configuration(&settings)?)?;
+    let mutating_reference = serde_json::to_value(mutating_webhook_configuration(&settings)?)?;
     let strip = |webhooks: &Value| -> Vec<Value> {
         webhooks
             .as_array()
@@ -272,14 +292,19 @@ fn check_webhooks(
             })
             .collect()
     };
-    let (ours, theirs) = (strip(&vwc["webhooks"]), strip(&reference["webhooks"]));
-    for (ours, theirs) in ours.iter().zip(&theirs) {
-        ensure!(
-            ours == theirs,
-            "the chart's webhook differs from e2e/src/admission.rs:\nchart: {ours:#}\nadmission.rs: {theirs:#}"
-        );
+    for (chart, built) in [
+        (&vwc["webhooks"], &reference["webhooks"]),
+        (&mwc["webhooks"], &mutating_reference["webhooks"]),
+    ] {
+        let (ours, theirs) = (strip(chart), strip(built));
+        for (ours, theirs) in ours.iter().zip(&theirs) {
+            ensure!(
+                ours == theirs,
+                "the chart's webhook differs from e2e/src/admission.rs:\nchart: {ours:#}\nadmission.rs: {theirs:#}"
+            );
+        }
+        ensure!(ours.len() == theirs.len());
     }
-    ensure!(ours.len() == theirs.len());
     Ok(())
 }
 
@@ -326,6 +351,7 @@ async fn chart_variants_pass_the_server_dry_run() -> anyhow::Result<()> {
         "Secret",
         "Service",
         "ServiceAccount",
+        "MutatingWebhookConfiguration",
         "ValidatingWebhookConfiguration",
     ]
     .into_iter()
@@ -335,12 +361,17 @@ async fn chart_variants_pass_the_server_dry_run() -> anyhow::Result<()> {
     check_webhooks(&objects, &ns.name, None, true)?;
     check_own_network(&objects)?;
     let secret = find(&objects, "Secret")?;
-    let vwc = find(&objects, "ValidatingWebhookConfiguration")?;
-    for webhook in vwc["webhooks"].as_array().into_iter().flatten() {
-        assert_eq!(
-            webhook["clientConfig"]["caBundle"], secret["data"]["ca.crt"],
-            "the caBundle is the generated CA"
-        );
+    for kind in [
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    ] {
+        let configuration = find(&objects, kind)?;
+        for webhook in configuration["webhooks"].as_array().into_iter().flatten() {
+            assert_eq!(
+                webhook["clientConfig"]["caBundle"], secret["data"]["ca.crt"],
+                "the caBundle of {kind} is the generated CA"
+            );
+        }
     }
     let deployment = find(&objects, "Deployment")?;
     assert_eq!(deployment["spec"]["replicas"], 2);
@@ -441,17 +472,23 @@ async fn chart_variants_pass_the_server_dry_run() -> anyhow::Result<()> {
             .is_some_and(|d| d.contains(&json!(service_dns))),
         "{certificate:#}"
     );
-    let vwc = find(&objects, "ValidatingWebhookConfiguration")?;
-    assert_eq!(
-        vwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
-        format!(
-            "{}/{}",
-            ns.name,
-            certificate["metadata"]["name"].as_str().unwrap_or_default()
-        )
-    );
-    for webhook in vwc["webhooks"].as_array().into_iter().flatten() {
-        assert!(webhook["clientConfig"]["caBundle"].is_null());
+    for kind in [
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    ] {
+        let configuration = find(&objects, kind)?;
+        assert_eq!(
+            configuration["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+            format!(
+                "{}/{}",
+                ns.name,
+                certificate["metadata"]["name"].as_str().unwrap_or_default()
+            ),
+            "{kind}"
+        );
+        for webhook in configuration["webhooks"].as_array().into_iter().flatten() {
+            assert!(webhook["clientConfig"]["caBundle"].is_null(), "{kind}");
+        }
     }
     check_webhooks(&objects, &ns.name, None, true)?;
     server_dry_run(&objects)?;
@@ -837,12 +874,27 @@ async fn helm_install_upgrade_and_uninstall() -> anyhow::Result<()> {
     );
     let upgraded = webhooks.get(&release.fullname()).await?;
     assert_eq!(ca_bundle(&installed), ca_bundle(&upgraded));
+    // The mutating configuration trusts the same CA.
+    let mutating = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    let tokens = mutating.get(&release.fullname()).await?;
+    assert!(
+        tokens
+            .webhooks
+            .iter()
+            .flatten()
+            .all(|w| w.client_config.ca_bundle.as_ref() == before.get("ca.crt")),
+        "the mutating caBundle is the Secret's CA"
+    );
 
     let name = release.fullname();
     drop(release);
     assert!(
         webhooks.get_opt(&name).await?.is_none(),
         "helm uninstall left the webhook configuration"
+    );
+    assert!(
+        mutating.get_opt(&name).await?.is_none(),
+        "helm uninstall left the mutating webhook configuration"
     );
     let roles = kubectl_with_stdin(&["get", "clusterrole", &name], None)?;
     assert!(
@@ -876,6 +928,7 @@ async fn kustomize_default_passes_the_dry_run_and_matches_the_chart() -> anyhow:
         "poddisruptionbudget.policy/mandate",
         "networkpolicy.networking.k8s.io/mandate",
         "validatingwebhookconfiguration.admissionregistration.k8s.io/mandate",
+        "mutatingwebhookconfiguration.admissionregistration.k8s.io/mandate",
     ] {
         assert!(out.contains(object), "{object} missing from:\n{out}");
     }
@@ -915,8 +968,8 @@ async fn kustomize_default_passes_the_dry_run_and_matches_the_chart() -> anyhow:
         Ok(c)
     };
     assert_eq!(container(&built)?, container(&chart)?);
-    let webhooks = |objects: &[Value]| -> anyhow::Result<Value> {
-        let mut w = of(objects, "ValidatingWebhookConfiguration", &["webhooks"])?;
+    let webhooks = |objects: &[Value], kind: &str| -> anyhow::Result<Value> {
+        let mut w = of(objects, kind, &["webhooks"])?;
         for webhook in w.as_array_mut().into_iter().flatten() {
             webhook["clientConfig"]["caBundle"].take();
             if let Some(c) = webhook["clientConfig"].as_object_mut() {
@@ -925,7 +978,12 @@ async fn kustomize_default_passes_the_dry_run_and_matches_the_chart() -> anyhow:
         }
         Ok(w)
     };
-    assert_eq!(webhooks(&built)?, webhooks(&chart)?);
+    for kind in [
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    ] {
+        assert_eq!(webhooks(&built, kind)?, webhooks(&chart, kind)?, "{kind}");
+    }
 
     // config/crd/bases are the generated CRDs (kustomize refuses files outside its directory).
     for entry in std::fs::read_dir(repo_root().join("crds"))? {
@@ -999,6 +1057,9 @@ async fn the_charts_service_account_is_narrow() -> anyhow::Result<()> {
         &["create", "events.events.k8s.io", "-n", "default"],
         // The pod of a CONNECT (exec, attach, port-forward), by name.
         &["get", "pods", "-n", "default"],
+        // Agent pods' credentials annotation (a metadata-only watch): CredentialsStale.
+        &["list", "pods", "-A"],
+        &["watch", "pods", "-n", "default"],
         &["create", "tokenreviews.authentication.k8s.io"],
         // RBAC, to evaluate agents' API rights in memory.
         &["list", "clusterroles.rbac.authorization.k8s.io"],
@@ -1049,8 +1110,8 @@ async fn the_charts_service_account_is_narrow() -> anyhow::Result<()> {
             "default",
         ],
         &["create", "pods", "-n", "default"],
-        &["list", "pods", "-A"],
-        &["watch", "pods", "-n", "default"],
+        &["patch", "pods", "-n", "default"],
+        &["delete", "pods", "-n", "default"],
         &["create", "pods", "--subresource=exec", "-n", "default"],
         &[
             "create",

@@ -441,6 +441,8 @@ pub fn snapshot(
             network: &network,
             services: &services,
             network_policies: &network_policies,
+            // Manifests are not running pods: CredentialsStale is the operator's to report.
+            pods: None,
             namespace_opted_in,
             now: at,
         };

@@ -275,6 +275,25 @@ pub fn table(report: &Report, width: usize) -> String {
         "none: only mandate's NetworkPolicies select agent pods",
     );
 
+    let mut stale = Table::new(&["NAMESPACE", "AGENT", "POD", "LACKS TOKENS FOR"]);
+    let mut stale_count = 0;
+    for a in &report.agents {
+        for p in &a.stale_credentials {
+            stale_count += 1;
+            stale.row(vec![
+                a.namespace.clone(),
+                a.name.clone(),
+                p.pod.clone(),
+                p.missing.join(","),
+            ]);
+        }
+    }
+    section(
+        format!("STALE CREDENTIALS ({stale_count})"),
+        stale,
+        "none: every agent pod holds a token for each live tool",
+    );
+
     let mut unguarded = Table::new(&["NAMESPACE", "AGENT", "DETAIL"]);
     let mut count = 0;
     for a in report.agents.iter().filter(|a| !a.service_account_guarded) {
@@ -781,6 +800,7 @@ mod tests {
             delegated_from: vec![],
             escalation_paths: vec![],
             foreign_network_policies: vec![],
+            stale_credentials: vec![],
             service_account_guarded: true,
             dangerous_api_rights: vec![],
         }

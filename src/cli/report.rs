@@ -1,8 +1,9 @@
 //! The inventory report: the objects fetched from a cluster (or any other source) and an
 //! instant in; every agent with its owner, class, SPIFFE ID, live tools and delegation, the
 //! delegation edges and unsafe chains, the dangerous Kubernetes API rights each agent's
-//! ServiceAccount holds through RBAC, the unmanaged pods, ServiceAccounts and legacy token
-//! Secrets, and the tools about to expire out. Pure: never does I/O, never reads a clock. The
+//! ServiceAccount holds through RBAC, the pods lacking a live tool's token, the unmanaged pods,
+//! ServiceAccounts and legacy token Secrets, and the tools about to expire out. Pure: never does
+//! I/O, never reads a clock. The
 //! rules come from `authority` (live tools, the delegation graph) and, for the unmanaged
 //! ServiceAccounts and token Secrets, from `Snapshot::unmanaged` (which the operator's
 //! `mandate_unmanaged_workloads` gauge counts too): nothing here re-implements them. Rendering
@@ -26,10 +27,12 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
 use crate::admission::Snapshot;
+use crate::admission::credentials::{AgentPod, StalePod, stale_pods};
 use crate::admission::verdict::owner_label;
 use crate::api::conditions::{self, READY};
 use crate::api::{
-    AGENT_LABEL, AgentClass, AgentIdentity, DelegationPolicy, MODE_LABEL, Risk, ToolBinding,
+    AGENT_LABEL, AgentClass, AgentIdentity, DelegationPolicy, MODE_LABEL, Risk,
+    TOOL_CREDENTIALS_ANNOTATION, ToolBinding,
 };
 use crate::assess::service_account_guard;
 use crate::authority::network::foreign_policies_selecting;
@@ -128,6 +131,9 @@ pub struct Agent {
     /// it: NetworkPolicies add up), sorted; the same rule as the identity's NetworkExclusive
     /// condition.
     pub foreign_network_policies: Vec<String>,
+    /// Pods of this agent that lack the token of a tool it holds now (started before the tool
+    /// was granted), sorted by pod; the same rule as the identity's CredentialsStale condition.
+    pub stale_credentials: Vec<StalePod>,
     /// Whether every pod running as its ServiceAccount is reviewed (its namespace is opted
     /// in); the same rule as the identity's ServiceAccountGuarded condition.
     pub service_account_guarded: bool,
@@ -362,6 +368,8 @@ pub fn build(
                     });
                 }
             }
+            let live: BTreeSet<&str> = tools.iter().map(|t| t.name.as_str()).collect();
+            let stale_credentials = stale_pods(&agent_pods(objects, ns, &name), &live);
             let status = identity.status.as_ref();
             agents.push(Agent {
                 namespace: ns.to_owned(),
@@ -382,6 +390,7 @@ pub fn build(
                     &name,
                     authority,
                 ),
+                stale_credentials,
                 service_account_guarded: service_account_guard(
                     ns,
                     identity.service_account_name(),
@@ -452,6 +461,34 @@ pub fn build(
         unmanaged,
         expiring,
     }
+}
+
+/// The pods of `agent` in `namespace` as the credentials rules read them (terminating ones are
+/// on their way out and left out, as the operator's watch leaves them out).
+fn agent_pods(objects: &Objects, namespace: &str, agent: &str) -> Vec<AgentPod> {
+    objects
+        .pods
+        .iter()
+        .filter(|pod| {
+            pod.metadata.namespace.as_deref() == Some(namespace)
+                && pod.metadata.deletion_timestamp.is_none()
+                && pod
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(AGENT_LABEL))
+                    .is_some_and(|a| a == agent)
+        })
+        .map(|pod| AgentPod {
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            credentials: pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(TOOL_CREDENTIALS_ANNOTATION))
+                .cloned(),
+        })
+        .collect()
 }
 
 fn unmanaged_pods(
@@ -908,6 +945,42 @@ mod tests {
         assert_eq!(researcher.class, "ReadOnly");
         assert_eq!(researcher.tools[0].expires_in_seconds, Some(7200));
         assert_eq!(researcher.delegated_from, ["planner"]);
+    }
+
+    #[test]
+    fn agent_pods_lacking_a_live_tools_token_are_listed_on_their_agent() {
+        let mut objects = world();
+        let mut given = a_pod(NS, "planner-1", Some("planner"), Some("planner"));
+        given.metadata.annotations = Some(BTreeMap::from([(
+            TOOL_CREDENTIALS_ANNOTATION.to_owned(),
+            "ledger".to_owned(),
+        )]));
+        objects.pods.push(given);
+        let report = build(
+            &objects,
+            authority::Config::default(),
+            NOW,
+            SignedDuration::ZERO,
+        );
+        let planner = report
+            .agents
+            .iter()
+            .find(|a| a.name == "planner")
+            .unwrap_or_else(|| panic!("no planner"));
+        assert_eq!(
+            planner.stale_credentials,
+            [StalePod {
+                pod: "planner-0".into(),
+                missing: vec!["ledger".into()]
+            }],
+            "planner-0 has no credentials annotation; planner-1 has ledger's token"
+        );
+        let researcher = report
+            .agents
+            .iter()
+            .find(|a| a.name == "researcher")
+            .unwrap_or_else(|| panic!("no researcher"));
+        assert!(researcher.stale_credentials.is_empty());
     }
 
     #[test]

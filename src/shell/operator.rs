@@ -530,7 +530,8 @@ fn update_gauges(authority: &authority::Authority, snapshot: Option<&Snapshot>, 
     metrics.set_agents(ready, not_ready);
     metrics.set_escalation_paths(paths);
     if let Some(snapshot) = snapshot {
-        // The operator watches no pods: the `default` ServiceAccount never counts.
+        // The operator watches only agent-labelled pods, which never run as `default`: the
+        // `default` ServiceAccount never counts.
         metrics.set_unmanaged_workloads(snapshot.unmanaged(|_, _| false).count());
     }
 }

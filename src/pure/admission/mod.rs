@@ -6,6 +6,7 @@
 
 pub mod baseline;
 pub mod connect;
+pub mod credentials;
 pub mod mandate_resources;
 pub mod namespace;
 pub mod network_policy;
@@ -57,4 +58,16 @@ pub const AUDIT_OWNER: &str = "owner";
 ///   webhook's failurePolicy); it never takes the server down.
 pub trait Reviewer: Send + Sync + 'static {
     fn review(&self, request: &Request) -> Verdict;
+
+    /// The mutating webhook's answer (`/mutate/pods`): the verdict and the JSON patch that
+    /// gives an agent pod its per-tool credentials (`credentials::mutate`). The same contract
+    /// as [`Reviewer::review`]. A reviewer that gives no credentials keeps this default, which
+    /// changes nothing.
+    fn mutate(&self, _request: &Request) -> credentials::Mutation {
+        credentials::Mutation {
+            verdict: Verdict::ignored(),
+            tools: Vec::new(),
+            patch: Vec::new(),
+        }
+    }
 }

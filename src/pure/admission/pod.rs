@@ -3,16 +3,18 @@
 //! applies the pod rules of DESIGN section 3 to them, and the hijack and long-lived-token rules
 //! to every pod. Pure: never does I/O, never reads a clock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{EnvFromSource, EnvVar, Pod, PodSpec};
 use k8s_openapi::jiff::Timestamp;
 
 use super::baseline::baseline_findings;
+use super::credentials::annotation_findings;
 use super::snapshot::{AdmissionConfig, Snapshot};
 use super::verdict::{Finding, Mode, Reason, Verdict};
 use crate::api::{AGENT_LABEL, AgentIdentity};
 use crate::assess::projections_applied;
+use crate::authority::HeldTool;
 use crate::authority::rights::describe;
 
 /// What the API server defaults `expirationSeconds` of a projected token to.
@@ -236,11 +238,8 @@ fn identity_rules(
             ),
         ));
     }
-    if snapshot
-        .authority()
-        .held_tools(namespace, agent, now)
-        .is_empty()
-    {
+    let held = snapshot.authority().held_tools(namespace, agent, now);
+    if held.is_empty() {
         findings.push(Finding::new(
             Reason::NoBoundTools,
             format!(
@@ -272,13 +271,20 @@ fn identity_rules(
             ),
         ));
     }
-    findings.extend(token_rules(pod, agent, identity));
+    let tool_audiences: BTreeSet<String> = held.iter().map(HeldTool::audience).collect();
+    findings.extend(token_rules(pod, agent, identity, &tool_audiences));
+    findings.extend(annotation_findings(pod, agent, snapshot.authority(), now));
     findings
 }
 
-/// Projected tokens must live no longer than the identity allows and serve only the API server
-/// or the identity's audiences.
-fn token_rules(pod: &PodView<'_>, agent: &str, identity: &AgentIdentity) -> Vec<Finding> {
+/// Projected tokens must live no longer than the identity allows and serve only the API server,
+/// the identity's audiences or the audiences of its live tools (`tool_audiences`).
+fn token_rules(
+    pod: &PodView<'_>,
+    agent: &str,
+    identity: &AgentIdentity,
+    tool_audiences: &BTreeSet<String>,
+) -> Vec<Finding> {
     let mut findings = Vec::new();
     for volume in pod.spec.volumes.iter().flatten() {
         let sources = volume
@@ -311,6 +317,7 @@ fn token_rules(pod: &PodView<'_>, agent: &str, identity: &AgentIdentity) -> Vec<
                 audience.into_iter(),
                 agent,
                 identity,
+                tool_audiences,
                 &advice,
             ));
         }
@@ -321,22 +328,30 @@ fn token_rules(pod: &PodView<'_>, agent: &str, identity: &AgentIdentity) -> Vec<
 /// Judges one token of agent `agent`'s identity, `what` (`volume x projects a token`, `the
 /// TokenRequest asks for a token`), valid `seconds` and for `audiences` (none: the API
 /// server's): longer than the identity's TTL, exactly [`EXTENDED_TOKEN_SECONDS`], or for an
-/// audience the identity does not allow is `TokenTTL`. `advice` says how to shorten it. The one
-/// judgment of tokens for projected volumes and TokenRequests alike.
+/// audience that is neither one of the identity's `credentials.audiences` nor the audience of
+/// one of its live tools (`tool_audiences`, see `HeldTool::audience`) is `TokenTTL`. `advice`
+/// says how to shorten it. The one judgment of tokens for projected volumes (mandate's per-tool
+/// credentials among them) and TokenRequests alike.
 pub fn judge_token<'a>(
     what: &str,
     seconds: i64,
     audiences: impl Iterator<Item = &'a str>,
     agent: &str,
     identity: &AgentIdentity,
+    tool_audiences: &BTreeSet<String>,
     advice: &str,
 ) -> Vec<Finding> {
     let ttl = identity.token_ttl_seconds();
-    let allowed: &[String] = identity
+    let allowed: Vec<&str> = identity
         .spec
         .credentials
-        .as_ref()
-        .map_or(&[], |c| c.audiences.as_slice());
+        .iter()
+        .flat_map(|c| c.audiences.iter())
+        .chain(tool_audiences)
+        .map(String::as_str)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let mut findings = Vec::new();
     if seconds > ttl {
         findings.push(Finding::new(
@@ -355,7 +370,7 @@ pub fn judge_token<'a>(
             ),
         ));
     }
-    for audience in audiences.filter(|a| !allowed.iter().any(|allowed| allowed == a)) {
+    for audience in audiences.filter(|a| !allowed.contains(a)) {
         let allowed = if allowed.is_empty() {
             "none besides the API server's".to_owned()
         } else {
@@ -365,7 +380,7 @@ pub fn judge_token<'a>(
             Reason::TokenTTL,
             format!(
                 "{what} for audience {audience}, which AgentIdentity {agent} does not allow \
-                 (allowed: {allowed}): use an allowed audience or add it to \
+                 (allowed: {allowed}): use the audience of a tool it holds now or one of its \
                  spec.credentials.audiences"
             ),
         ));
@@ -690,6 +705,56 @@ mod tests {
         assert_eq!(verdict.codes(), ["TokenTTL"]);
         assert_eq!(verdict.all_findings().len(), 1);
         assert!(verdict.all_findings()[0].detail.contains("audience vault"));
+    }
+
+    #[test]
+    fn a_token_for_a_live_tools_audience_is_allowed_and_another_agents_tool_is_not() {
+        // researcher holds web-search (audience mandate.dev/agents/web-search) and does not
+        // list it in credentials.audiences; scraper's tool lives in team-b.
+        let verdict = review(pod("p").runs_as("researcher").token_volume(
+            "mandate-tool-web-search",
+            Some("mandate.dev/agents/web-search"),
+            Some(3600),
+        ));
+        assert_eq!(verdict.decision(), Some(Decision::Allowed), "{verdict:?}");
+        let verdict = review(pod("p").runs_as("researcher").token_volume(
+            "stolen",
+            Some("mandate.dev/team-b/web"),
+            Some(600),
+        ));
+        assert_eq!(verdict.codes(), ["TokenTTL"]);
+        let detail = &verdict.all_findings()[0].detail;
+        assert!(
+            detail.contains("audience mandate.dev/team-b/web, which AgentIdentity researcher does not allow (allowed: mandate.dev/agents/web-search, mandate.dev/tools)"),
+            "{detail}"
+        );
+    }
+
+    #[test]
+    fn a_tool_token_outliving_the_identitys_ttl_is_refused_like_any_token() {
+        let verdict = review(pod("p").runs_as("researcher").token_volume(
+            "mandate-tool-web-search",
+            Some("mandate.dev/agents/web-search"),
+            Some(86_400),
+        ));
+        assert_eq!(verdict.codes(), ["TokenTTL"]);
+    }
+
+    #[test]
+    fn a_pod_claiming_tool_credentials_it_has_no_volume_for_is_refused_with_token_ttl() {
+        let mut forged = pod("p").runs_as("researcher").build();
+        forged.metadata.annotations = Some(BTreeMap::from([(
+            crate::api::TOOL_CREDENTIALS_ANNOTATION.to_owned(),
+            "web-search".to_owned(),
+        )]));
+        let verdict = review_pod(&forged, &snapshot(), &AdmissionConfig::default(), NOW);
+        assert_eq!(verdict.codes(), ["TokenTTL"]);
+        assert!(
+            verdict.all_findings()[0].detail.contains(
+                "names tool web-search, but the pod has no volume mandate-tool-web-search"
+            ),
+            "{verdict:?}"
+        );
     }
 
     /// `hours`: a Ready, bound identity whose TTL (two hours) allows 3607 seconds.

@@ -15,6 +15,7 @@ use kube::core::admission::Operation;
 
 use super::Reviewer;
 use super::connect::{not_owner, review_connect};
+use super::credentials::{self, Mutation};
 use super::mandate_resources::{MandateResource, Requester, review_resource, review_status};
 use super::namespace::review_namespace_update;
 use super::network_policy::{
@@ -27,7 +28,7 @@ use super::snapshot::{AdmissionConfig, SERVICE_ACCOUNT_NAME_ANNOTATION, Snapshot
 use super::token::review_token_request;
 use super::verdict::{Mode, Verdict};
 use super::workload::{PodTemplate, review_workload};
-use crate::api::{AGENT_LABEL, MANAGED_BY_LABEL, MANAGER};
+use crate::api::{AGENT_LABEL, MANAGED_BY_LABEL, MANAGER, TOOL_CREDENTIALS_ANNOTATION};
 use crate::authority::{Finding, Reason};
 
 /// Where the reviewer reads the current snapshot: `None` until the caches have synced. `mandate
@@ -99,6 +100,12 @@ impl Reviewer for MandateReviewer {
     fn review(&self, request: &Request) -> Verdict {
         let snapshot = self.snapshots.load();
         review(request, snapshot.as_deref(), &self.config, self.clock.now())
+    }
+
+    /// The per-tool credentials for `request` under the current snapshot and time.
+    fn mutate(&self, request: &Request) -> Mutation {
+        let snapshot = self.snapshots.load();
+        credentials::mutate(request, snapshot.as_deref(), &self.config, self.clock.now())
     }
 }
 
@@ -222,7 +229,9 @@ pub fn review(
             Err(error) => invalid(subject, error),
         },
         Object::TokenRequest(tokens) => match tokens.object.get() {
-            Ok(token) => review_token_request(token, namespace, &request.name, snapshot, config),
+            Ok(token) => {
+                review_token_request(token, namespace, &request.name, snapshot, config, now)
+            }
             Err(error) => invalid(subject, error),
         },
         Object::NetworkPolicy(policies) => match policies.object.get() {
@@ -295,7 +304,11 @@ fn review_pod_request(
             .is_none_or(|old| agent_label(old) != agent_label(pod));
         let status = request.sub_resource.as_deref() == Some("status");
         let terminating = pod.metadata.deletion_timestamp.is_some();
-        let unchanged = pods.old.as_ref().is_some_and(|old| old.spec == pod.spec);
+        // The credentials annotation counts as the spec: it says which tool tokens the pod
+        // holds, so a change of it is judged (it must be backed by the pod's volumes).
+        let unchanged = pods.old.as_ref().is_some_and(|old| {
+            old.spec == pod.spec && credentials_annotation(old) == credentials_annotation(pod)
+        });
         if !relabelled && (status || terminating || unchanged) {
             return Verdict::skipped(subject);
         }
@@ -331,6 +344,14 @@ fn adds_ephemeral_containers(old: Option<&Pod>, pod: &Pod) -> bool {
             .map_or(0, Vec::len)
     };
     count(pod) > old.map_or(0, count)
+}
+
+fn credentials_annotation(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(TOOL_CREDENTIALS_ANNOTATION))
+        .map(String::as_str)
 }
 
 fn agent_label(pod: &Pod) -> Option<&str> {

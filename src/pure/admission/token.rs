@@ -1,15 +1,19 @@
 //! TokenRequest admission: a TokenRequest (`serviceaccounts/token`), the ServiceAccount it is
-//! for, a [`Snapshot`] and the installation's [`AdmissionConfig`] in; a [`Verdict`] out. A token
-//! for an agent's ServiceAccount is judged as the pod rules judge a projected token
-//! ([`judge_token`]: the identity's TTL, the 3607-second extension, its audiences), in the
-//! namespace's mode (or the default mode); a token for any other ServiceAccount is skipped.
-//! Pure: never does I/O.
+//! for, a [`Snapshot`], the installation's [`AdmissionConfig`] and the instant in; a [`Verdict`]
+//! out. A token for an agent's ServiceAccount is judged as the pod rules judge a projected
+//! token ([`judge_token`]: the identity's TTL, the 3607-second extension, its audiences and
+//! those of the tools it holds at that instant), in the namespace's mode (or the default mode);
+//! a token for any other ServiceAccount is skipped. Pure: never does I/O.
+
+use std::collections::BTreeSet;
 
 use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::jiff::Timestamp;
 
 use super::pod::{DEFAULT_TOKEN_EXPIRATION_SECONDS, EXTENDED_TOKEN_SECONDS, judge_token};
 use super::snapshot::{AdmissionConfig, Snapshot};
 use super::verdict::Verdict;
+use crate::authority::HeldTool;
 
 /// Reviews `token`, requested for ServiceAccount `service_account` in `namespace`.
 pub fn review_token_request(
@@ -18,6 +22,7 @@ pub fn review_token_request(
     service_account: &str,
     snapshot: &Snapshot,
     config: &AdmissionConfig,
+    now: Timestamp,
 ) -> Verdict {
     let subject = format!("TokenRequest {namespace}/{service_account}");
     let Some(identity) = snapshot.claimants(namespace, service_account).next() else {
@@ -46,12 +51,20 @@ pub fn review_token_request(
         .map(String::as_str)
         // The API server fills its own audiences into a request that names none.
         .filter(|a| !a.is_empty() && !config.api_audiences.iter().any(|api| api == a));
+    // A token for a tool the agent holds now is what its pods' credential volumes project.
+    let tool_audiences: BTreeSet<String> = snapshot
+        .authority()
+        .held_tools(namespace, agent, now)
+        .iter()
+        .map(HeldTool::audience)
+        .collect();
     let findings = judge_token(
         &format!("the TokenRequest for ServiceAccount {service_account} asks for a token"),
         seconds,
         audiences,
         agent,
         identity,
+        &tool_audiences,
         &advice,
     );
     Verdict::reviewed(subject, mode)
@@ -104,6 +117,7 @@ mod tests {
             service_account,
             &snapshot(),
             &AdmissionConfig::default(),
+            NOW,
         )
     }
 
@@ -154,6 +168,37 @@ mod tests {
     }
 
     #[test]
+    fn a_token_for_the_audience_of_a_tool_the_agent_holds_now_is_allowed() {
+        let authority = Authority::builder()
+            .identity(identity("reader").ready().build())
+            .binding(
+                binding("docs")
+                    .agent("reader")
+                    .tool(tool("docs"))
+                    .valid_until(hours(1))
+                    .build(),
+            )
+            .build();
+        let snapshot = Snapshot::builder(authority)
+            .namespace_mode(NS, Mode::Enforce)
+            .build();
+        let request = token(Some(600), &["mandate.dev/agents/docs"]);
+        let at = |now| {
+            review_token_request(
+                &request,
+                NS,
+                "reader",
+                &snapshot,
+                &AdmissionConfig::default(),
+                now,
+            )
+        };
+        assert_eq!(at(NOW).decision(), Some(Decision::Allowed), "{:?}", at(NOW));
+        // Once the tool has expired, its audience is no longer the agent's.
+        assert_eq!(at(hours(2)).codes(), ["TokenTTL"]);
+    }
+
+    #[test]
     fn an_unset_expiration_counts_as_the_api_servers_default_hour() {
         let verdict = review_token_request(
             &token(None, &[]),
@@ -161,6 +206,7 @@ mod tests {
             "scraper",
             &snapshot(),
             &AdmissionConfig::default(),
+            NOW,
         );
         let ttl = identity("scraper").build().token_ttl_seconds();
         let expected = if ttl < 3600 {
@@ -183,6 +229,7 @@ mod tests {
             "scraper",
             &snapshot(),
             &config,
+            NOW,
         );
         assert_eq!(verdict.decision(), Some(Decision::Warned));
     }

@@ -18,6 +18,9 @@ pub const API_RIGHTS_CONTAINED: &str = "ApiRightsContained";
 /// AgentIdentity: every pod that runs as its ServiceAccount is reviewed, labelled or not (its
 /// namespace is opted in); False outside opted-in namespaces, where only labelled pods are.
 pub const SERVICE_ACCOUNT_GUARDED: &str = "ServiceAccountGuarded";
+/// AgentIdentity: some pod of the agent lacks the token of a tool it holds now (it started
+/// before the tool was granted); False when every pod has a token for every live tool.
+pub const CREDENTIALS_STALE: &str = "CredentialsStale";
 /// ToolBinding and DelegationPolicy: the spec passed validation against the objects it names.
 pub const ACCEPTED: &str = "Accepted";
 /// ToolBinding: now lies inside the validity window.

@@ -35,6 +35,10 @@ pub const AGENT_LABEL: &str = "mandate.dev/agent";
 pub const MODE_LABEL: &str = "mandate.dev/mode";
 /// Annotation on a projected ServiceAccount carrying its SPIFFE ID.
 pub const SPIFFE_ID_ANNOTATION: &str = "mandate.dev/spiffe-id";
+/// Annotation mandate's mutating webhook sets on an agent pod: the tools it gave the pod a
+/// token for, comma-separated and sorted (`docs,search`). A pod whose annotation lacks a live
+/// tool was started before the tool was granted (the identity's `CredentialsStale`).
+pub const TOOL_CREDENTIALS_ANNOTATION: &str = "mandate.dev/tool-credentials";
 /// Standard label marking objects mandate manages.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 /// Value of [`MANAGED_BY_LABEL`] and the server-side apply field manager.

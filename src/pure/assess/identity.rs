@@ -16,6 +16,12 @@
 //!   when one can (`authority::network`): NetworkPolicies add up, so it widens the agent. It
 //!   does not make the identity not Ready: mandate cannot take the policy away, only report it
 //!   (and refuse new ones in agent namespaces).
+//! - `CredentialsStale`: True when a pod of the agent lacks the token of a tool it holds now
+//!   (its `mandate.dev/tool-credentials` annotation does not name the tool: it started before
+//!   the tool was granted), naming the pods and tools, with a warning event when it turns True;
+//!   False when every pod the index knows has every live tool's token. Left as it is when the
+//!   caller knows no pods (`mandate check`). It does not make the identity not Ready: the
+//!   pod is short of a tool, not of its boundary.
 //! - `ServiceAccountGuarded`: every pod that runs as its ServiceAccount reaches admission, so
 //!   the hijack rule covers it: True when its namespace carries `mandate.dev/mode`. False
 //!   (reason `NamespaceNotOptedIn`) elsewhere, where only pods labelled `mandate.dev/agent`
@@ -39,9 +45,10 @@ use kube::ResourceExt;
 
 use super::Event;
 use super::api_rights::{API_RIGHTS_CONTAINED_EVENT, api_rights_condition};
+use crate::admission::credentials::{AgentPod, stale_pods};
 use crate::api::conditions::{
-    self, API_RIGHTS_CONTAINED, DELEGATION_SAFE, ISOLATED, NETWORK_EXCLUSIVE, READY,
-    SERVICE_ACCOUNT_GUARDED, TOOLS_BOUND,
+    self, API_RIGHTS_CONTAINED, CREDENTIALS_STALE, DELEGATION_SAFE, ISOLATED, NETWORK_EXCLUSIVE,
+    READY, SERVICE_ACCOUNT_GUARDED, TOOLS_BOUND,
 };
 use crate::api::{AGENT_LABEL, AgentIdentity, AgentIdentityStatus, MODE_LABEL};
 use crate::authority::network::foreign_policies_selecting;
@@ -54,6 +61,10 @@ use crate::project::{
 pub const PROJECTED: &str = "Projected";
 /// Ready's and ToolsBound's reason when no ToolBinding grants a tool now.
 pub const NO_LIVE_TOOLS: &str = "NoLiveTools";
+/// CredentialsStale's reason when a pod lacks a live tool's token (True).
+pub const PODS_MISSING_CREDENTIALS: &str = "PodsMissingCredentials";
+/// CredentialsStale's reason when no pod does (False), and the event when that is so again.
+pub const CREDENTIALS_CURRENT: &str = "CredentialsCurrent";
 /// ServiceAccountGuarded's reason when the namespace carries `mandate.dev/mode`.
 pub const NAMESPACE_OPTED_IN: &str = "NamespaceOptedIn";
 /// ServiceAccountGuarded's reason when it does not: unlabelled pods are not reviewed there.
@@ -110,6 +121,9 @@ pub struct IdentityInputs<'a> {
     /// The NetworkPolicies of the identity's namespace (others are ignored), mandate's among
     /// them: the foreign ones that can select its pods are reported.
     pub network_policies: &'a [std::sync::Arc<NetworkPolicy>],
+    /// The identity's pods (labelled with its name in its namespace), as far as the caller
+    /// knows them; `None` when it knows no pods at all, and `CredentialsStale` is left alone.
+    pub pods: Option<&'a [AgentPod]>,
     /// Whether the identity's namespace carries `mandate.dev/mode` (ServiceAccountGuarded).
     pub namespace_opted_in: bool,
     pub now: Timestamp,
@@ -278,6 +292,16 @@ pub fn assess_identity(
             foreign_message(&foreign),
         );
     }
+    if let Some(pods) = inputs.pods {
+        let (stale, reason, message) = credentials_condition(pods, &distinct_tools);
+        set(
+            &mut conditions_now,
+            CREDENTIALS_STALE,
+            stale,
+            reason,
+            message,
+        );
+    }
     let guard = service_account_guard(&namespace, &sa_name, inputs.namespace_opted_in);
     set(
         &mut conditions_now,
@@ -355,6 +379,43 @@ pub fn assess_identity(
     })
 }
 
+/// How many stale pods the CredentialsStale message names before it only counts the rest.
+const STALE_PODS_NAMED: usize = 10;
+
+/// CredentialsStale's status, reason and message for `pods` and the live tool names.
+fn credentials_condition(pods: &[AgentPod], live: &BTreeSet<&str>) -> (bool, &'static str, String) {
+    let stale = stale_pods(pods, live);
+    if stale.is_empty() {
+        // Worded without the number of pods: a pod coming or going must not rewrite the
+        // status of every agent whose pods are all current.
+        return (
+            false,
+            CREDENTIALS_CURRENT,
+            "every pod of the agent holds a token for each tool it holds now".to_owned(),
+        );
+    }
+    let mut named: Vec<String> = stale
+        .iter()
+        .take(STALE_PODS_NAMED)
+        .map(|s| format!("pod {} lacks {}", s.pod, s.missing.join(", ")))
+        .collect();
+    if stale.len() > STALE_PODS_NAMED {
+        named.push(format!(
+            "and {} more pod(s)",
+            stale.len() - STALE_PODS_NAMED
+        ));
+    }
+    (
+        true,
+        PODS_MISSING_CREDENTIALS,
+        format!(
+            "{}: they started before the tool was granted; recreate them (delete the pods, their \
+             controllers start new ones) to give them every live tool's token",
+            named.join("; ")
+        ),
+    )
+}
+
 /// The NetworkExclusive message naming the foreign policies.
 fn foreign_message(policies: &[String]) -> String {
     format!(
@@ -417,6 +478,22 @@ fn changes(before: &AgentIdentityStatus, after: &AgentIdentityStatus) -> Vec<Eve
     if let Some(message) = exclusive(after).filter(|now| exclusive(before).as_ref() != Some(now)) {
         events.push(Event::warning(Reason::ForeignNetworkPolicy.code(), message));
     }
+    let stale = |s: &AgentIdentityStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == CREDENTIALS_STALE)
+            .map(|c| (c.status == conditions::TRUE, c.message.clone()))
+    };
+    match (stale(before), stale(after)) {
+        (Some((true, _)), Some((false, _))) => events.push(Event::normal(
+            CREDENTIALS_CURRENT,
+            "every pod of the agent holds a token for every live tool again",
+        )),
+        (Some((false, _)) | None, Some((true, message))) => {
+            events.push(Event::warning(CREDENTIALS_STALE, message));
+        }
+        _ => {}
+    }
     let api_rights = |s: &AgentIdentityStatus| {
         s.conditions
             .iter()
@@ -468,6 +545,7 @@ mod tests {
         authority: Authority,
         services: Services,
         network_policies: Vec<std::sync::Arc<NetworkPolicy>>,
+        pods: Option<Vec<AgentPod>>,
         trust_domain: TrustDomain,
         network: NetworkConfig,
         opted_in: bool,
@@ -479,6 +557,7 @@ mod tests {
                 authority,
                 services: Services::new(),
                 network_policies: Vec::new(),
+                pods: None,
                 trust_domain: TrustDomain::default(),
                 network: NetworkConfig::default(),
                 opted_in: true,
@@ -505,6 +584,7 @@ mod tests {
                     network: &self.network,
                     services: &self.services,
                     network_policies: &self.network_policies,
+                    pods: self.pods.as_deref(),
                     namespace_opted_in: self.opted_in,
                     now,
                 },
@@ -819,6 +899,93 @@ mod tests {
         let again = world.assess_object(&identity, hours(1));
         assert_eq!(again.status, first.status, "transition times are kept");
         assert!(again.events.is_empty());
+    }
+
+    fn agent_pod(name: &str, credentials: Option<&str>) -> AgentPod {
+        AgentPod {
+            name: name.to_owned(),
+            credentials: credentials.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_pod_started_before_a_tool_was_granted_makes_credentials_stale_until_it_is_gone() {
+        // researcher holds search and fetch; pod old was given only search.
+        let mut world = with_tools();
+        world.pods = Some(vec![
+            agent_pod("new", Some("fetch,search")),
+            agent_pod("old", Some("search")),
+        ]);
+        let stale = world.assess("researcher");
+        let (status, reason, message) = condition(&stale, CREDENTIALS_STALE);
+        assert_eq!((status, reason), (TRUE, PODS_MISSING_CREDENTIALS));
+        assert!(message.starts_with("pod old lacks fetch: "), "{message}");
+        assert!(reasons(&stale.events).contains(&CREDENTIALS_STALE));
+        assert_eq!(
+            condition(&stale, READY).0,
+            TRUE,
+            "a stale pod is no boundary"
+        );
+
+        let mut identity = world.identity("researcher");
+        identity.status = Some(stale.status.clone());
+        let again = world.assess_object(&identity, NOW);
+        assert!(again.events.is_empty(), "reported once");
+
+        world.pods = Some(vec![agent_pod("new", Some("fetch,search"))]);
+        let current = world.assess_object(&identity, NOW);
+        let mut identity = world.identity("researcher");
+        identity.status = Some(current.status.clone());
+        world.pods = Some(vec![
+            agent_pod("new", Some("fetch,search")),
+            agent_pod("newer", Some("fetch,search")),
+        ]);
+        assert_eq!(
+            world.assess_object(&identity, NOW).status,
+            current.status,
+            "another current pod changes nothing, so nothing is written"
+        );
+        assert_eq!(
+            condition(&current, CREDENTIALS_STALE).0,
+            FALSE,
+            "{:?}",
+            condition(&current, CREDENTIALS_STALE)
+        );
+        assert_eq!(reasons(&current.events), [CREDENTIALS_CURRENT]);
+    }
+
+    #[test]
+    fn many_stale_pods_are_named_up_to_ten_and_counted_beyond() {
+        let mut world = with_tools();
+        world.pods = Some(
+            (0..12)
+                .map(|i| agent_pod(&format!("p{i:02}"), None))
+                .collect(),
+        );
+        let assessment = world.assess("researcher");
+        let message = condition(&assessment, CREDENTIALS_STALE).2;
+        assert!(
+            message.contains("pod p09 lacks fetch, search; and 2 more pod(s):"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn without_knowing_any_pod_the_credentials_condition_is_left_out() {
+        let assessment = with_tools().assess("researcher");
+        assert!(
+            !assessment
+                .status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == CREDENTIALS_STALE)
+        );
+        let mut world = with_tools();
+        world.pods = Some(Vec::new());
+        assert_eq!(
+            condition(&world.assess("researcher"), CREDENTIALS_STALE).1,
+            CREDENTIALS_CURRENT
+        );
     }
 
     #[test]

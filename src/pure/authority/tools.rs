@@ -23,6 +23,18 @@ impl HeldTool<'_> {
         self.binding.metadata.name.as_deref().unwrap_or_default()
     }
 
+    /// The audience a token for this tool carries (`Tool::audience_in` the binding's
+    /// namespace): what the decision service requires and the pod's credential projects.
+    pub fn audience(&self) -> String {
+        self.tool.audience_in(
+            self.binding
+                .metadata
+                .namespace
+                .as_deref()
+                .unwrap_or_default(),
+        )
+    }
+
     /// The entry of `AgentIdentity.status.tools` for this tool.
     pub fn to_live_tool(&self) -> LiveTool {
         LiveTool {

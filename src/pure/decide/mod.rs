@@ -214,7 +214,7 @@ pub fn decide(authority: &Authority, call: &Call, now: Timestamp) -> Decision {
                 Reason::WrongAudience,
                 format!(
                     "the token is not for tool {tool}: request one with audience {}",
-                    best.tool.audience_in(binding_namespace(best.binding))
+                    best.audience()
                 ),
             );
         }
@@ -256,10 +256,10 @@ fn judge(held: &HeldTool<'_>, operation: &Operation, caller: &Caller) -> (Stage,
 
 /// A token must carry the tool's audience; an mTLS identity has none to check.
 fn audience_fits(held: &HeldTool<'_>, caller: &Caller) -> bool {
-    caller.audiences.as_ref().is_none_or(|audiences| {
-        let wanted = held.tool.audience_in(binding_namespace(held.binding));
-        audiences.contains(&wanted)
-    })
+    caller
+        .audiences
+        .as_ref()
+        .is_none_or(|audiences| audiences.contains(&held.audience()))
 }
 
 fn binding_namespace(binding: &ToolBinding) -> &str {

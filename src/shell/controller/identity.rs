@@ -42,6 +42,8 @@ pub(super) async fn reconcile(
         .stores
         .network_policies
         .state_filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()));
+    // `None` until the pods are listed: CredentialsStale is then left as it is.
+    let pods = ctx.stores.agent_pods.of(namespace, name);
     let assessment = assess_identity(
         &identity,
         &IdentityInputs {
@@ -50,6 +52,7 @@ pub(super) async fn reconcile(
             network: &ctx.settings.network,
             services: &ctx.stores,
             network_policies: &network_policies,
+            pods: pods.as_deref(),
             namespace_opted_in: opted_in(&ctx.stores, namespace),
             now: reconciling.now,
         },

@@ -192,6 +192,7 @@ pub async fn run(
             deleted_network_policies,
             foreign_policies,
             deleted_foreign_policies,
+            agent_pods,
             namespaces,
             rbac,
         } = identity_subscriptions;
@@ -271,6 +272,8 @@ pub async fn run(
                 &stores,
                 identity::affected_by_network_policy,
             ))
+            // Pods that appear, go or change their credentials: CredentialsStale.
+            .reconcile_on(agent_pods)
             .watches_shared_stream(triggers::opt_in_changes(namespaces), {
                 let stores = stores.clone();
                 move |namespace| identity::in_namespace(&stores, &namespace)

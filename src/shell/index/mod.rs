@@ -2,7 +2,8 @@
 //! Watch events in; out, from `build`: one shared watch per kind (mandate's three kinds,
 //! Namespaces and Secrets as metadata only, Services, EndpointSlices, every NetworkPolicy
 //! reduced to its podSelector, and Roles, ClusterRoles and their bindings reduced to rules,
-//! roleRef and subjects) with readable stores;
+//! roleRef and subjects) with readable stores; agent pods as their names and credentials
+//! annotations (see `pods`);
 //! ServiceAccounts and mandate's NetworkPolicies as resourceVersions only (see `projections`);
 //! the live [`Authority`] kept current from mandate's three kinds, the ServiceAccounts and the
 //! four RBAC kinds; and
@@ -14,12 +15,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use futures::FutureExt;
 use futures::Stream;
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client, Resource};
@@ -34,10 +37,12 @@ use crate::authority::{self, Authority};
 use crate::project::ServiceDirectory;
 
 mod health;
+mod pods;
 mod projections;
 mod subscriptions;
 mod watches;
 pub use health::{Stalled, WatchHealth};
+pub use pods::{AgentPods, PodChanges};
 use projections::AuthorityHook;
 pub use projections::Versions;
 pub use subscriptions::{
@@ -351,6 +356,8 @@ pub struct Stores {
     pub endpoint_slices: Store<EndpointSlice>,
     /// Identities, bindings, policies and ServiceAccounts as one authority, kept current.
     pub authority: LiveAuthority,
+    /// Agent pods' names and credentials annotations, by agent (`CredentialsStale`).
+    pub agent_pods: AgentPods,
     /// (Re)lists begun by the watches of mandate's three kinds.
     pub identity_relists: Relists,
     pub binding_relists: Relists,
@@ -591,6 +598,7 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
         secrets,
         services,
         endpoint_slices,
+        agent_pods,
         roles,
         cluster_roles,
         role_bindings,
@@ -615,6 +623,15 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
     let secrets = secrets.start(watch_all(client, all()), None, slim);
     let services = services.start(watch_all(client, all()), None, slim);
     let endpoint_slices = endpoint_slices.start(watch_all(client, all()), None, slim);
+    // Agent pods only, metadata only; of each, its name, agent and credentials annotation.
+    let pods = AgentPods::default();
+    let agent_pods = agent_pods
+        .run(
+            watch_all::<PartialObjectMeta<Pod>>(client, all().labels(AGENT_LABEL))
+                .backoff(WatchBackoff::default()),
+            pods.clone(),
+        )
+        .boxed();
     // RBAC feeds the live authority: the API rights of agents' ServiceAccounts are computed
     // from it in memory, never asked of the API server per identity.
     let roles = roles.start(watch_all(client, all()), Some(Feed::new(&live)), slim_rbac);
@@ -640,6 +657,7 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
         services: services.reader,
         endpoint_slices: endpoint_slices.reader,
         authority: live,
+        agent_pods: pods,
         identity_relists: identities.relists,
         binding_relists: bindings.relists,
         policy_relists: policies.relists,
@@ -655,6 +673,7 @@ pub fn build(client: &Client, config: authority::Config) -> Index {
         secrets.run,
         services.run,
         endpoint_slices.run,
+        agent_pods,
         roles.run,
         cluster_roles.run,
         role_bindings.run,

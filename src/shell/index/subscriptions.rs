@@ -21,6 +21,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBind
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ReflectHandle;
 
+use super::pods::PodChanges;
 use super::watches::Watches;
 use crate::api::{AgentIdentity, DelegationPolicy, ToolBinding};
 
@@ -97,6 +98,8 @@ pub struct IdentityControllerSubscriptions {
     /// Any NetworkPolicy: one not mandate's that can select an agent's pods is reported on it.
     pub foreign_policies: Related<NetworkPolicy>,
     pub deleted_foreign_policies: Deletions<NetworkPolicy>,
+    /// Identities whose pods changed (CredentialsStale).
+    pub agent_pods: PodChanges,
     /// A namespace's mode label decides its identities' ServiceAccountGuarded condition.
     pub namespaces: Related<PartialObjectMeta<Namespace>>,
     /// Any RBAC change: the identities whose API rights it changes are re-assessed.
@@ -123,6 +126,7 @@ impl IdentityControllerSubscriptions {
             deleted_network_policies: watches.network_policies.subscribe_deletions(),
             foreign_policies: watches.all_network_policies.subscribe_related(),
             deleted_foreign_policies: watches.all_network_policies.subscribe_deletions(),
+            agent_pods: watches.agent_pods.subscribe(),
             namespaces: watches.namespaces.subscribe_related(),
             rbac: RbacSubscriptions::subscribe(watches),
         }

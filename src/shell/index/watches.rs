@@ -20,6 +20,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ReflectHandle, Store};
 use kube::runtime::watcher;
 
+use super::pods::PodWatch;
 use super::projections::{self, AuthorityHook, Outputs, Versions};
 use super::subscriptions::{Deletions, Related};
 use super::{Feed, Listed, Relists, WatchBackoff};
@@ -45,6 +46,8 @@ pub(super) struct Watches {
     pub secrets: SharedWatch<PartialObjectMeta<Secret>>,
     pub services: SharedWatch<Service>,
     pub endpoint_slices: SharedWatch<EndpointSlice>,
+    /// Pods labelled `mandate.dev/agent`, kept as their credentials (see `pods`).
+    pub agent_pods: PodWatch,
     /// RBAC, for the API rights of agents' ServiceAccounts.
     pub roles: SharedWatch<Role>,
     pub cluster_roles: SharedWatch<ClusterRole>,
@@ -65,6 +68,7 @@ impl Watches {
             secrets: SharedWatch::new(listed),
             services: SharedWatch::new(listed),
             endpoint_slices: SharedWatch::new(listed),
+            agent_pods: PodWatch::default(),
             roles: SharedWatch::new(listed),
             cluster_roles: SharedWatch::new(listed),
             role_bindings: SharedWatch::new(listed),

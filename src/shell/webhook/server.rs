@@ -5,7 +5,9 @@
 //! echoing the uid), and records one metric sample and one log line per request, both carrying
 //! the verdict's [`Decision`], then hands the answered request to a [`Recorder`] (for the
 //! effects a verdict asks for, such as the Event of a let-through namespace mode weakening).
-//! Bad input is answered with 4xx and a JSON error, never a panic. Reviews nothing itself.
+//! At [`MUTATE_PODS_PATH`] the answer also carries the pure per-tool credential patch
+//! (`Reviewer::mutate`, see `mutate`). Bad input is answered with 4xx and a JSON error, never a
+//! panic. Reviews nothing itself.
 //!
 //! Who calls: with a client CA (`WebhookConfig::client_ca`), only a client presenting a
 //! certificate signed by it (the API server) gets past the TLS handshake; without one, anyone
@@ -15,9 +17,8 @@
 //!
 //! Status codes: 200 with an AdmissionReview for every request the reviewer answered (allowed or
 //! denied); 400 for a body that is not a readable `admission.k8s.io/v1` AdmissionReview; 413 for a
-//! body over the size limit; 404 for a path not in [`VALIDATE_PATHS`]; 405 for a method other than
-//! POST on one of them; 408 for a body that does not arrive in time; 500 when the reviewer
-//! panicked.
+//! body over the size limit; 404 for a path not served; 405 for a method other than POST on one
+//! of them; 408 for a body that does not arrive in time; 500 when the reviewer panicked.
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -47,18 +48,21 @@ use warp::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use warp::path::FullPath;
 use warp::reply::{Reply, Response};
 
+use super::mutate::{MUTATE_PODS_PATH, with_patch};
 use super::pods::{PodLookup, target_pod};
 use super::tls::{
     CertificateReloader, TlsError, TlsFiles, client_verifier, server_config_for_clients,
 };
 use crate::admission::Reviewer;
+use crate::admission::credentials::Mutation;
 use crate::admission::request::Request;
 pub use crate::admission::request::{BadReview, parse_review};
 use crate::admission::verdict::{Decision, Verdict};
 use crate::telemetry::metrics::{AdmissionLabels, Metrics};
 
-/// Every path that serves admission reviews; all route to the same reviewer (it tells resources
-/// apart by the request's `resource`). One path per webhook entry keeps the API server's metrics
+/// Every path that serves validating admission reviews; all route to the same reviewer (it tells
+/// resources apart by the request's `resource`). The mutating webhook is served at
+/// [`MUTATE_PODS_PATH`]. One path per webhook entry keeps the API server's metrics
 /// and our logs readable.
 pub const VALIDATE_PATHS: [&str; 4] = [
     VALIDATE_PATH,
@@ -283,12 +287,12 @@ where
     S: Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
-    if !VALIDATE_PATHS.contains(&path) {
+    if !VALIDATE_PATHS.contains(&path) && path != MUTATE_PODS_PATH {
         return error_reply(
             StatusCode::NOT_FOUND,
             "NotFound",
             &format!(
-                "no webhook at {path}; served paths: {}",
+                "no webhook at {path}; served paths: {}, {MUTATE_PODS_PATH}",
                 VALIDATE_PATHS.join(", ")
             ),
         );
@@ -328,10 +332,24 @@ where
         request.set_target_pod(pod);
     }
     let reviewer = &state.reviewer;
+    if path == MUTATE_PODS_PATH {
+        let Ok(mutation) = catch_unwind(AssertUnwindSafe(|| reviewer.mutate(&request))) else {
+            return reviewer_failed(state, path, caller, &request, started);
+        };
+        return answer(
+            state,
+            path,
+            caller,
+            &request,
+            &mutation.verdict,
+            Some(&mutation),
+            started,
+        );
+    }
     let Ok(verdict) = catch_unwind(AssertUnwindSafe(|| reviewer.review(&request))) else {
         return reviewer_failed(state, path, caller, &request, started);
     };
-    let response = answer(state, path, caller, &request, &verdict, started);
+    let response = answer(state, path, caller, &request, &verdict, None, started);
     state.recorder.answered(&request, &verdict);
     response
 }
@@ -443,19 +461,27 @@ fn reviewer_failed(
     )
 }
 
+/// Answers with `verdict` and, from the mutating webhook, its `mutation`'s patch (counted
+/// under the resource `pods/credentials`, so pod admissions are not counted twice).
 fn answer(
     state: &State,
     path: &str,
     caller: CallerAuthenticated,
     request: &Request,
     verdict: &Verdict,
+    mutation: Option<&Mutation>,
     started: Instant,
 ) -> Response {
-    let labels = labels(request, verdict);
+    let mut labels = labels(request, verdict);
+    if mutation.is_some() {
+        labels.resource = Cow::Borrowed("pods/credentials");
+    }
     let allowed = labels.decision != Decision::Denied;
     let reasons = verdict.codes().join(",");
-    let review = respond(request, verdict);
-    let body = match serde_json::to_vec(&review) {
+    let patch = mutation.map_or(&[][..], |m| m.patch.as_slice());
+    let body = match with_patch(&respond(request, verdict), patch)
+        .and_then(|r| serde_json::to_vec(&r))
+    {
         Ok(body) => body,
         Err(error) => {
             tracing::error!(%error, uid = %request.uid, "serializing the AdmissionReview answer");
@@ -483,6 +509,8 @@ fn answer(
         decision = labels.decision.as_str(),
         reasons = %reasons,
         mode = %labels.mode,
+        tool_credentials = %mutation.map(|m| m.tools.join(",")).unwrap_or_default(),
+        patch_operations = patch.len(),
         elapsed_us = elapsed.as_micros() as u64,
         "admission decision"
     );
