@@ -819,8 +819,11 @@ async fn the_charts_service_account_is_narrow() -> anyhow::Result<()> {
         &["watch", "namespaces"],
         &["list", "endpointslices.discovery.k8s.io", "-A"],
         &["create", "events.events.k8s.io", "-n", "default"],
-        // The pod of a CONNECT (exec, attach, port-forward), by name.
+        // The pod of a CONNECT (exec, attach, port-forward), by name; agent pods' metadata,
+        // watched for the authorizer's token cache.
         &["get", "pods", "-n", "default"],
+        &["list", "pods", "-A"],
+        &["watch", "pods", "-n", "default"],
         &["create", "tokenreviews.authentication.k8s.io"],
         &["create", "leases.coordination.k8s.io", "-n", ns],
         &[
@@ -861,8 +864,7 @@ async fn the_charts_service_account_is_narrow() -> anyhow::Result<()> {
             "default",
         ],
         &["create", "pods", "-n", "default"],
-        &["list", "pods", "-A"],
-        &["watch", "pods", "-n", "default"],
+        &["delete", "pods", "-n", "default"],
         &["create", "pods", "--subresource=exec", "-n", "default"],
         &[
             "create",

@@ -252,9 +252,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         watch::channel(true).1
     };
 
+    let tokens = TokenVerifier::new(Arc::new(ApiTokenReviewer::new(client.clone())));
+    // A deleted agent pod's tokens leave the cache at once.
+    tokio::spawn(crate::authz::pods::watch(
+        client.clone(),
+        tokens.track_pods(),
+    ));
     let authorizer = Authorizer::new(
         snapshots.clone(),
-        TokenVerifier::new(Arc::new(ApiTokenReviewer::new(client.clone()))),
+        tokens,
         settings.trust_domain.clone(),
         metrics.clone(),
     );
