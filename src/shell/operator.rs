@@ -253,11 +253,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
 
     let tokens = TokenVerifier::new(Arc::new(ApiTokenReviewer::new(client.clone())));
-    // A deleted agent pod's tokens leave the cache at once.
-    tokio::spawn(crate::authz::pods::watch(
-        client.clone(),
-        tokens.track_pods(),
-    ));
+    // A deleted agent pod's tokens are refused at once (pods the watch does not know are
+    // looked up by name).
+    let pod_events = tokens.track_pods(Arc::new(client.clone()));
+    tokio::spawn(crate::authz::pods::watch(client.clone(), pod_events));
     let authorizer = Authorizer::new(
         snapshots.clone(),
         tokens,

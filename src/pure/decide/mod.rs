@@ -228,8 +228,6 @@ pub fn decide(authority: &Authority, call: &Call, now: Timestamp) -> Decision {
         }
         Stage::Allowed => {}
     }
-    decision.binding = Some(best.binding_name().to_owned());
-    decision.generation = best.binding.metadata.generation;
     if !call.delegators.is_empty() {
         match delegation_chain(authority, caller, &agent, best, &call.delegators, now) {
             Ok(chain) => decision.chain = chain,
@@ -239,6 +237,9 @@ pub fn decide(authority: &Authority, call: &Call, now: Timestamp) -> Decision {
             }
         }
     }
+    // Named only when it allowed the call: a refusal is explained by its reason code.
+    decision.binding = Some(best.binding_name().to_owned());
+    decision.generation = best.binding.metadata.generation;
     decision.allowed = true;
     decision.detail = format!(
         "{described} on tool {tool} granted by ToolBinding {}",

@@ -636,6 +636,8 @@ fn delegated_work_outside_every_policy_is_refused() {
         let decision = decide(&authority, &delegated(agent, &delegators), NOW);
         assert_eq!(decision.code(), "DelegationNotAllowed", "{agent}");
         assert_eq!(decision.chain, [delegators[0], agent]);
+        // The binding is named only when it allowed the call.
+        assert_eq!((decision.binding, decision.generation), (None, None));
     }
 }
 

@@ -1,7 +1,7 @@
-//! The agent pods that exist, for the token cache: a metadata-only watch of pods labelled
+//! The agent pods that exist, for the token verifier: a metadata-only watch of pods labelled
 //! `mandate.dev/agent` in; their UIDs, each deletion and each failure of the watch out, to
-//! [`PodEvents`], so a deleted pod's tokens stop being trusted from the cache at once (agent
-//! pods' tokens are what agents call tools with). Keeps nothing but UIDs; never writes.
+//! [`PodEvents`], so a deleted pod's tokens stop being trusted at once (agent pods' tokens are
+//! what agents call tools with). Keeps nothing but UIDs; never writes.
 
 use std::collections::HashSet;
 
@@ -66,6 +66,7 @@ mod tests {
 
     use super::*;
     use crate::authz::tokens::{Reviewed, TokenReviewer, TokenVerifier};
+    use crate::webhook::pods::NoPodLookup;
 
     struct Never;
 
@@ -86,7 +87,7 @@ mod tests {
     }
 
     async fn after(events: Vec<watcher::Result<Event<PartialObjectMeta<Pod>>>>) -> PodEvents {
-        let pods = TokenVerifier::new(Arc::new(Never)).track_pods();
+        let pods = TokenVerifier::new(Arc::new(Never)).track_pods(Arc::new(NoPodLookup));
         follow(futures::stream::iter(events), pods.clone()).await;
         pods
     }

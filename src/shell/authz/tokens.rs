@@ -2,9 +2,12 @@
 //! ServiceAccount, the audiences TokenReview confirmed, the pod it is bound to) or why not out.
 //! A token is never trusted by decoding it: its unverified claims only say which audiences to
 //! ask TokenReview about and how long an answer may be cached. An answer is cached at most
-//! [`MAX_CACHE`] and, once the verifier tracks pods ([`TokenVerifier::track_pods`]), only while
-//! its pod is known to exist: the pod's deletion drops it at once. Holds no rule: the decision
-//! itself is `decide::decide`.
+//! [`MAX_CACHE`]. Once the verifier tracks pods ([`TokenVerifier::track_pods`]) a token is
+//! trusted only while its pod is known to exist: the pod watch's deletion drops it from the
+//! cache at once, and a pod the watch does not know is looked up by name. TokenReview alone
+//! is not enough for that: the API server caches its own answers, and went on authenticating
+//! a deleted pod's recently reviewed token for seconds (seen on kube-apiserver 1.37). Holds no
+//! rule: the decision itself is `decide::decide`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -16,6 +19,7 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::{Api, PostParams};
 
 use crate::decide::{Authentication, Caller, parse_service_account_username};
+use crate::webhook::pods::PodLookup;
 
 /// The `user.extra` key under which TokenReview names the pod a token is bound to.
 pub const POD_NAME_EXTRA: &str = "authentication.kubernetes.io/pod-name";
@@ -130,11 +134,22 @@ struct Cache {
     pods: Option<LivePods>,
 }
 
-#[derive(Default)]
 struct LivePods {
     /// The watch has listed and runs: `uids` is current.
     listed: bool,
     uids: HashSet<String>,
+    /// Asks the API server about a pod the watch does not know (yet, or while it is down).
+    lookup: Arc<dyn PodLookup>,
+}
+
+/// Whether the pod a verified token is bound to exists.
+enum PodCheck {
+    /// The watch knows it: the answer may be cached.
+    Known,
+    /// The API server has it, though the watch does not (yet): trusted for this call only.
+    Confirmed,
+    /// Gone, replaced, or not confirmable: why.
+    Refused(String),
 }
 
 #[derive(Clone)]
@@ -170,11 +185,16 @@ impl TokenVerifier {
         }
     }
 
-    /// From now on, caches a pod-bound token's answer only while its pod is known to exist:
-    /// the returned handle is fed by a watch of agent pods (see `pods`). Until it reports a
-    /// complete list, nothing pod-bound is cached.
-    pub fn track_pods(&self) -> PodEvents {
-        self.lock().pods = Some(LivePods::default());
+    /// From now on, trusts a token only while its pod is known to exist: the returned handle
+    /// is fed by a watch of agent pods (see `pods`), and a pod the watch does not know is looked
+    /// up through `lookup` (refused when the lookup fails). Only answers for known pods are
+    /// cached.
+    pub fn track_pods(&self, lookup: Arc<dyn PodLookup>) -> PodEvents {
+        self.lock().pods = Some(LivePods {
+            listed: false,
+            uids: HashSet::new(),
+            lookup,
+        });
         PodEvents {
             cache: self.cache.clone(),
         }
@@ -205,12 +225,17 @@ impl TokenVerifier {
                     (Ok(_), None) => Authentication::Refused(format!(
                         "the token of {username} is bound to no pod: agents call tools with a projected token of their pod"
                     )),
-                    (Ok((namespace, service_account)), Some(_)) => {
-                        Authentication::Verified(Caller {
-                            namespace,
-                            service_account,
-                            audiences: Some(audiences),
-                        })
+                    (Ok((namespace, service_account)), Some(pod)) => {
+                        match self.check_pod(&namespace, &pod, pod_uid.as_deref()).await {
+                            PodCheck::Refused(why) => return Authentication::Refused(why),
+                            PodCheck::Known | PodCheck::Confirmed => {
+                                Authentication::Verified(Caller {
+                                    namespace,
+                                    service_account,
+                                    audiences: Some(audiences),
+                                })
+                            }
+                        }
                     }
                 };
                 (answer, claims.lifetime.min(MAX_CACHE), pod_uid)
@@ -218,6 +243,35 @@ impl TokenVerifier {
         };
         self.remember(token, answer.clone(), now + keep, pod);
         answer
+    }
+
+    /// Whether pod `namespace/name` (of UID `uid`) exists: known to the watch, else asked of
+    /// the API server by name. Without pod tracking, TokenReview's word is taken.
+    async fn check_pod(&self, namespace: &str, name: &str, uid: Option<&str>) -> PodCheck {
+        let lookup = {
+            let cache = self.lock();
+            let Some(live) = &cache.pods else {
+                return PodCheck::Known;
+            };
+            if live.listed && uid.is_some_and(|uid| live.uids.contains(uid)) {
+                return PodCheck::Known;
+            }
+            live.lookup.clone()
+        };
+        match lookup.metadata(namespace, name).await {
+            Ok(Some(pod)) if uid.is_none_or(|uid| pod.uid.as_deref() == Some(uid)) => {
+                PodCheck::Confirmed
+            }
+            Ok(Some(_)) => PodCheck::Refused(format!(
+                "the token is bound to an earlier pod {namespace}/{name}, which was replaced"
+            )),
+            Ok(None) => PodCheck::Refused(format!(
+                "the pod {namespace}/{name} the token is bound to no longer exists"
+            )),
+            Err(error) => PodCheck::Refused(format!(
+                "cannot confirm that the pod {namespace}/{name} the token is bound to still exists: {error}"
+            )),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
@@ -269,7 +323,10 @@ impl PodEvents {
     pub fn listed(&self, uids: HashSet<String>) {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache.forget_pods_not_in(|uid| uids.contains(uid));
-        cache.pods = Some(LivePods { listed: true, uids });
+        if let Some(live) = &mut cache.pods {
+            live.listed = true;
+            live.uids = uids;
+        }
     }
 
     /// A pod was created (or changed).
@@ -344,6 +401,8 @@ impl Claims {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webhook::pods::PodLookupError;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A reviewer answering from a table, counting questions.
@@ -463,12 +522,49 @@ mod tests {
         assert_eq!(table.asked.load(Ordering::SeqCst), 0);
     }
 
-    fn reader_token() -> (TokenVerifier, Arc<Table>, String) {
+    /// The API server's answer about pod `reader-0` (whose UID is `uid-reader-0`).
+    enum Pod {
+        Exists,
+        Gone,
+        Unreachable,
+    }
+
+    struct Lookup(Pod, AtomicUsize);
+
+    impl PodLookup for Lookup {
+        fn metadata<'a>(
+            &'a self,
+            _namespace: &'a str,
+            name: &'a str,
+        ) -> BoxFuture<'a, Result<Option<ObjectMeta>, PodLookupError>> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            let answer = match self.0 {
+                Pod::Exists => Ok(Some(ObjectMeta {
+                    name: Some(name.to_owned()),
+                    uid: Some(format!("uid-{name}")),
+                    ..ObjectMeta::default()
+                })),
+                Pod::Gone => Ok(None),
+                Pod::Unreachable => Err(PodLookupError::Unavailable),
+            };
+            Box::pin(async move { answer })
+        }
+    }
+
+    fn tracking(pod: Pod) -> (TokenVerifier, Arc<Table>, Arc<Lookup>, PodEvents, String) {
         let (verifier, table) = verifier(authenticated(
             "system:serviceaccount:agents:reader",
             Some("reader-0"),
         ));
-        (verifier, table, jwt("mandate.dev/agents/docs", 600))
+        let lookup = Arc::new(Lookup(pod, AtomicUsize::new(0)));
+        let pods = verifier.track_pods(lookup.clone());
+        (
+            verifier,
+            table,
+            lookup,
+            pods,
+            jwt("mandate.dev/agents/docs", 600),
+        )
     }
 
     async fn verified(verifier: &TokenVerifier, token: &str) -> bool {
@@ -476,44 +572,53 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn with_pods_tracked_a_token_is_cached_only_while_its_pod_is_known_to_exist() {
-        let (verifier, table, token) = reader_token();
-        let pods = verifier.track_pods();
-        // The watch has not listed: asked every time.
+    async fn a_pod_the_watch_does_not_know_is_looked_up_and_its_token_not_cached() {
+        let (verifier, table, lookup, pods, token) = tracking(Pod::Exists);
+        // The watch has not listed: looked up, asked every time.
         assert!(verified(&verifier, &token).await);
         assert!(verified(&verifier, &token).await);
         assert_eq!(table.asked.load(Ordering::SeqCst), 2);
-        // Listed without the pod: still asked every time.
+        assert_eq!(lookup.1.load(Ordering::SeqCst), 2);
+        // Listed without the pod (a new pod the watch has not seen yet): the same.
         pods.listed(HashSet::from(["uid-other".to_owned()]));
         assert!(verified(&verifier, &token).await);
         assert_eq!(table.asked.load(Ordering::SeqCst), 3);
-        // The pod appears: cached.
+        // The pod appears: cached, no lookup.
         pods.applied("uid-reader-0");
         assert!(verified(&verifier, &token).await);
         assert!(verified(&verifier, &token).await);
         assert_eq!(table.asked.load(Ordering::SeqCst), 4);
+        assert_eq!(lookup.1.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]
-    async fn a_pods_deletion_drops_its_tokens_at_once() {
-        let (verifier, table, token) = reader_token();
-        let pods = verifier.track_pods();
+    async fn a_deleted_pods_token_is_refused_at_once_though_tokenreview_still_vouches_for_it() {
+        // TokenReview (the table) keeps saying "authenticated", as the API server's own cache
+        // does for seconds after the pod is gone.
+        let (verifier, table, _, pods, token) = tracking(Pod::Gone);
         pods.listed(HashSet::from(["uid-reader-0".to_owned()]));
         assert!(verified(&verifier, &token).await);
         assert!(verified(&verifier, &token).await);
         assert_eq!(table.asked.load(Ordering::SeqCst), 1);
         pods.deleted("uid-reader-0");
-        // Asked again (the real TokenReview then refuses a deleted pod's token), and not
-        // cached: the pod is no longer known.
-        verifier.verify(&token).await;
-        verifier.verify(&token).await;
-        assert_eq!(table.asked.load(Ordering::SeqCst), 3);
+        match verifier.verify(&token).await {
+            Authentication::Refused(why) => assert!(why.contains("no longer exists"), "{why}"),
+            verified => panic!("a deleted pod's token verified: {verified:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn when_a_pod_cannot_be_looked_up_its_token_is_refused() {
+        let (verifier, _, _, _, token) = tracking(Pod::Unreachable);
+        match verifier.verify(&token).await {
+            Authentication::Refused(why) => assert!(why.contains("cannot confirm"), "{why}"),
+            verified => panic!("verified without confirming the pod: {verified:?}"),
+        }
     }
 
     #[tokio::test]
     async fn a_failed_pod_watch_or_a_relist_without_the_pod_drops_its_tokens() {
-        let (verifier, table, token) = reader_token();
-        let pods = verifier.track_pods();
+        let (verifier, table, _, pods, token) = tracking(Pod::Exists);
         pods.listed(HashSet::from(["uid-reader-0".to_owned()]));
         assert!(verified(&verifier, &token).await);
         pods.lost();
