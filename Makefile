@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: test fmt-check clippy unit crds e2e e2e-build cluster-up cluster-down help bench-admission bench-reconcile
+.PHONY: test fmt-check clippy unit crds e2e e2e-build cluster-up cluster-down help bench-admission bench-reconcile bench-authz
 
 help:
 	@echo "make test         fmt check, clippy -D warnings, unit tests (incl. CRD drift), e2e on a local control plane"
@@ -12,7 +12,7 @@ help:
 	@echo "make cluster-up   start the local control plane and leave it running (see e2e/cluster.sh env)"
 	@echo "make cluster-down stop it"
 	@echo "make demo         a first look: local control plane, mandate, samples, admitted and refused pods"
-	@echo "make bench-admission / bench-reconcile   performance figures (benchmarks, not tests)"
+	@echo "make bench-admission / bench-reconcile / bench-authz   performance figures (benchmarks, not tests)"
 
 test: fmt-check clippy unit e2e
 
@@ -63,9 +63,12 @@ demo:
 static-build:
 	bash e2e/static-build.sh
 
-# Benchmarks (not tests): figures for the admission path and the reconciler.
+# Benchmarks (not tests): figures for the admission path, the reconciler and the decision service.
 bench-admission:
 	bash e2e/bench-admission.sh
+
+bench-authz:
+	bash e2e/bench-authz.sh
 
 bench-reconcile:
 	bash e2e/cluster.sh up

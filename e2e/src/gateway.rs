@@ -34,9 +34,23 @@ pub fn envoy_binary() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// The MCP test server and client `e2e/deps.sh` built from `e2e/mcp`.
+/// The MCP test server and client `e2e/deps.sh` built from this checkout's `e2e/mcp`: the
+/// cache keeps one build per hash of its sources (as deps.sh names them), so worktrees with
+/// different versions never run each other's.
 pub fn mcp_binary() -> anyhow::Result<PathBuf> {
-    let path = cache_dir()?.join("mcp").join("mcp-tools");
+    let sources = crate::repo_root().join("e2e/mcp");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg("cat go.mod go.sum *.go | sha256sum | cut -c1-16")
+        .current_dir(&sources)
+        .output()?;
+    let hash = String::from_utf8(out.stdout)?.trim().to_owned();
+    anyhow::ensure!(
+        out.status.success() && hash.len() == 16,
+        "hashing {}",
+        sources.display()
+    );
+    let path = cache_dir()?.join("mcp").join(hash).join("mcp-tools");
     if !path.exists() {
         bail!("{} is missing: run e2e/deps.sh", path.display());
     }
@@ -125,6 +139,18 @@ pub struct EnvoySettings<'a> {
     pub authorizer_ca: &'a [u8],
     /// `<namespace>/<name>` of the Service the gateway's route leads to.
     pub service: &'a str,
+    /// How Envoy asks.
+    pub variant: Variant,
+}
+
+/// The two variants of Envoy's external authorization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// gRPC `Authorization/Check`, after Envoy's MCP filter (its metadata names the call).
+    Grpc,
+    /// The HTTP service (`path_prefix: /ext-authz`), without an MCP filter: the headers and the
+    /// forwarded body name the call; the route's Service is a header Envoy adds.
+    Http,
 }
 
 impl Envoy {
@@ -165,6 +191,54 @@ fn envoy_config(listen: SocketAddr, settings: &EnvoySettings<'_>, ca: &Path) -> 
             addr.port()
         )
     };
+    let service = settings.service;
+    // gRPC: the MCP filter parses the body first and ext_authz sends its metadata; the route
+    // names the Service in a context extension. HTTP: ext_authz forwards the body and the MCP
+    // headers, and adds the Service as a header of its own.
+    let (mcp_filter, ext_authz, per_route) = match settings.variant {
+        Variant::Grpc => (
+            r#"          - name: envoy.filters.http.mcp
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.mcp.v3.Mcp
+"#
+            .to_owned(),
+            r#"              metadata_context_namespaces: ["envoy.filters.http.mcp", "mcp_proxy"]
+              grpc_service:
+                envoy_grpc: {cluster_name: mandate}
+                timeout: 5s
+"#
+            .to_owned(),
+            format!(
+                r#"              typed_per_filter_config:
+                envoy.filters.http.ext_authz:
+                  "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
+                  check_settings:
+                    context_extensions: {{"mandate.dev/service": "{service}"}}
+"#
+            ),
+        ),
+        Variant::Http => (
+            String::new(),
+            format!(
+                r#"              with_request_body: {{max_request_bytes: 65536, allow_partial_message: true}}
+              allowed_headers:
+                patterns: [{{exact: mcp-method}}, {{exact: mcp-name}}, {{exact: x-mandate-delegator}}]
+              http_service:
+                server_uri: {{uri: "https://{authorizer}", cluster: mandate, timeout: 5s}}
+                path_prefix: /ext-authz
+                authorization_request:
+                  headers_to_add: [{{key: x-mandate-service, value: "{service}"}}]
+                authorization_response:
+                  allowed_client_headers_on_success:
+                    patterns: [{{exact: x-mandate-decision-id}}]
+                  allowed_client_headers:
+                    patterns: [{{exact: x-mandate-decision-id}}, {{exact: x-mandate-reason}}, {{exact: content-type}}]
+"#,
+                authorizer = settings.authorizer,
+            ),
+            String::new(),
+        ),
+    };
     format!(
         r#"admin:
   address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}
@@ -195,25 +269,13 @@ static_resources:
               routes:
               - match: {{prefix: "/"}}
                 route: {{cluster: tools, timeout: 10s}}
-              typed_per_filter_config:
-                envoy.filters.http.ext_authz:
-                  "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute
-                  check_settings:
-                    context_extensions: {{"mandate.dev/service": "{service}"}}
-          http_filters:
-          - name: envoy.filters.http.mcp
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.mcp.v3.Mcp
-          - name: envoy.filters.http.ext_authz
+{per_route}          http_filters:
+{mcp_filter}          - name: envoy.filters.http.ext_authz
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
               transport_api_version: V3
               failure_mode_allow: false
-              metadata_context_namespaces: ["envoy.filters.http.mcp", "mcp_proxy"]
-              grpc_service:
-                envoy_grpc: {{cluster_name: mandate}}
-                timeout: 5s
-          - name: envoy.filters.http.router
+{ext_authz}          - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
   clusters:
@@ -242,7 +304,6 @@ static_resources:
 "#,
         listen_ip = listen.ip(),
         listen_port = listen.port(),
-        service = settings.service,
         upstream = endpoint(settings.upstream),
         authorizer = endpoint(settings.authorizer),
         ca = ca.display(),
@@ -259,8 +320,21 @@ pub struct McpCall {
 
 /// Calls `tool` (or lists the tools when `None`) through `url` with `token`.
 pub fn mcp_call(url: &str, token: &str, tool: Option<&str>) -> anyhow::Result<McpCall> {
+    mcp_call_for(url, token, None, tool)
+}
+
+/// [`mcp_call`], working for `delegator` (its token goes in `x-mandate-delegator`).
+pub fn mcp_call_for(
+    url: &str,
+    token: &str,
+    delegator: Option<&str>,
+    tool: Option<&str>,
+) -> anyhow::Result<McpCall> {
     let mut command = Command::new(mcp_binary()?);
     command.args(["call", "-url", url, "-token", token]);
+    if let Some(delegator) = delegator {
+        command.args(["-delegator", delegator]);
+    }
     match tool {
         Some(tool) => command.args(["-tool", tool]),
         None => command.arg("-list"),
@@ -274,4 +348,83 @@ pub fn mcp_call(url: &str, token: &str, tool: Option<&str>) -> anyhow::Result<Mc
             String::from_utf8_lossy(&out.stderr)
         ),
     })
+}
+
+/// A TCP proxy in front of the API server that can be cut: an operator pointed at it loses the
+/// API server (watches, TokenReview) while everything else keeps it.
+pub struct ApiServerProxy {
+    pub addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl ApiServerProxy {
+    /// Forwards 127.0.0.1:<free port> to `upstream` until [`Self::cut`].
+    pub async fn start(upstream: SocketAddr) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut until_cut = stopped.clone();
+            loop {
+                tokio::select! {
+                    _ = until_cut.wait_for(|cut| *cut) => return,
+                    accepted = listener.accept() => {
+                        let Ok((mut downstream, _)) = accepted else { continue };
+                        let mut until_cut = stopped.clone();
+                        tokio::spawn(async move {
+                            let Ok(mut upstream) = tokio::net::TcpStream::connect(upstream).await else {
+                                return;
+                            };
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream) => {}
+                                _ = until_cut.wait_for(|cut| *cut) => {}
+                            }
+                        });
+                    }
+                }
+            }
+        });
+        Ok(ApiServerProxy { addr, stop })
+    }
+
+    /// Closes every connection and refuses new ones (the listener is dropped).
+    pub fn cut(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// A kubeconfig like the admin one, with its server this proxy.
+    pub fn kubeconfig(&self) -> anyhow::Result<PathBuf> {
+        let mut kubeconfig = kube::config::Kubeconfig::read_from(crate::kubeconfig_path())?;
+        for cluster in &mut kubeconfig.clusters {
+            if let Some(cluster) = cluster.cluster.as_mut() {
+                cluster.server = Some(format!("https://{}", self.addr));
+            }
+        }
+        let path = state_dir().join(format!("kubeconfig-proxy-{}", self.addr.port()));
+        std::fs::write(&path, serde_yaml::to_string(&kubeconfig)?)?;
+        Ok(path)
+    }
+}
+
+impl Drop for ApiServerProxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+/// The API server's address, from the admin kubeconfig.
+pub fn api_server_addr() -> anyhow::Result<SocketAddr> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(crate::kubeconfig_path())?;
+    let server = kubeconfig
+        .clusters
+        .iter()
+        .find_map(|c| c.cluster.as_ref()?.server.clone())
+        .context("the admin kubeconfig names no server")?;
+    let authority = server
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_owned();
+    authority
+        .parse()
+        .with_context(|| format!("the API server {server} is not at an IP address and port"))
 }

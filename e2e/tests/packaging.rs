@@ -1055,7 +1055,8 @@ async fn the_charts_service_account_is_narrow() -> anyhow::Result<()> {
         &["watch", "namespaces"],
         &["list", "endpointslices.discovery.k8s.io", "-A"],
         &["create", "events.events.k8s.io", "-n", "default"],
-        // The pod of a CONNECT (exec, attach, port-forward), by name.
+        // The pod of a CONNECT (exec, attach, port-forward), by name; agent pods' metadata,
+        // watched for the authorizer's token cache.
         &["get", "pods", "-n", "default"],
         // Agent pods' credentials annotation (a metadata-only watch): CredentialsStale.
         &["list", "pods", "-A"],

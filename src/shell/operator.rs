@@ -288,9 +288,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         watch::channel(true).1
     };
 
+    let tokens = TokenVerifier::new(Arc::new(ApiTokenReviewer::new(client.clone())));
+    // A deleted agent pod's tokens are refused at once (pods the watch does not know are
+    // looked up by name).
+    let pod_events = tokens.track_pods(Arc::new(client.clone()));
+    tokio::spawn(crate::authz::pods::watch(client.clone(), pod_events));
     let authorizer = Authorizer::new(
         snapshots.clone(),
-        TokenVerifier::new(Arc::new(ApiTokenReviewer::new(client.clone()))),
+        tokens,
         settings.trust_domain.clone(),
         metrics.clone(),
     );

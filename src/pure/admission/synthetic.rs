@@ -1,6 +1,6 @@
 //! A synthetic cluster for benchmarks and load tests: `n` Ready identities spread over
-//! namespaces, each with one live binding and its managed ServiceAccount, namespaces labelled
-//! `enforce`. Plain data in, a [`Snapshot`] out; never used on a review path. Compiled only for
+//! namespaces, each with one live binding (tool `catalogue` at Service `catalogue`, exposing the
+//! MCP tool `search`) and its managed ServiceAccount, namespaces labelled `enforce`. Plain data in, a [`Snapshot`] out; never used on a review path. Compiled only for
 //! tests and with the `fixtures` feature (benches, the e2e crate's load target), never into the
 //! shipped binary.
 //!
@@ -84,7 +84,8 @@ fn binding(namespace: &str, agent: &str) -> ToolBinding {
         "apiVersion": "mandate.dev/v1alpha1", "kind": "ToolBinding",
         "metadata": {"name": format!("{agent}-tools"), "namespace": namespace},
         "spec": {"agent": agent, "tools": [{"name": "catalogue", "actions": ["read"],
-            "destination": {"service": {"name": "catalogue", "ports": ["http"]}}}]}
+            "destination": {"service": {"name": "catalogue", "ports": ["http"]}},
+            "mcp": {"tools": [{"name": "search", "action": "read"}]}}]}
     }))
     .expect("a literal binding parses")
 }

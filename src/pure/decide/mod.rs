@@ -7,12 +7,14 @@
 
 mod names;
 mod operation;
+mod reading;
 
 #[cfg(test)]
 mod tests;
 
 pub use names::{parse_host, parse_service_account_username, parse_spiffe_id};
 pub use operation::{Match, Operation, Unreadable};
+pub use reading::{Body, Forwarded, MAX_BODY, McpRequest, ReadCall, read_call};
 
 use k8s_openapi::jiff::Timestamp;
 
@@ -50,7 +52,8 @@ pub struct Call {
     pub caller: Authentication,
     /// The called server, or why the request does not name one.
     pub server: Result<Server, String>,
-    pub operation: Operation,
+    /// What the call does, or why it cannot be read safely (see [`read_call`]).
+    pub operation: Result<Operation, Unreadable>,
     /// The agents this call works for, outermost first (the delegator that started the work,
     /// then each delegate that handed it on); empty for an agent acting on its own.
     pub delegators: Vec<Authentication>,
@@ -153,9 +156,14 @@ pub fn decide(authority: &Authority, call: &Call, now: Timestamp) -> Decision {
         Ok(server) => server,
         Err(why) => return decision.refuse(Reason::UnreadableCall, why.clone()),
     };
-    if let Err(Unreadable(why)) = call.operation.check_readable() {
-        return decision.refuse(Reason::UnreadableCall, why);
-    }
+    let readable = match &call.operation {
+        Ok(operation) => operation.check_readable().map(|()| operation),
+        Err(unreadable) => Err(unreadable.clone()),
+    };
+    let operation = match readable {
+        Ok(operation) => operation,
+        Err(Unreadable(why)) => return decision.refuse(Reason::UnreadableCall, why),
+    };
     let held = authority.held_tools(&caller.namespace, &agent, now);
     let at_server: Vec<&HeldTool<'_>> = held
         .iter()
@@ -168,7 +176,7 @@ pub fn decide(authority: &Authority, call: &Call, now: Timestamp) -> Decision {
         );
     }
     let judged = at_server.iter().map(|h| {
-        let (stage, action) = judge(h, &call.operation, caller);
+        let (stage, action) = judge(h, operation, caller);
         (stage, action, *h)
     });
     // The first tool that allows it; else the one that got furthest (first by tool name).
@@ -183,16 +191,16 @@ pub fn decide(authority: &Authority, call: &Call, now: Timestamp) -> Decision {
         .expect("at least one tool reaches the server");
     decision.tool = Some(best.tool.name.clone());
     decision.action = action;
-    let operation = call.operation.describe();
+    let described = operation.describe();
     let tool = &best.tool.name;
     match stage {
         Stage::OperationNotDeclared => {
             return decision.refuse(
                 Reason::OperationNotDeclared,
                 format!(
-                    "no tool {agent} holds on {} declares {operation}: add it to the tool's {}",
+                    "no tool {agent} holds on {} declares {described}: add it to the tool's {}",
                     server.describe(),
-                    match call.operation {
+                    match operation {
                         Operation::Mcp { .. } => "mcp.tools",
                         Operation::Http { .. } => "http operations",
                     }
@@ -203,7 +211,7 @@ pub fn decide(authority: &Authority, call: &Call, now: Timestamp) -> Decision {
             return decision.refuse(
                 Reason::ActionNotDeclared,
                 format!(
-                    "{operation} performs {} but tool {tool} of {agent} declares only {}",
+                    "{described} performs {} but tool {tool} of {agent} declares only {}",
                     action.map_or("nothing", Action::as_str),
                     actions_list(best.tool)
                 ),
@@ -220,8 +228,6 @@ pub fn decide(authority: &Authority, call: &Call, now: Timestamp) -> Decision {
         }
         Stage::Allowed => {}
     }
-    decision.binding = Some(best.binding_name().to_owned());
-    decision.generation = best.binding.metadata.generation;
     if !call.delegators.is_empty() {
         match delegation_chain(authority, caller, &agent, best, &call.delegators, now) {
             Ok(chain) => decision.chain = chain,
@@ -231,9 +237,12 @@ pub fn decide(authority: &Authority, call: &Call, now: Timestamp) -> Decision {
             }
         }
     }
+    // Named only when it allowed the call: a refusal is explained by its reason code.
+    decision.binding = Some(best.binding_name().to_owned());
+    decision.generation = best.binding.metadata.generation;
     decision.allowed = true;
     decision.detail = format!(
-        "{operation} on tool {tool} granted by ToolBinding {}",
+        "{described} on tool {tool} granted by ToolBinding {}",
         best.binding_name()
     );
     decision

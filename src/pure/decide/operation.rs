@@ -48,8 +48,8 @@ impl Operation {
         }
     }
 
-    /// Refuses what no tool can be matched against safely: a `tools/call` without a tool name,
-    /// an empty method, a path that is not absolute or that could climb out of a declared
+    /// Refuses what no tool can be matched against safely: a `tools/call` without a tool name
+    /// or with one MCP does not allow, an empty method, a path that is not absolute or that could climb out of a declared
     /// prefix once the server decodes it (dot segments, encoded `.` or `/`, backslashes).
     pub fn check_readable(&self) -> Result<(), Unreadable> {
         match self {
@@ -63,6 +63,12 @@ impl Operation {
                     "the MCP tools/call names no tool (params.name)".into(),
                 ))
             }
+            Operation::Mcp {
+                method,
+                tool: Some(tool),
+            } if method == "tools/call" && !is_mcp_tool_name(tool) => Err(Unreadable(format!(
+                "the MCP tools/call names {tool:?}, which is no MCP tool name (1 to 128 of A-Z, a-z, 0-9, _, -, . and /)"
+            ))),
             Operation::Mcp { .. } => Ok(()),
             Operation::Http { method, .. } if method.is_empty() => {
                 Err(Unreadable("the call names no HTTP method".into()))
@@ -112,6 +118,16 @@ impl Operation {
             }
         }
     }
+}
+
+/// Whether `name` is spelled as MCP tool names are (and declared ones are matched): a name
+/// with a comma, a space or a `*` could be two headers joined, or match a prefix pattern it
+/// was never meant to.
+fn is_mcp_tool_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'/'))
 }
 
 /// The path without its query or fragment.

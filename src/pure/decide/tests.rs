@@ -88,7 +88,7 @@ fn call(caller: Caller, operation: Operation) -> Call {
     Call {
         caller: Authentication::Verified(caller),
         server: server(),
-        operation,
+        operation: Ok(operation),
         delegators: Vec::new(),
     }
 }
@@ -242,6 +242,44 @@ fn a_tools_call_without_a_tool_name_or_a_call_without_a_method_is_unreadable() {
             "{operation:?}"
         );
     }
+}
+
+#[test]
+fn a_called_tool_name_outside_mcps_characters_is_unreadable_even_under_a_prefix_pattern() {
+    // Two Mcp-Name headers arrive joined by a comma: `get_*` must not match them.
+    let authority = base().build();
+    for name in [
+        "get_doc,delete_doc",
+        "get_doc delete",
+        "get_*",
+        &"g".repeat(129),
+    ] {
+        assert_eq!(
+            code(&authority, &call(caller("reader"), mcp(name))),
+            "UnreadableCall",
+            "{name}"
+        );
+    }
+    assert_eq!(
+        code(&authority, &call(caller("reader"), mcp("get_doc.v2/x-y"))),
+        "Allowed"
+    );
+}
+
+#[test]
+fn a_call_the_gateway_could_not_read_is_refused_once_the_agent_is_known() {
+    let mut unreadable = call(caller("reader"), mcp("search"));
+    unreadable.operation = Err(Unreadable(
+        "the Mcp-Name header says read_doc but the body says delete_doc".into(),
+    ));
+    let decision = decide(&base().build(), &unreadable, NOW);
+    assert_eq!(decision.code(), "UnreadableCall");
+    assert_eq!(decision.agent.as_deref(), Some("reader"));
+    assert!(
+        decision.detail.contains("delete_doc"),
+        "{}",
+        decision.detail
+    );
 }
 
 // ---- HTTP operations ----
@@ -598,6 +636,8 @@ fn delegated_work_outside_every_policy_is_refused() {
         let decision = decide(&authority, &delegated(agent, &delegators), NOW);
         assert_eq!(decision.code(), "DelegationNotAllowed", "{agent}");
         assert_eq!(decision.chain, [delegators[0], agent]);
+        // The binding is named only when it allowed the call.
+        assert_eq!((decision.binding, decision.generation), (None, None));
     }
 }
 

@@ -166,7 +166,8 @@ pub fn read_evaluation(evaluation: &Value, defaults: &Value) -> Result<Asked, St
             .as_str()
             .unwrap_or_default()
             .to_owned(),
-        operation,
+        mcp: matches!(operation, Operation::Mcp { .. }),
+        operation: Ok(operation),
         rpc_id: None,
     })
 }
@@ -220,10 +221,10 @@ mod tests {
         assert_eq!(asked.delegators, ["d"]);
         assert_eq!(
             asked.operation,
-            Operation::Mcp {
+            Ok(Operation::Mcp {
                 method: "tools/call".into(),
                 tool: Some("read_doc".into())
-            }
+            })
         );
     }
 
@@ -241,10 +242,10 @@ mod tests {
         assert_eq!(asked.host, "docs-mcp");
         assert_eq!(
             asked.operation,
-            Operation::Http {
+            Ok(Operation::Http {
                 method: "GET".into(),
                 path: "/v1/docs/1".into()
-            }
+            })
         );
     }
 

@@ -13,7 +13,7 @@ use envoy_types::ext_authz::v3::{
 use envoy_types::pb::google::protobuf::{Struct, value::Kind};
 
 use super::{Answer, Asked};
-use crate::decide::Operation;
+use crate::decide::{Body, Forwarded, McpRequest, read_call};
 
 /// Envoy's MCP filter metadata namespaces, newest first (`mcp_proxy` is the older name that
 /// kube-agentic-networking still writes).
@@ -29,46 +29,96 @@ pub const DECISION_HEADER: &str = "x-mandate-decision-id";
 /// The response header carrying the reason code of a refusal.
 pub const REASON_HEADER: &str = "x-mandate-reason";
 
+/// The header naming the called Service as `<namespace>/<name>` where a gateway cannot set a
+/// context extension (Envoy's HTTP variant, forward-auth proxies): the gateway must set it
+/// itself (Envoy's `authorization_request.headers_to_add`), never pass the client's.
+pub const SERVICE_HEADER: &str = "x-mandate-service";
+/// The header Envoy adds when it forwarded only part of the body (`allow_partial_message`).
+pub const PARTIAL_BODY_HEADER: &str = "x-envoy-auth-partial-body";
+
 /// What a CheckRequest asks. Absent attributes become empty values, which the decision refuses
 /// with a reason.
 pub fn read_check(request: &CheckRequest) -> Asked {
-    let attributes = request.attributes.clone().unwrap_or_default();
-    let http = attributes.request.and_then(|r| r.http).unwrap_or_default();
-    let headers = &http.headers;
+    let attributes = request.attributes.as_ref();
+    let http = attributes
+        .and_then(|a| a.request.as_ref())
+        .and_then(|r| r.http.as_ref());
+    let empty = HashMap::new();
+    let headers = http.map_or(&empty, |h| &h.headers);
     let principal = attributes
-        .source
-        .map(|s| s.principal)
+        .and_then(|a| a.source.as_ref())
+        .map(|s| s.principal.clone())
         .filter(|p| !p.is_empty());
     let metadata = attributes
-        .metadata_context
-        .map(|m| m.filter_metadata)
-        .unwrap_or_default();
-    let rpc_id = MCP_METADATA_NAMESPACES
-        .iter()
-        .find_map(|ns| metadata.get(*ns))
-        .and_then(|fields| match fields.fields.get("id")?.kind.as_ref()? {
-            Kind::StringValue(id) => Some(serde_json::Value::from(id.clone())),
-            Kind::NumberValue(id) => serde_json::Number::from_f64(*id).map(|n| {
-                // JSON-RPC ids are usually integers; keep them integers.
-                if id.fract() == 0.0 && id.abs() < 9.0e15 {
-                    serde_json::Value::from(*id as i64)
-                } else {
-                    serde_json::Value::Number(n)
-                }
-            }),
-            _ => None,
-        });
-    let operation = mcp_from_metadata(&metadata)
-        .or_else(|| mcp_from_headers(headers))
-        .unwrap_or_else(|| Operation::Http {
-            method: http.method.clone(),
-            path: http.path.clone(),
-        });
-    Asked {
+        .and_then(|a| a.metadata_context.as_ref())
+        .and_then(|m| {
+            MCP_METADATA_NAMESPACES
+                .iter()
+                .find_map(|ns| m.filter_metadata.get(*ns))
+        })
+        .and_then(mcp_from_metadata);
+    let body = http.and_then(|h| {
+        let bytes = if h.raw_body.is_empty() {
+            h.body.as_bytes()
+        } else {
+            &h.raw_body[..]
+        };
+        (!bytes.is_empty()).then_some(bytes)
+    });
+    let service = attributes
+        .and_then(|a| a.context_extensions.get(SERVICE_EXTENSION))
+        .cloned();
+    read_request(Request {
+        header: &|name| headers.get(name).map(String::as_str),
+        method: http.map_or("", |h| &h.method),
+        path: http.map_or("", |h| &h.path),
+        host: http.map_or("", |h| &h.host),
+        body,
+        cut: false,
+        metadata,
         principal,
-        bearer: headers.get("authorization").and_then(|a| bearer(a)),
-        delegators: headers
-            .get(DELEGATOR_HEADER)
+        service,
+    })
+}
+
+/// An HTTP request as any variant of Envoy's protocol (or a forward-auth proxy) passes it.
+pub(super) struct Request<'a> {
+    /// A header by its lowercase name.
+    pub header: &'a dyn Fn(&str) -> Option<&'a str>,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub host: &'a str,
+    /// The body, when the gateway forwards it.
+    pub body: Option<&'a [u8]>,
+    /// Only part of the body arrived (besides what the gateway says in
+    /// [`PARTIAL_BODY_HEADER`]).
+    pub cut: bool,
+    /// What Envoy's MCP filter read from the body.
+    pub metadata: Option<McpRequest>,
+    /// The mTLS peer's SPIFFE ID, as the gateway asserts it.
+    pub principal: Option<String>,
+    /// The called Service, as the gateway's own configuration names it.
+    pub service: Option<String>,
+}
+
+/// What a request asks: the caller's credentials from its headers, the operation from the MCP
+/// metadata, headers and body (`decide::read_call`).
+pub(super) fn read_request(request: Request<'_>) -> Asked {
+    let header = request.header;
+    let read = read_call(&Forwarded {
+        metadata: request.metadata,
+        headers: mcp_from_headers(header),
+        body: request.body.map(|bytes| Body {
+            bytes,
+            truncated: request.cut || header(PARTIAL_BODY_HEADER) == Some("true"),
+        }),
+        method: request.method,
+        path: request.path,
+    });
+    Asked {
+        principal: request.principal,
+        bearer: header("authorization").and_then(bearer),
+        delegators: header(DELEGATOR_HEADER)
             .map(|v| {
                 v.split(',')
                     .map(|t| t.trim().trim_start_matches("Bearer ").trim().to_owned())
@@ -76,13 +126,11 @@ pub fn read_check(request: &CheckRequest) -> Asked {
                     .collect()
             })
             .unwrap_or_default(),
-        service: attributes
-            .context_extensions
-            .get(SERVICE_EXTENSION)
-            .cloned(),
-        host: http.host,
-        operation,
-        rpc_id,
+        service: request.service,
+        host: request.host.to_owned(),
+        operation: read.operation,
+        mcp: read.mcp,
+        rpc_id: read.id,
     }
 }
 
@@ -93,23 +141,32 @@ pub fn bearer(value: &str) -> Option<String> {
         .then(|| token.trim().to_owned())
 }
 
-fn mcp_from_metadata(metadata: &HashMap<String, Struct>) -> Option<Operation> {
-    let fields = MCP_METADATA_NAMESPACES
-        .iter()
-        .find_map(|ns| metadata.get(*ns))?;
+fn mcp_from_metadata(fields: &Struct) -> Option<McpRequest> {
     let method = string_field(fields, "method")?;
     let tool = match fields.fields.get("params").and_then(|v| v.kind.as_ref()) {
         Some(Kind::StructValue(params)) => string_field(params, "name"),
         _ => None,
     };
-    Some(Operation::Mcp { method, tool })
+    let id = match fields.fields.get("id").and_then(|v| v.kind.as_ref()) {
+        Some(Kind::StringValue(id)) => Some(serde_json::Value::from(id.clone())),
+        Some(Kind::NumberValue(id)) => serde_json::Number::from_f64(*id).map(|n| {
+            // JSON-RPC ids are usually integers; keep them integers.
+            if id.fract() == 0.0 && id.abs() < 9.0e15 {
+                serde_json::Value::from(*id as i64)
+            } else {
+                serde_json::Value::Number(n)
+            }
+        }),
+        _ => None,
+    };
+    Some(McpRequest { method, tool, id })
 }
 
-fn mcp_from_headers(headers: &HashMap<String, String>) -> Option<Operation> {
-    let method = headers.get("mcp-method")?.clone();
-    Some(Operation::Mcp {
-        method,
-        tool: headers.get("mcp-name").cloned(),
+fn mcp_from_headers<'a>(header: &dyn Fn(&str) -> Option<&'a str>) -> Option<McpRequest> {
+    Some(McpRequest {
+        method: header("mcp-method")?.to_owned(),
+        tool: header("mcp-name").map(str::to_owned),
+        id: None,
     })
 }
 
@@ -160,7 +217,7 @@ mod tests {
 
     use super::*;
     use crate::authority::Reason;
-    use crate::decide::Decision;
+    use crate::decide::{Decision, Operation};
 
     fn string(value: &str) -> Value {
         Value {
@@ -234,20 +291,29 @@ mod tests {
     fn the_mcp_filters_metadata_names_the_method_and_tool_under_either_namespace() {
         for namespace in MCP_METADATA_NAMESPACES {
             let asked = read_check(&check(
-                &[("mcp-method", "tools/call"), ("mcp-name", "header_tool")],
+                &[("mcp-method", "tools/call"), ("mcp-name", "read_doc")],
                 &[(namespace, mcp_struct("tools/call", "read_doc"))],
                 "",
             ));
-            assert_eq!(
-                asked.operation,
-                Operation::Mcp {
-                    method: "tools/call".into(),
-                    tool: Some("read_doc".into())
-                },
-                "{namespace}"
-            );
+            assert_eq!(asked.operation, Ok(tool_call("read_doc")), "{namespace}");
+            assert!(asked.mcp);
             assert_eq!(asked.rpc_id, Some(serde_json::json!(3)));
         }
+    }
+
+    #[test]
+    fn a_header_naming_another_tool_than_the_mcp_filter_read_is_unreadable() {
+        let asked = read_check(&check(
+            &[("mcp-method", "tools/call"), ("mcp-name", "read_doc")],
+            &[(
+                MCP_METADATA_NAMESPACES[0],
+                mcp_struct("tools/call", "delete_doc"),
+            )],
+            "",
+        ));
+        assert!(asked.operation.is_err(), "{asked:?}");
+        assert!(asked.mcp);
+        assert_eq!(asked.rpc_id, Some(serde_json::json!(3)));
     }
 
     #[test]
@@ -257,21 +323,64 @@ mod tests {
             &[],
             "",
         ));
-        assert_eq!(
-            asked.operation,
-            Operation::Mcp {
-                method: "tools/call".into(),
-                tool: Some("write_doc".into())
-            }
-        );
+        assert_eq!(asked.operation, Ok(tool_call("write_doc")));
         let asked = read_check(&check(&[], &[], ""));
         assert_eq!(
             asked.operation,
-            Operation::Http {
+            Ok(Operation::Http {
                 method: "POST".into(),
                 path: "/mcp".into()
-            }
+            })
         );
+        assert!(!asked.mcp);
+    }
+
+    #[test]
+    fn a_forwarded_body_is_read_and_must_agree_with_the_headers() {
+        let body =
+            r#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"delete_doc"}}"#;
+        let mut request = check(&[], &[], "");
+        let http = |r: &mut CheckRequest| {
+            r.attributes
+                .as_mut()
+                .and_then(|a| a.request.as_mut())
+                .and_then(|r| r.http.as_mut())
+                .map(|h| {
+                    h.body = body.into();
+                })
+        };
+        http(&mut request);
+        let asked = read_check(&request);
+        assert_eq!(asked.operation, Ok(tool_call("delete_doc")));
+        assert_eq!(asked.rpc_id, Some(serde_json::json!("a")));
+
+        let mut lying = check(
+            &[("mcp-method", "tools/call"), ("mcp-name", "read_doc")],
+            &[],
+            "",
+        );
+        http(&mut lying);
+        assert!(read_check(&lying).operation.is_err());
+
+        // Envoy says it cut the body: the headers cannot be checked against it.
+        let mut cut = check(
+            &[
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "delete_doc"),
+                (PARTIAL_BODY_HEADER, "true"),
+            ],
+            &[],
+            "",
+        );
+        http(&mut cut);
+        assert!(read_check(&cut).operation.is_err());
+    }
+
+    fn tool_call(tool: &str) -> Operation {
+        Operation::Mcp {
+            method: "tools/call".into(),
+            tool: Some(tool.into()),
+        }
     }
 
     #[test]

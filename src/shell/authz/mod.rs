@@ -1,13 +1,15 @@
 //! The decision service: gateways ask, mandate decides each tool call. A protocol's request in
-//! (Envoy ext_authz over gRPC, the AuthZEN evaluation API), read into [`Asked`]; the caller's credential verified
-//! (mTLS SPIFFE ID, or a bearer token through TokenReview); `decide::decide` on the latest
-//! authority snapshot at the current instant; an [`Answer`] out with a decision id, one JSON log
-//! line and the metrics. Holds no rule: when the snapshot is not synced or a credential cannot
+//! (Envoy ext_authz over gRPC or HTTP, forward-auth, the AuthZEN evaluation API), read into
+//! [`Asked`]; the caller's credential verified (mTLS SPIFFE ID, or a bearer token through
+//! TokenReview); `decide::decide` on the latest authority snapshot at the current instant; an
+//! [`Answer`] out with a decision id, one JSON log line and the metrics. Holds no rule: when the snapshot is not synced or a credential cannot
 //! be verified, the pure decision refuses.
 
 pub mod authzen;
 pub mod envoy;
 pub mod grpc;
+pub mod http;
+pub mod pods;
 pub mod server;
 pub mod tokens;
 
@@ -22,7 +24,8 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::admission::SnapshotSource;
 use crate::decide::{
-    Authentication, Call, Decision, Operation, Server, decide, parse_host, parse_spiffe_id,
+    Authentication, Call, Decision, Operation, Server, Unreadable, decide, parse_host,
+    parse_spiffe_id,
 };
 use crate::project::{TrustDomain, spiffe_id};
 use crate::telemetry::Metrics;
@@ -41,9 +44,22 @@ pub struct Asked {
     pub service: Option<String>,
     /// The request's Host (`:authority`).
     pub host: String,
-    pub operation: Operation,
+    /// What the call does, or why it cannot be read safely.
+    pub operation: Result<Operation, Unreadable>,
+    /// Whether the call is (or claims to be) an MCP one: a refusal then reads as a JSON-RPC
+    /// error.
+    pub mcp: bool,
     /// The JSON-RPC id of an MCP request, when the gateway passes it: a refusal answers it.
     pub rpc_id: Option<serde_json::Value>,
+}
+
+impl Asked {
+    /// The operation as a log field; `unreadable call` when it could not be read.
+    pub fn describe_operation(&self) -> String {
+        self.operation
+            .as_ref()
+            .map_or_else(|_| "unreadable call".to_owned(), Operation::describe)
+    }
 }
 
 /// A decision with its id, as the gateway gets it back.
@@ -125,8 +141,8 @@ impl Authorizer {
         let answer = Answer {
             id: self.ids.next(),
             decision,
-            operation: asked.operation.describe(),
-            mcp: matches!(asked.operation, Operation::Mcp { .. }),
+            operation: asked.describe_operation(),
+            mcp: asked.mcp,
             rpc_id: asked.rpc_id.clone().unwrap_or(serde_json::Value::Null),
         };
         self.record(protocol, &answer, started.elapsed());

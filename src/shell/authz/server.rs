@@ -1,5 +1,6 @@
 //! The decision service's own TLS port: an address, certificate files and the [`Authorizer`]
-//! in; a listener serving Envoy's ext_authz gRPC service and the AuthZEN API (HTTP/2 or
+//! in; a listener serving Envoy's ext_authz (gRPC, and HTTP with forward-auth) and the AuthZEN
+//! API (HTTP/2 or
 //! HTTP/1.1 over TLS, the certificate reloaded on change, like the webhook's) out, until
 //! shutdown. Never decides anything itself.
 
@@ -26,7 +27,7 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 use super::grpc::GrpcAuthorizer;
-use super::{Authorizer, authzen};
+use super::{Authorizer, authzen, http};
 use crate::webhook::server::{ServeError, handshake, stop_signal};
 use crate::webhook::tls::{CertificateReloader, TlsFiles, server_config};
 
@@ -77,11 +78,17 @@ pub async fn serve(
         GrpcAuthorizer::new(authorizer.clone()),
     )))
     .prepare();
-    let authzen = warp::service(authzen::routes(authorizer));
-    // One port for both: gRPC (Envoy ext_authz) by its content type, the rest is AuthZEN.
+    let authzen = warp::service(authzen::routes(authorizer.clone()));
+    // One port for all: Envoy's HTTP variant and forward-auth by their paths (first, since
+    // they copy the original request's content type, which may be gRPC), gRPC (Envoy
+    // ext_authz) by its content type, the rest is AuthZEN.
     let dispatch = tower::service_fn(move |request: hyper::Request<Incoming>| {
-        let (grpc, authzen) = (grpc.clone(), authzen.clone());
+        let (grpc, authzen, authorizer) = (grpc.clone(), authzen.clone(), authorizer.clone());
         async move {
+            if http::handles(request.uri().path()) {
+                let response = http::check(&authorizer, request).await;
+                return Ok(response.map(|b| b.map_err(BoxError::from).boxed_unsync()));
+            }
             let is_grpc = request
                 .headers()
                 .get(CONTENT_TYPE)
@@ -142,6 +149,6 @@ pub async fn serve(
         connections.abort_all();
         tracing::info!(%local_addr, "decision service stopped");
     });
-    tracing::info!(%local_addr, "decision service listening (Envoy ext_authz gRPC, AuthZEN)");
+    tracing::info!(%local_addr, "decision service listening (Envoy ext_authz gRPC and HTTP, forward-auth, AuthZEN)");
     Ok(AuthzServer { local_addr, task })
 }

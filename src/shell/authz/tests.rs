@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
+use http_body_util::{BodyExt as _, Full};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::tokens::{Reviewed, TokenReviewer, TokenVerifier};
@@ -26,6 +28,7 @@ impl TokenReviewer for ByName {
                 username: format!("system:serviceaccount:agents:{account}"),
                 audiences: vec!["mandate.dev/agents/docs".into()],
                 pod: Some(format!("{account}-0")),
+                pod_uid: Some(format!("uid-{account}-0")),
             })
         })
     }
@@ -76,10 +79,11 @@ fn asked(principal: Option<&str>, bearer: Option<&str>, tool: &str) -> Asked {
         delegators: Vec::new(),
         service: None,
         host: "docs-mcp".into(),
-        operation: Operation::Mcp {
+        operation: Ok(Operation::Mcp {
             method: "tools/call".into(),
             tool: Some(tool.into()),
-        },
+        }),
+        mcp: true,
         rpc_id: None,
     }
 }
@@ -164,4 +168,114 @@ async fn the_gateway_may_name_the_service_instead_of_the_host() {
         authorizer.judge(&named, "grpc").await.decision.code(),
         "UnreadableCall"
     );
+}
+
+/// A check request through Envoy's HTTP variant (or forward-auth), as the gateway sends it.
+fn http_check(path: &str, headers: &[(&str, &str)], body: &str) -> hyper::Request<Full<Bytes>> {
+    let mut request = hyper::Request::post(path);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("a valid request")
+}
+
+fn tools_call(tool: &str) -> String {
+    serde_json::json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": tool}})
+        .to_string()
+}
+
+#[tokio::test]
+async fn envoys_http_variant_reads_the_call_from_the_forwarded_body_and_answers_200_or_403() {
+    let authorizer = authorizer(true);
+    let bearer = format!("Bearer {}", token("reader"));
+    let common = [
+        ("authorization", bearer.as_str()),
+        (envoy::SERVICE_HEADER, "agents/docs-mcp"),
+    ];
+    let allowed = http::check(
+        &authorizer,
+        http_check("/ext-authz/mcp", &common, &tools_call("read_doc")),
+    )
+    .await;
+    assert_eq!(allowed.status(), 200);
+    assert!(allowed.headers().contains_key(envoy::DECISION_HEADER));
+
+    let refused = http::check(
+        &authorizer,
+        http_check("/ext-authz/mcp", &common, &tools_call("write_doc")),
+    )
+    .await;
+    assert_eq!(refused.status(), 403);
+    assert_eq!(
+        refused.headers()[envoy::REASON_HEADER],
+        "OperationNotDeclared"
+    );
+    let body = refused.into_body().collect().await.unwrap().to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        body["id"], 9,
+        "the refusal answers the JSON-RPC request: {body}"
+    );
+
+    // The headers name one tool, the body another: the body is what the server runs.
+    let mut lying = common.to_vec();
+    lying.extend([("mcp-method", "tools/call"), ("mcp-name", "read_doc")]);
+    let refused = http::check(
+        &authorizer,
+        http_check("/ext-authz/mcp", &lying, &tools_call("delete_doc")),
+    )
+    .await;
+    assert_eq!(refused.headers()[envoy::REASON_HEADER], "UnreadableCall");
+    let text = authorizer.metrics.encode().unwrap();
+    for series in [
+        r#"mandate_authz_decisions_total{protocol="http",decision="allowed",reason="Allowed"} 1"#,
+        r#"mandate_authz_decisions_total{protocol="http",decision="denied",reason="UnreadableCall"} 1"#,
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_forward_auth_proxy_names_the_call_in_x_forwarded_headers() {
+    let authorizer = authorizer(true);
+    let bearer = format!("Bearer {}", token("reader"));
+    let forwarded = |method: &'static str, uri: &'static str| {
+        vec![
+            ("authorization", bearer.clone()),
+            ("x-forwarded-method", method.to_owned()),
+            ("x-forwarded-uri", uri.to_owned()),
+            ("x-forwarded-host", "docs-mcp.agents.svc".to_owned()),
+        ]
+    };
+    let ask = |headers: Vec<(&'static str, String)>| {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        http_check(http::FORWARD_AUTH_PATH, &headers, "")
+    };
+    let mut mcp = forwarded("POST", "/mcp");
+    mcp.extend([
+        ("mcp-method", "tools/call".to_owned()),
+        ("mcp-name", "read_doc".to_owned()),
+    ]);
+    assert_eq!(http::check(&authorizer, ask(mcp)).await.status(), 200);
+    // The tool declares no HTTP operations.
+    let plain = http::check(&authorizer, ask(forwarded("GET", "/v1/docs"))).await;
+    assert_eq!(plain.status(), 403);
+    assert_eq!(
+        plain.headers()[envoy::REASON_HEADER],
+        "OperationNotDeclared"
+    );
+    // A forward-auth proxy passes every client header: a client's x-mandate-service is no
+    // gateway's word, the forwarded Host is.
+    let mut steered = forwarded("POST", "/mcp");
+    steered.extend([
+        ("mcp-method", "tools/call".to_owned()),
+        ("mcp-name", "read_doc".to_owned()),
+        (envoy::SERVICE_HEADER, "agents/elsewhere".to_owned()),
+    ]);
+    assert_eq!(http::check(&authorizer, ask(steered)).await.status(), 200);
+    // Nothing forwarded: nothing to judge.
+    let empty = http::check(&authorizer, ask(vec![("authorization", bearer.clone())])).await;
+    assert_eq!(empty.headers()[envoy::REASON_HEADER], "UnreadableCall");
 }

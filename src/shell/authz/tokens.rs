@@ -1,10 +1,15 @@
 //! Bearer tokens verified by the API server: a token in; the caller it proves (namespace,
 //! ServiceAccount, the audiences TokenReview confirmed, the pod it is bound to) or why not out.
 //! A token is never trusted by decoding it: its unverified claims only say which audiences to
-//! ask TokenReview about and how long an answer may be cached. Holds no rule: the decision
-//! itself is `decide::decide`.
+//! ask TokenReview about and how long an answer may be cached. An answer is cached at most
+//! [`MAX_CACHE`]. Once the verifier tracks pods ([`TokenVerifier::track_pods`]) a token is
+//! trusted only while its pod is known to exist: the pod watch's deletion drops it from the
+//! cache at once, and a pod the watch does not know is looked up by name. TokenReview alone
+//! is not enough for that: the API server caches its own answers, and went on authenticating
+//! a deleted pod's recently reviewed token for seconds (seen on kube-apiserver 1.37). Holds no
+//! rule: the decision itself is `decide::decide`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,12 +19,16 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::{Api, PostParams};
 
 use crate::decide::{Authentication, Caller, parse_service_account_username};
+use crate::webhook::pods::PodLookup;
 
 /// The `user.extra` key under which TokenReview names the pod a token is bound to.
 pub const POD_NAME_EXTRA: &str = "authentication.kubernetes.io/pod-name";
+/// The `user.extra` key under which TokenReview gives that pod's UID.
+pub const POD_UID_EXTRA: &str = "authentication.kubernetes.io/pod-uid";
 
-/// How long a verified token is trusted without asking again, at most: a token bound to a pod
-/// that is deleted meanwhile is refused at most this much later (its expiry bounds it too).
+/// How long a verified token is trusted without asking again, at most (its expiry bounds it
+/// too). Pod deletions drop a token at once while the pod watch runs; this bounds how long one
+/// missed (the watch down) is trusted.
 pub const MAX_CACHE: Duration = Duration::from_secs(10);
 /// How long a refusal is remembered, so a flood of one bad token costs one TokenReview.
 const REFUSAL_CACHE: Duration = Duration::from_secs(2);
@@ -46,6 +55,8 @@ pub enum Reviewed {
         audiences: Vec<String>,
         /// The pod the token is bound to, if any.
         pod: Option<String>,
+        /// That pod's UID.
+        pod_uid: Option<String>,
     },
     Refused(String),
 }
@@ -93,15 +104,17 @@ impl TokenReviewer for ApiTokenReviewer {
                 )));
             }
             let user = status.user.unwrap_or_default();
-            let pod = user
-                .extra
-                .as_ref()
-                .and_then(|extra| extra.get(POD_NAME_EXTRA))
-                .and_then(|names| names.first().cloned());
+            let extra = |key: &str| {
+                user.extra
+                    .as_ref()
+                    .and_then(|extra| extra.get(key))
+                    .and_then(|values| values.first().cloned())
+            };
             Ok(Reviewed::Authenticated {
+                pod: extra(POD_NAME_EXTRA),
+                pod_uid: extra(POD_UID_EXTRA),
                 username: user.username.unwrap_or_default(),
                 audiences: status.audiences.unwrap_or_default(),
-                pod,
             })
         })
     }
@@ -111,13 +124,57 @@ impl TokenReviewer for ApiTokenReviewer {
 #[derive(Clone)]
 pub struct TokenVerifier {
     reviewer: Arc<dyn TokenReviewer>,
-    cache: Arc<Mutex<HashMap<String, Cached>>>,
+    cache: Arc<Mutex<Cache>>,
+}
+
+#[derive(Default)]
+struct Cache {
+    answers: HashMap<String, Cached>,
+    /// The pods known to exist, once tracked: `None` until [`TokenVerifier::track_pods`].
+    pods: Option<LivePods>,
+}
+
+struct LivePods {
+    /// The watch has listed and runs: `uids` is current.
+    listed: bool,
+    uids: HashSet<String>,
+    /// Asks the API server about a pod the watch does not know (yet, or while it is down).
+    lookup: Arc<dyn PodLookup>,
+}
+
+/// Whether the pod a verified token is bound to exists.
+enum PodCheck {
+    /// The watch knows it: the answer may be cached.
+    Known,
+    /// The API server has it, though the watch does not (yet): trusted for this call only.
+    Confirmed,
+    /// Gone, replaced, or not confirmable: why.
+    Refused(String),
 }
 
 #[derive(Clone)]
 struct Cached {
     answer: Authentication,
     until: Instant,
+    /// The UID of the pod a verified token is bound to.
+    pod: Option<String>,
+}
+
+impl Cache {
+    /// Whether an answer for a token bound to `pod` may be kept: always without pod tracking;
+    /// with it, only while the pod is known to exist (never on a watch that has not listed).
+    fn may_keep(&self, pod: Option<&str>) -> bool {
+        match (&self.pods, pod) {
+            (None, _) => true,
+            (Some(live), Some(uid)) => live.listed && live.uids.contains(uid),
+            (Some(_), None) => false,
+        }
+    }
+
+    fn forget_pods_not_in(&mut self, keep: impl Fn(&str) -> bool) {
+        self.answers
+            .retain(|_, cached| cached.pod.as_deref().is_none_or(&keep));
+    }
 }
 
 impl TokenVerifier {
@@ -125,6 +182,21 @@ impl TokenVerifier {
         TokenVerifier {
             reviewer,
             cache: Arc::default(),
+        }
+    }
+
+    /// From now on, trusts a token only while its pod is known to exist: the returned handle
+    /// is fed by a watch of agent pods (see `pods`), and a pod the watch does not know is looked
+    /// up through `lookup` (refused when the lookup fails). Only answers for known pods are
+    /// cached.
+    pub fn track_pods(&self, lookup: Arc<dyn PodLookup>) -> PodEvents {
+        self.lock().pods = Some(LivePods {
+            listed: false,
+            uids: HashSet::new(),
+            lookup,
+        });
+        PodEvents {
+            cache: self.cache.clone(),
         }
     }
 
@@ -139,49 +211,153 @@ impl TokenVerifier {
             Ok(claims) => claims,
             Err(why) => return Authentication::Refused(why),
         };
-        let (answer, keep) = match self.reviewer.review(token, claims.audiences).await {
+        let (answer, keep, pod) = match self.reviewer.review(token, claims.audiences).await {
             Err(why) => return Authentication::Refused(why),
-            Ok(Reviewed::Refused(why)) => (Authentication::Refused(why), REFUSAL_CACHE),
+            Ok(Reviewed::Refused(why)) => (Authentication::Refused(why), REFUSAL_CACHE, None),
             Ok(Reviewed::Authenticated {
                 username,
                 audiences,
                 pod,
+                pod_uid,
             }) => {
                 let answer = match (parse_service_account_username(&username), pod) {
                     (Err(why), _) => Authentication::Refused(why),
                     (Ok(_), None) => Authentication::Refused(format!(
                         "the token of {username} is bound to no pod: agents call tools with a projected token of their pod"
                     )),
-                    (Ok((namespace, service_account)), Some(_)) => {
-                        Authentication::Verified(Caller {
-                            namespace,
-                            service_account,
-                            audiences: Some(audiences),
-                        })
+                    (Ok((namespace, service_account)), Some(pod)) => {
+                        match self.check_pod(&namespace, &pod, pod_uid.as_deref()).await {
+                            PodCheck::Refused(why) => return Authentication::Refused(why),
+                            PodCheck::Known | PodCheck::Confirmed => {
+                                Authentication::Verified(Caller {
+                                    namespace,
+                                    service_account,
+                                    audiences: Some(audiences),
+                                })
+                            }
+                        }
                     }
                 };
-                (answer, claims.lifetime.min(MAX_CACHE))
+                (answer, claims.lifetime.min(MAX_CACHE), pod_uid)
             }
         };
-        self.remember(token, answer.clone(), now + keep);
+        self.remember(token, answer.clone(), now + keep, pod);
         answer
     }
 
+    /// Whether pod `namespace/name` (of UID `uid`) exists: known to the watch, else asked of
+    /// the API server by name. Without pod tracking, TokenReview's word is taken.
+    async fn check_pod(&self, namespace: &str, name: &str, uid: Option<&str>) -> PodCheck {
+        let lookup = {
+            let cache = self.lock();
+            let Some(live) = &cache.pods else {
+                return PodCheck::Known;
+            };
+            if live.listed && uid.is_some_and(|uid| live.uids.contains(uid)) {
+                return PodCheck::Known;
+            }
+            live.lookup.clone()
+        };
+        match lookup.metadata(namespace, name).await {
+            Ok(Some(pod)) if uid.is_none_or(|uid| pod.uid.as_deref() == Some(uid)) => {
+                PodCheck::Confirmed
+            }
+            Ok(Some(_)) => PodCheck::Refused(format!(
+                "the token is bound to an earlier pod {namespace}/{name}, which was replaced"
+            )),
+            Ok(None) => PodCheck::Refused(format!(
+                "the pod {namespace}/{name} the token is bound to no longer exists"
+            )),
+            Err(error) => PodCheck::Refused(format!(
+                "cannot confirm that the pod {namespace}/{name} the token is bound to still exists: {error}"
+            )),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn cached(&self, token: &str, now: Instant) -> Option<Authentication> {
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache
+        self.lock()
+            .answers
             .get(token)
             .filter(|c| c.until > now)
             .map(|c| c.answer.clone())
     }
 
-    fn remember(&self, token: &str, answer: Authentication, until: Instant) {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= SWEEP_AT {
-            let now = Instant::now();
-            cache.retain(|_, c| c.until > now);
+    fn remember(&self, token: &str, answer: Authentication, until: Instant, pod: Option<String>) {
+        let mut cache = self.lock();
+        let verified = matches!(answer, Authentication::Verified(_));
+        // The pod may have gone while TokenReview answered: checked under the same lock the
+        // watch's deletions take.
+        if verified && !cache.may_keep(pod.as_deref()) {
+            return;
         }
-        cache.insert(token.to_owned(), Cached { answer, until });
+        if cache.answers.len() >= SWEEP_AT {
+            let now = Instant::now();
+            cache.answers.retain(|_, c| c.until > now);
+        }
+        cache
+            .answers
+            .insert(token.to_owned(), Cached { answer, until, pod });
+    }
+}
+
+/// What a watch of agent pods tells the token cache.
+#[derive(Clone)]
+pub struct PodEvents {
+    cache: Arc<Mutex<Cache>>,
+}
+
+impl PodEvents {
+    fn with_pods(&self, change: impl FnOnce(&mut LivePods, &mut HashMap<String, Cached>)) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let Cache { answers, pods } = &mut *cache;
+        if let Some(live) = pods {
+            change(live, answers);
+        }
+    }
+
+    /// A complete list: these pods exist, no other. Tokens of pods not among them are dropped.
+    pub fn listed(&self, uids: HashSet<String>) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.forget_pods_not_in(|uid| uids.contains(uid));
+        if let Some(live) = &mut cache.pods {
+            live.listed = true;
+            live.uids = uids;
+        }
+    }
+
+    /// A pod was created (or changed).
+    pub fn applied(&self, uid: &str) {
+        self.with_pods(|live, _| {
+            live.uids.insert(uid.to_owned());
+        });
+    }
+
+    /// A pod is gone: its tokens are asked about again (and TokenReview refuses them).
+    pub fn deleted(&self, uid: &str) {
+        self.with_pods(|live, answers| {
+            live.uids.remove(uid);
+            answers.retain(|_, cached| cached.pod.as_deref() != Some(uid));
+        });
+    }
+
+    /// Whether the watch has listed, and the pods it knows (for tests).
+    #[cfg(test)]
+    pub(super) fn known(&self) -> Option<(bool, HashSet<String>)> {
+        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.pods.as_ref().map(|p| (p.listed, p.uids.clone()))
+    }
+
+    /// The watch failed: deletions may be missed until it lists again, so nothing pod-bound is
+    /// trusted from the cache meanwhile.
+    pub fn lost(&self) {
+        self.with_pods(|live, answers| {
+            live.listed = false;
+            answers.retain(|_, cached| cached.pod.is_none());
+        });
     }
 }
 
@@ -225,6 +401,8 @@ impl Claims {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webhook::pods::PodLookupError;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A reviewer answering from a table, counting questions.
@@ -269,6 +447,7 @@ mod tests {
             username: username.into(),
             audiences: vec!["mandate.dev/agents/docs".into()],
             pod: pod.map(str::to_owned),
+            pod_uid: pod.map(|p| format!("uid-{p}")),
         })
     }
 
@@ -341,5 +520,122 @@ mod tests {
             );
         }
         assert_eq!(table.asked.load(Ordering::SeqCst), 0);
+    }
+
+    /// The API server's answer about pod `reader-0` (whose UID is `uid-reader-0`).
+    enum Pod {
+        Exists,
+        Gone,
+        Unreachable,
+    }
+
+    struct Lookup(Pod, AtomicUsize);
+
+    impl PodLookup for Lookup {
+        fn metadata<'a>(
+            &'a self,
+            _namespace: &'a str,
+            name: &'a str,
+        ) -> BoxFuture<'a, Result<Option<ObjectMeta>, PodLookupError>> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            let answer = match self.0 {
+                Pod::Exists => Ok(Some(ObjectMeta {
+                    name: Some(name.to_owned()),
+                    uid: Some(format!("uid-{name}")),
+                    ..ObjectMeta::default()
+                })),
+                Pod::Gone => Ok(None),
+                Pod::Unreachable => Err(PodLookupError::Unavailable),
+            };
+            Box::pin(async move { answer })
+        }
+    }
+
+    fn tracking(pod: Pod) -> (TokenVerifier, Arc<Table>, Arc<Lookup>, PodEvents, String) {
+        let (verifier, table) = verifier(authenticated(
+            "system:serviceaccount:agents:reader",
+            Some("reader-0"),
+        ));
+        let lookup = Arc::new(Lookup(pod, AtomicUsize::new(0)));
+        let pods = verifier.track_pods(lookup.clone());
+        (
+            verifier,
+            table,
+            lookup,
+            pods,
+            jwt("mandate.dev/agents/docs", 600),
+        )
+    }
+
+    async fn verified(verifier: &TokenVerifier, token: &str) -> bool {
+        matches!(verifier.verify(token).await, Authentication::Verified(_))
+    }
+
+    #[tokio::test]
+    async fn a_pod_the_watch_does_not_know_is_looked_up_and_its_token_not_cached() {
+        let (verifier, table, lookup, pods, token) = tracking(Pod::Exists);
+        // The watch has not listed: looked up, asked every time.
+        assert!(verified(&verifier, &token).await);
+        assert!(verified(&verifier, &token).await);
+        assert_eq!(table.asked.load(Ordering::SeqCst), 2);
+        assert_eq!(lookup.1.load(Ordering::SeqCst), 2);
+        // Listed without the pod (a new pod the watch has not seen yet): the same.
+        pods.listed(HashSet::from(["uid-other".to_owned()]));
+        assert!(verified(&verifier, &token).await);
+        assert_eq!(table.asked.load(Ordering::SeqCst), 3);
+        // The pod appears: cached, no lookup.
+        pods.applied("uid-reader-0");
+        assert!(verified(&verifier, &token).await);
+        assert!(verified(&verifier, &token).await);
+        assert_eq!(table.asked.load(Ordering::SeqCst), 4);
+        assert_eq!(lookup.1.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_deleted_pods_token_is_refused_at_once_though_tokenreview_still_vouches_for_it() {
+        // TokenReview (the table) keeps saying "authenticated", as the API server's own cache
+        // does for seconds after the pod is gone.
+        let (verifier, table, _, pods, token) = tracking(Pod::Gone);
+        pods.listed(HashSet::from(["uid-reader-0".to_owned()]));
+        assert!(verified(&verifier, &token).await);
+        assert!(verified(&verifier, &token).await);
+        assert_eq!(table.asked.load(Ordering::SeqCst), 1);
+        pods.deleted("uid-reader-0");
+        match verifier.verify(&token).await {
+            Authentication::Refused(why) => assert!(why.contains("no longer exists"), "{why}"),
+            verified => panic!("a deleted pod's token verified: {verified:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn when_a_pod_cannot_be_looked_up_its_token_is_refused() {
+        let (verifier, _, _, _, token) = tracking(Pod::Unreachable);
+        match verifier.verify(&token).await {
+            Authentication::Refused(why) => assert!(why.contains("cannot confirm"), "{why}"),
+            verified => panic!("verified without confirming the pod: {verified:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_pod_watch_or_a_relist_without_the_pod_drops_its_tokens() {
+        let (verifier, table, _, pods, token) = tracking(Pod::Exists);
+        pods.listed(HashSet::from(["uid-reader-0".to_owned()]));
+        assert!(verified(&verifier, &token).await);
+        pods.lost();
+        assert!(verified(&verifier, &token).await);
+        assert!(verified(&verifier, &token).await);
+        assert_eq!(
+            table.asked.load(Ordering::SeqCst),
+            3,
+            "not cached while lost"
+        );
+        pods.listed(HashSet::from(["uid-reader-0".to_owned()]));
+        assert!(verified(&verifier, &token).await);
+        assert_eq!(table.asked.load(Ordering::SeqCst), 4);
+        assert!(verified(&verifier, &token).await);
+        assert_eq!(table.asked.load(Ordering::SeqCst), 4, "cached again");
+        pods.listed(HashSet::new());
+        assert!(verified(&verifier, &token).await);
+        assert_eq!(table.asked.load(Ordering::SeqCst), 5);
     }
 }

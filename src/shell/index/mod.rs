@@ -478,7 +478,7 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// resource version"), so every index (and with it the webhook's view) stayed stale for up to
 /// a minute. Nine watches retrying every five seconds cost an API server nothing.
 #[derive(Debug)]
-struct WatchBackoff {
+pub(crate) struct WatchBackoff {
     next: Duration,
     jitter: std::hash::RandomState,
 }
@@ -560,7 +560,7 @@ where
 /// from the last resourceVersion it saw (bookmarks keep that recent, so no relist). kube's
 /// default is 290 s: a watch that stops delivering without failing (a stall across an API
 /// server restart) would leave the index, and the webhook's view, stale that long.
-const WATCH_SECONDS: u32 = 60;
+pub(crate) const WATCH_SECONDS: u32 = 60;
 
 impl<K: Resource> AuthorityHook<K>
 where

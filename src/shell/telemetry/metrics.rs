@@ -86,7 +86,7 @@ struct KindLabels {
 /// Labels of `mandate_authz_decisions_total`: all from closed sets.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AuthzLabels {
-    /// `grpc` (Envoy ext_authz), later `http` and `authzen`.
+    /// `grpc` (Envoy ext_authz), `http` (its HTTP variant and forward-auth) or `authzen`.
     protocol: Cow<'static, str>,
     /// `allowed` or `denied`.
     decision: Cow<'static, str>,
