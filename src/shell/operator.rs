@@ -239,6 +239,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let index::Subscriptions {
         controllers: controller_subscriptions,
         snapshot: snapshot_subscriptions,
+        pod_presence,
     } = index.subscriptions;
     let snapshots = SnapshotSource::default();
     tokio::spawn(publish_snapshots(
@@ -292,7 +293,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // A deleted agent pod's tokens are refused at once (pods the watch does not know are
     // looked up by name).
     let pod_events = tokens.track_pods(Arc::new(client.clone()));
-    tokio::spawn(crate::authz::pods::watch(client.clone(), pod_events));
+    tokio::spawn(crate::authz::pods::follow(pod_presence, pod_events));
     let authorizer = Authorizer::new(
         snapshots.clone(),
         tokens,

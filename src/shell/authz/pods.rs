@@ -1,57 +1,23 @@
-//! The agent pods that exist, for the token verifier: a metadata-only watch of pods labelled
-//! `mandate.dev/agent` in; their UIDs, each deletion and each failure of the watch out, to
-//! [`PodEvents`], so a deleted pod's tokens stop being trusted at once (agent pods' tokens are
-//! what agents call tools with). Keeps nothing but UIDs; never writes.
-
-use std::collections::HashSet;
+//! The agent pods that exist, for the token verifier: the index's pod watch's
+//! [`PodPresence`] changes in; each list, change, deletion and failure out, to [`PodEvents`], so
+//! a deleted pod's tokens stop being trusted at once (agent pods' tokens are what agents call
+//! tools with). One watch of agent pods serves this and `CredentialsStale`. Never writes.
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::Pod;
-use kube::core::PartialObjectMeta;
-use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event, watcher};
-use kube::{Api, Client};
 
 use super::tokens::PodEvents;
-use crate::api::AGENT_LABEL;
-use crate::index::{WATCH_SECONDS, WatchBackoff};
+use crate::index::PodPresence;
 
-/// Watches agent pods until the process ends, telling `events` what exists.
-pub async fn watch(client: Client, events: PodEvents) {
-    let config = watcher::Config::default()
-        .labels(AGENT_LABEL)
-        .timeout(WATCH_SECONDS);
-    // An Api of PartialObjectMeta makes metadata-only requests.
-    let pods = Api::<PartialObjectMeta<Pod>>::all(client);
-    let stream = watcher(pods, config).backoff(WatchBackoff::default());
-    follow(stream, events).await;
-}
-
-/// Feeds `events` from a watch's events (separate from the API for tests).
-pub async fn follow(
-    stream: impl Stream<Item = watcher::Result<Event<PartialObjectMeta<Pod>>>>,
-    events: PodEvents,
-) {
-    let uid = |pod: &PartialObjectMeta<Pod>| pod.metadata.uid.clone();
-    let mut relisting: HashSet<String> = HashSet::new();
-    let mut stream = std::pin::pin!(stream);
-    while let Some(event) = stream.next().await {
-        match event {
-            Ok(Event::Init) => relisting.clear(),
-            Ok(Event::InitApply(pod)) => relisting.extend(uid(&pod)),
-            Ok(Event::InitDone) => events.listed(std::mem::take(&mut relisting)),
-            Ok(Event::Apply(pod)) => {
-                if let Some(uid) = uid(&pod) {
-                    events.applied(&uid);
-                }
-            }
-            Ok(Event::Delete(pod)) => {
-                if let Some(uid) = uid(&pod) {
-                    events.deleted(&uid);
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "agent pod watch failed; tokens are verified on every call until it lists again");
+/// Feeds `events` from the pod watch until it ends.
+pub async fn follow(presence: impl Stream<Item = PodPresence>, events: PodEvents) {
+    let mut presence = std::pin::pin!(presence);
+    while let Some(change) = presence.next().await {
+        match change {
+            PodPresence::Listed(uids) => events.listed(uids),
+            PodPresence::Applied(uid) => events.applied(&uid),
+            PodPresence::Deleted(uid) => events.deleted(&uid),
+            PodPresence::Lost => {
+                tracing::warn!("agent pod watch failed; tokens are verified on every call until it lists again");
                 events.lost();
             }
         }
@@ -60,6 +26,7 @@ pub async fn follow(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
     use std::sync::Arc;
 
     use futures::future::BoxFuture;
@@ -76,17 +43,11 @@ mod tests {
         }
     }
 
-    fn pod(uid: &str) -> PartialObjectMeta<Pod> {
-        let mut pod = PartialObjectMeta::<Pod>::default();
-        pod.metadata.uid = Some(uid.into());
-        pod
-    }
-
     fn uids(names: &[&str]) -> HashSet<String> {
         names.iter().map(|n| (*n).to_owned()).collect()
     }
 
-    async fn after(events: Vec<watcher::Result<Event<PartialObjectMeta<Pod>>>>) -> PodEvents {
+    async fn after(events: Vec<PodPresence>) -> PodEvents {
         let pods = TokenVerifier::new(Arc::new(Never)).track_pods(Arc::new(NoPodLookup));
         follow(futures::stream::iter(events), pods.clone()).await;
         pods
@@ -95,12 +56,9 @@ mod tests {
     #[tokio::test]
     async fn a_list_then_changes_keep_the_set_of_existing_pods() {
         let pods = after(vec![
-            Ok(Event::Init),
-            Ok(Event::InitApply(pod("a"))),
-            Ok(Event::InitApply(pod("b"))),
-            Ok(Event::InitDone),
-            Ok(Event::Apply(pod("c"))),
-            Ok(Event::Delete(pod("a"))),
+            PodPresence::Listed(uids(&["a", "b"])),
+            PodPresence::Applied("c".into()),
+            PodPresence::Deleted("a".into()),
         ])
         .await;
         assert_eq!(pods.known(), Some((true, uids(&["b", "c"]))));
@@ -108,22 +66,13 @@ mod tests {
 
     #[tokio::test]
     async fn a_failure_unlists_until_the_next_complete_list_replaces_the_set() {
-        let failed = after(vec![
-            Ok(Event::Init),
-            Ok(Event::InitApply(pod("a"))),
-            Ok(Event::InitDone),
-            Err(watcher::Error::NoResourceVersion),
-        ])
+        let failed = after(vec![PodPresence::Listed(uids(&["a"])), PodPresence::Lost])
         .await;
         assert_eq!(failed.known().map(|k| k.0), Some(false));
         let relisted = after(vec![
-            Ok(Event::Init),
-            Ok(Event::InitApply(pod("a"))),
-            Ok(Event::InitDone),
-            Err(watcher::Error::NoResourceVersion),
-            Ok(Event::Init),
-            Ok(Event::InitApply(pod("b"))),
-            Ok(Event::InitDone),
+            PodPresence::Listed(uids(&["a"])),
+            PodPresence::Lost,
+            PodPresence::Listed(uids(&["b"])),
         ])
         .await;
         assert_eq!(relisted.known(), Some((true, uids(&["b"]))));

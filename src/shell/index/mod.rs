@@ -42,7 +42,7 @@ mod projections;
 mod subscriptions;
 mod watches;
 pub use health::{Stalled, WatchHealth};
-pub use pods::{AgentPods, PodChanges};
+pub use pods::{AgentPods, PodChanges, PodPresence, PodPresenceChanges};
 use projections::AuthorityHook;
 pub use projections::Versions;
 pub use subscriptions::{

@@ -1,14 +1,15 @@
-//! Agent pods as the `CredentialsStale` condition reads them: a metadata-only watch of pods
-//! labelled `mandate.dev/agent` in; out, per (namespace, agent), each pod's name and its
-//! `mandate.dev/tool-credentials` annotation ([`AgentPods`]; nothing else of a pod is kept), and
-//! the identity whose pods changed, to every subscribed channel (the AgentIdentity controller
-//! reconciles it). Terminating pods count as gone. Never writes to the API server.
+//! Agent pods, from one metadata-only watch of pods labelled `mandate.dev/agent`. Out: as the
+//! `CredentialsStale` condition reads them, per (namespace, agent), each pod's name and its
+//! `mandate.dev/tool-credentials` annotation ([`AgentPods`]; terminating pods count as gone),
+//! and the identity whose pods changed, to every subscribed channel (the AgentIdentity
+//! controller reconciles it); and which pods exist by UID ([`PodPresence`]), to the decision
+//! service's token cache. Nothing else of a pod is kept. Never writes to the API server.
 //!
 //! An identity assessed before the first list is done gets no pods (`None`: its condition is
 //! left as it was, never reported False from an empty cache) and is woken again once the list
 //! is in.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::channel::mpsc;
@@ -179,19 +180,41 @@ impl PodMap {
     }
 }
 
-/// The watch of agent pods before it starts: the identity controller subscribes to it.
+/// The watch of agent pods before it starts: the identity controller subscribes to the
+/// identities whose pods change, the decision service to which pods exist.
 #[derive(Default)]
 pub(super) struct PodWatch {
     woken: Fanout<ObjectRef<AgentIdentity>>,
+    presence: Fanout<PodPresence>,
 }
 
 /// The identities whose pods changed.
 pub type PodChanges = mpsc::UnboundedReceiver<ObjectRef<AgentIdentity>>;
 
+/// Which agent pods exist, by UID, as the watch learns it: the decision service trusts a
+/// token only while the pod it is bound to exists. Terminating pods still exist.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PodPresence {
+    /// A complete list: these pods exist, no other.
+    Listed(HashSet<String>),
+    Applied(String),
+    Deleted(String),
+    /// The watch failed: what it said may be stale until the next `Listed`.
+    Lost,
+}
+
+/// The stream of [`PodPresence`] changes.
+pub type PodPresenceChanges = mpsc::UnboundedReceiver<PodPresence>;
+
 impl PodWatch {
     /// The identities whose pods change (appear, go, change their credentials annotation).
     pub fn subscribe(&mut self) -> PodChanges {
         self.woken.subscribe()
+    }
+
+    /// Which agent pods exist.
+    pub fn subscribe_presence(&mut self) -> PodPresenceChanges {
+        self.presence.subscribe()
     }
 
     /// Runs `events` into `pods` until they end, waking the subscribed.
@@ -206,6 +229,7 @@ impl PodWatch {
             let changed = match event {
                 Err(error) => {
                     tracing::warn!(%error, kind = "Pod", "watch failed; retrying");
+                    self.presence.send(PodPresence::Lost);
                     continue;
                 }
                 Ok(watcher::Event::Init) => {
@@ -218,10 +242,22 @@ impl PodWatch {
                 }
                 Ok(watcher::Event::InitDone) => {
                     tracing::debug!(pods = relist.len(), "agent pods listed");
+                    let uids = relist.iter().filter_map(|pod| pod.uid.clone()).collect();
+                    self.presence.send(PodPresence::Listed(uids));
                     pods.replace(std::mem::take(&mut relist).iter())
                 }
-                Ok(watcher::Event::Apply(pod)) => pods.apply(&pod.metadata),
-                Ok(watcher::Event::Delete(pod)) => pods.delete(&pod.metadata).into_iter().collect(),
+                Ok(watcher::Event::Apply(pod)) => {
+                    if let Some(uid) = &pod.metadata.uid {
+                        self.presence.send(PodPresence::Applied(uid.clone()));
+                    }
+                    pods.apply(&pod.metadata)
+                }
+                Ok(watcher::Event::Delete(pod)) => {
+                    if let Some(uid) = &pod.metadata.uid {
+                        self.presence.send(PodPresence::Deleted(uid.clone()));
+                    }
+                    pods.delete(&pod.metadata).into_iter().collect()
+                }
             };
             for (namespace, agent) in changed {
                 self.woken.send(ObjectRef::new(&agent).within(&namespace));

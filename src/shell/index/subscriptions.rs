@@ -21,7 +21,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBind
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ReflectHandle;
 
-use super::pods::PodChanges;
+use super::pods::{PodChanges, PodPresenceChanges};
 use super::watches::Watches;
 use crate::api::{AgentIdentity, DelegationPolicy, ToolBinding};
 
@@ -44,6 +44,8 @@ pub type Deletions<K> = mpsc::UnboundedReceiver<Arc<K>>;
 pub struct Subscriptions {
     pub controllers: ControllerSubscriptions,
     pub snapshot: SnapshotSubscriptions,
+    /// The decision service's token cache: which agent pods exist.
+    pub pod_presence: PodPresenceChanges,
 }
 
 impl Subscriptions {
@@ -51,6 +53,7 @@ impl Subscriptions {
         Subscriptions {
             controllers: ControllerSubscriptions::subscribe(watches),
             snapshot: SnapshotSubscriptions::subscribe(watches),
+            pod_presence: watches.agent_pods.subscribe_presence(),
         }
     }
 }
