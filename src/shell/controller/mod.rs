@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use kube::Client;
 use kube::runtime::Controller;
-use kube::runtime::controller::{Action, Config as ControllerConfig};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Error as ControllerError};
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::watch;
 
@@ -290,7 +290,7 @@ pub async fn run(
                 error_policy("AgentIdentity"),
                 ctx.clone(),
             )
-            .for_each(|_| futures::future::ready(()))
+            .for_each(|outcome| log_outcome("AgentIdentity", outcome))
     };
 
     let binding_controller = {
@@ -313,7 +313,7 @@ pub async fn run(
             .reconcile_all_on(on_becoming_leader(ctx.leader.clone()))
             .graceful_shutdown_on(shutdown.clone())
             .run(binding::reconcile, error_policy("ToolBinding"), ctx.clone())
-            .for_each(|_| futures::future::ready(()))
+            .for_each(|outcome| log_outcome("ToolBinding", outcome))
     };
 
     let policy_controller = {
@@ -351,7 +351,7 @@ pub async fn run(
                 error_policy("DelegationPolicy"),
                 ctx.clone(),
             )
-            .for_each(|_| futures::future::ready(()))
+            .for_each(|outcome| log_outcome("DelegationPolicy", outcome))
     };
 
     // The default deny of each namespace: its mode label and whether it holds an identity.
@@ -380,7 +380,7 @@ pub async fn run(
             .reconcile_all_on(on_becoming_leader(ctx.leader.clone()))
             .graceful_shutdown_on(shutdown)
             .run(namespace::reconcile, error_policy("Namespace"), ctx)
-            .for_each(|_| futures::future::ready(()))
+            .for_each(|outcome| log_outcome("Namespace", outcome))
     };
 
     tokio::join!(
@@ -389,6 +389,31 @@ pub async fn run(
         policy_controller,
         namespace_controller
     );
+}
+
+/// What a controller yields for each request: the reconciled object at debug level, and at
+/// warn what kube's runtime could not do (a trigger naming an object its store lacks, a
+/// trigger stream's error), which would otherwise vanish without a trace.
+fn log_outcome<K, QueueError>(
+    kind: &'static str,
+    outcome: Result<(ObjectRef<K>, Action), ControllerError<ReconcileError, QueueError>>,
+) -> futures::future::Ready<()>
+where
+    K: kube::Resource,
+    K::DynamicType: std::fmt::Debug,
+    QueueError: std::error::Error,
+{
+    match outcome {
+        Ok((object, action)) => tracing::debug!(kind, %object, ?action, "reconciled"),
+        // `error_policy` has logged it.
+        Err(ControllerError::ReconcilerFailed(..)) => {}
+        // Deleted between its trigger and its reconcile: nothing to do.
+        Err(ControllerError::ObjectNotFound(object)) => {
+            tracing::debug!(kind, %object, "gone before its reconcile");
+        }
+        Err(error) => tracing::warn!(kind, %error, "controller"),
+    }
+    futures::future::ready(())
 }
 
 /// Invalid specs wait for a change (a status condition already says why); API errors back off

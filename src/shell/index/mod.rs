@@ -131,9 +131,9 @@ pub const WATCHED_KINDS: [&str; 13] = [
 /// watches of the four kinds it is made of: each change costs O(log n) and each reader gets an
 /// O(1) clone (see [`Authority`]), where rebuilding per reconcile cost O(namespace).
 ///
-/// A change is applied right after its store write and its dispatch to the controllers, so a
-/// reconcile could be woken before the change it was woken for is applied: [`current`] first
-/// waits until every change that had entered a watch when it was called is applied, and until
+/// Each watch applies its changes in order, but watches run side by side: a reconcile woken by
+/// one kind's change may start before another kind's earlier change is applied (or before the
+/// projection watches apply theirs, which dispatch first), so [`current`] first waits until every change that had entered a watch when it was called is applied, and until
 /// each of the four kinds has listed once. A reconcile therefore never reads an authority
 /// older than the event that triggered it, nor one that lacks a kind still being listed (a
 /// binding judged before the identities are known would be reported MissingIdentity).

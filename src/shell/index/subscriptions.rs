@@ -19,10 +19,9 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::ReflectHandle;
 
 use super::pods::{PodChanges, PodPresenceChanges};
-use super::watches::Watches;
+use super::watches::{Applied, Watches};
 use crate::api::{AgentIdentity, DelegationPolicy, ToolBinding};
 
 /// Changes of a kind that wake reconciles of another (or of other objects of the same kind),
@@ -38,9 +37,9 @@ pub type Related<K> = BoxStream<'static, Arc<K>>;
 /// Objects of a kind deleted, which shared subscriptions never carry.
 pub type Deletions<K> = mpsc::UnboundedReceiver<Arc<K>>;
 
-/// Every consumer's subscriptions. Each must be polled by its consumer (or dropped): a shared
-/// watch waits for its slowest subscriber once that one is a full buffer behind (1,024 events,
-/// `SUBSCRIBER_BUFFER`), so a subscription held but never polled stalls its watch for everyone.
+/// Every consumer's subscriptions. Each must be polled by its consumer (or dropped): the
+/// watches never wait on a subscriber, so a subscription held but never polled grows without
+/// bound.
 pub struct Subscriptions {
     pub controllers: ControllerSubscriptions,
     pub snapshot: SnapshotSubscriptions,
@@ -80,7 +79,7 @@ impl ControllerSubscriptions {
 /// What wakes the AgentIdentity controller.
 pub struct IdentityControllerSubscriptions {
     /// Drives the controller: every AgentIdentity.
-    pub primary: ReflectHandle<AgentIdentity>,
+    pub primary: Applied<AgentIdentity>,
     /// An identity's changes re-reconcile the agents delegating to or from it.
     pub identities: Related<AgentIdentity>,
     pub bindings: Related<ToolBinding>,
@@ -88,8 +87,8 @@ pub struct IdentityControllerSubscriptions {
     /// Changes of the projections it owns, by anyone (the controller drops its own echoes).
     pub service_accounts: Related<PartialObjectMeta<ServiceAccount>>,
     pub network_policies: Related<PartialObjectMeta<NetworkPolicy>>,
-    pub services: ReflectHandle<Service>,
-    pub endpoint_slices: ReflectHandle<EndpointSlice>,
+    pub services: Applied<Service>,
+    pub endpoint_slices: Applied<EndpointSlice>,
     pub deleted_identities: Deletions<AgentIdentity>,
     pub deleted_bindings: Deletions<ToolBinding>,
     pub deleted_policies: Deletions<DelegationPolicy>,
@@ -192,7 +191,7 @@ impl RbacSubscriptions {
 /// What wakes the namespace controller (the default deny of each namespace).
 pub struct NamespaceControllerSubscriptions {
     /// Drives the controller: every Namespace (its mode label decides the default deny).
-    pub primary: ReflectHandle<PartialObjectMeta<Namespace>>,
+    pub primary: Applied<PartialObjectMeta<Namespace>>,
     /// Whether a namespace holds an identity decides it too.
     pub identities: Related<AgentIdentity>,
     pub deleted_identities: Deletions<AgentIdentity>,
@@ -217,7 +216,7 @@ impl NamespaceControllerSubscriptions {
 /// What wakes the ToolBinding controller.
 pub struct BindingControllerSubscriptions {
     /// Drives the controller: every ToolBinding.
-    pub primary: ReflectHandle<ToolBinding>,
+    pub primary: Applied<ToolBinding>,
     /// An identity's changes re-validate its ToolBindings.
     pub identities: Related<AgentIdentity>,
     pub deleted_identities: Deletions<AgentIdentity>,
@@ -236,7 +235,7 @@ impl BindingControllerSubscriptions {
 /// What wakes the DelegationPolicy controller.
 pub struct PolicyControllerSubscriptions {
     /// Drives the controller: every DelegationPolicy.
-    pub primary: ReflectHandle<DelegationPolicy>,
+    pub primary: Applied<DelegationPolicy>,
     /// An identity's changes re-validate the DelegationPolicies naming it.
     pub identities: Related<AgentIdentity>,
     pub bindings: Related<ToolBinding>,
@@ -258,12 +257,12 @@ impl PolicyControllerSubscriptions {
 
 /// What the admission snapshot publisher consumes: every kind admission decisions read.
 pub struct SnapshotSubscriptions {
-    pub identities: ReflectHandle<AgentIdentity>,
-    pub bindings: ReflectHandle<ToolBinding>,
-    pub policies: ReflectHandle<DelegationPolicy>,
+    pub identities: Applied<AgentIdentity>,
+    pub bindings: Applied<ToolBinding>,
+    pub policies: Applied<DelegationPolicy>,
     pub service_accounts: mpsc::UnboundedReceiver<()>,
-    pub namespaces: ReflectHandle<PartialObjectMeta<Namespace>>,
-    pub secrets: ReflectHandle<PartialObjectMeta<Secret>>,
+    pub namespaces: Applied<PartialObjectMeta<Namespace>>,
+    pub secrets: Applied<PartialObjectMeta<Secret>>,
     /// RBAC changes: a new dangerous grant reaches admission within one snapshot refresh.
     pub rbac: RbacSubscriptions,
 }

@@ -17,7 +17,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBind
 use kube::Resource;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::{self, ReflectHandle, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 
 use super::pods::PodWatch;
@@ -26,11 +26,17 @@ use super::subscriptions::{Deletions, Related};
 use super::{Feed, Listed, Relists, WatchBackoff};
 use crate::api::{AgentIdentity, DelegationPolicy, ToolBinding};
 
-/// Buffer of each shared stream: how many events a slow subscriber may lag behind before the
-/// watch waits for it. Allocated up front per watch (about 100 bytes a slot): 65,536 slots
-/// cost 7 MB per watch. Subscribers are polled continuously (kube's scheduler drains its
-/// triggers even at full concurrency), so a burst is only slowed, never stalled.
-pub(super) const SUBSCRIBER_BUFFER: usize = 1024;
+/// The objects a shared watch applied, as one subscription receives them.
+///
+/// Not kube's `ReflectHandle`: it carries object references and reads each object from the
+/// store when polled, and an object deleted in between (an Apply and a Delete in quick
+/// succession, as when a namespace goes) made it return `Pending` without arranging to be
+/// woken, so the subscription, and the controller it drove, went deaf for good (seen in e2e:
+/// after a test's namespace was deleted, the next test's ToolBinding woke no reconcile). Here
+/// each subscription gets the applied object itself, over an unbounded channel: controllers
+/// drain their triggers continuously (kube's scheduler does so even at full concurrency), a
+/// dropped subscription is skipped, and the watch never waits on a subscriber.
+pub type Applied<K> = mpsc::UnboundedReceiver<Arc<K>>;
 
 /// Every watch the index runs, not started yet: consumers subscribe through its fields (see
 /// `subscriptions`), then `build` starts each one.
@@ -85,6 +91,7 @@ where
 {
     reader: Store<K>,
     writer: reflector::store::Writer<K>,
+    applied: Fanout<Arc<K>>,
     deletions: Fanout<Arc<K>>,
     listed: Listed,
 }
@@ -105,22 +112,19 @@ where
     K::DynamicType: Eq + std::hash::Hash + Clone + Default + Send + Sync,
 {
     fn new(listed: &Listed) -> Self {
-        let (reader, writer) = reflector::store_shared(SUBSCRIBER_BUFFER);
+        let writer = reflector::store::Writer::default();
         SharedWatch {
-            reader,
+            reader: writer.as_reader(),
             writer,
+            applied: Fanout::default(),
             deletions: Fanout::default(),
             listed: listed.clone(),
         }
     }
 
     /// A subscription to every object the watch applies, the first list's included.
-    pub fn subscribe(&mut self) -> ReflectHandle<K> {
-        match self.writer.subscribe() {
-            Some(subscription) => subscription,
-            // `subscribe` returns None only for writers made without a buffer (not store_shared).
-            None => unreachable!("a writer made by store_shared always hands out subscriptions"),
-        }
+    pub fn subscribe(&mut self) -> Applied<K> {
+        self.applied.subscribe()
     }
 
     /// A subscription without the first list's dispatch (see [`Related`]).
@@ -146,6 +150,7 @@ where
         let SharedWatch {
             reader,
             writer,
+            applied,
             deletions,
             listed,
         } = self;
@@ -168,7 +173,7 @@ where
                     feed.live.entered(feed.index);
                 }
             })
-            .reflect_shared(writer)
+            .reflect(writer)
             .for_each(move |event| {
                 if let (Ok(event), Some(feed)) = (&event, &feed) {
                     (feed.apply)(&feed.live, &store, event);
@@ -180,7 +185,16 @@ where
                     Ok(watcher::Event::InitDone) => {
                         let kind = K::kind(&Default::default()).into_owned();
                         tracing::debug!(%kind, "listed");
+                        // What the list holds, as stored: every subscriber sees it once.
+                        for object in store.state() {
+                            applied.send(object);
+                        }
                         listed.mark(&kind);
+                    }
+                    Ok(watcher::Event::Apply(object)) => {
+                        // The store's own copy, shared rather than cloned again.
+                        let stored = store.get(&ObjectRef::from_obj(&object));
+                        applied.send(stored.unwrap_or_else(|| Arc::new(object)));
                     }
                     Ok(watcher::Event::Delete(object)) => deletions.send(Arc::new(object)),
                     Ok(_) => {}
@@ -372,29 +386,46 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_unpolled_subscription_holds_back_the_others_only_once_a_full_buffer_behind() {
+    async fn an_unpolled_subscription_never_holds_back_the_others() {
         let mut watch = SharedWatch::new(&Listed::new());
-        let mut polled = watch.subscribe();
-        let unpolled = watch.subscribe();
-        let started = start(watch, applies(SUBSCRIBER_BUFFER + 1));
-        let run = tokio::spawn(started.run);
-        for i in 0..SUBSCRIBER_BUFFER {
-            let object = within_a_second(polled.next()).await;
-            assert_eq!(names(object.into_iter().collect()), [format!("s{i}")]);
-        }
-        let next = tokio::time::timeout(Duration::from_millis(50), polled.next()).await;
-        assert!(
-            next.is_err(),
-            "the watch waits for the unpolled subscription"
-        );
-        assert!(!run.is_finished());
+        let polled = watch.subscribe();
+        let _unpolled = watch.subscribe();
+        within_a_second(start(watch, applies(5_000)).run).await;
+        assert_eq!(polled.count().await, 5_000);
+    }
 
-        drop(unpolled);
-        let object = within_a_second(polled.next()).await;
+    /// kube's ReflectHandle read each object from the store when polled; one deleted in between
+    /// left the subscription pending for good, and every later change unseen.
+    #[tokio::test]
+    async fn an_object_deleted_before_its_subscriber_reads_it_does_not_silence_the_subscription() {
+        let mut watch = SharedWatch::new(&Listed::new());
+        let mut subscription = watch.subscribe();
+        let (mut events, stream) = mpsc::unbounded();
+        let run = tokio::spawn(watch.start(stream, None, slim).run);
+        for event in [
+            Event::Init,
+            Event::InitDone,
+            Event::Apply(service("brief")),
+            Event::Delete(service("brief")),
+        ] {
+            events
+                .send(Ok(event))
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        // Let the watch store and delete `brief` before the subscriber reads anything.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        events
+            .send(Ok(Event::Apply(service("next"))))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let first = within_a_second(subscription.next()).await;
+        let second = within_a_second(subscription.next()).await;
         assert_eq!(
-            names(object.into_iter().collect()),
-            [format!("s{SUBSCRIBER_BUFFER}")]
+            names(first.into_iter().chain(second).collect()),
+            ["brief", "next"]
         );
+        drop(events);
         within_a_second(run).await.unwrap_or_else(|e| panic!("{e}"));
     }
 
@@ -403,10 +434,10 @@ mod tests {
         let mut watch = SharedWatch::new(&Listed::new());
         drop(watch.subscribe());
         drop(watch.subscribe_deletions());
-        within_a_second(start(watch, applies(3 * SUBSCRIBER_BUFFER)).run).await;
+        within_a_second(start(watch, applies(3_000)).run).await;
 
         let watch = SharedWatch::new(&Listed::new());
-        within_a_second(start(watch, applies(3 * SUBSCRIBER_BUFFER)).run).await;
+        within_a_second(start(watch, applies(3_000)).run).await;
     }
 
     #[tokio::test]
