@@ -17,7 +17,9 @@ pub async fn follow(presence: impl Stream<Item = PodPresence>, events: PodEvents
             PodPresence::Applied(uid) => events.applied(&uid),
             PodPresence::Deleted(uid) => events.deleted(&uid),
             PodPresence::Lost => {
-                tracing::warn!("agent pod watch failed; tokens are verified on every call until it lists again");
+                tracing::warn!(
+                    "agent pod watch failed; tokens are verified on every call until it lists again"
+                );
                 events.lost();
             }
         }
@@ -66,8 +68,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failure_unlists_until_the_next_complete_list_replaces_the_set() {
-        let failed = after(vec![PodPresence::Listed(uids(&["a"])), PodPresence::Lost])
-        .await;
+        let failed = after(vec![PodPresence::Listed(uids(&["a"])), PodPresence::Lost]).await;
         assert_eq!(failed.known().map(|k| k.0), Some(false));
         let relisted = after(vec![
             PodPresence::Listed(uids(&["a"])),

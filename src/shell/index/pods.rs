@@ -274,6 +274,7 @@ mod tests {
         let mut pod = PartialObjectMeta::<Pod>::default();
         pod.metadata.namespace = Some("team".into());
         pod.metadata.name = Some(name.into());
+        pod.metadata.uid = Some(format!("uid-{name}"));
         pod.metadata.labels = agent.map(|a| [(AGENT_LABEL.to_owned(), a.to_owned())].into());
         pod.metadata.annotations =
             credentials.map(|c| [(TOOL_CREDENTIALS_ANNOTATION.to_owned(), c.to_owned())].into());
@@ -294,6 +295,33 @@ mod tests {
             )
             .await;
         woken.map(|r| r.name).collect().await
+    }
+
+    #[tokio::test]
+    async fn the_decision_service_learns_which_pods_exist_by_uid_from_the_same_watch() {
+        let mut watch = PodWatch::default();
+        let presence = watch.subscribe_presence();
+        let events = [
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(pod("a", Some("planner"), None))),
+            Ok(watcher::Event::InitDone),
+            Ok(watcher::Event::Apply(pod("b", Some("planner"), None))),
+            Ok(watcher::Event::Delete(pod("a", Some("planner"), None))),
+            Err(watcher::Error::NoResourceVersion),
+        ];
+        watch
+            .run(futures::stream::iter(events), AgentPods::default())
+            .await;
+        let seen: Vec<PodPresence> = presence.collect().await;
+        assert_eq!(
+            seen,
+            [
+                PodPresence::Listed(["uid-a".to_owned()].into()),
+                PodPresence::Applied("uid-b".into()),
+                PodPresence::Deleted("uid-a".into()),
+                PodPresence::Lost,
+            ]
+        );
     }
 
     fn names(pods: Option<Vec<AgentPod>>) -> Option<Vec<(String, Option<String>)>> {

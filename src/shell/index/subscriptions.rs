@@ -339,6 +339,7 @@ mod tests {
         let Subscriptions {
             controllers,
             snapshot,
+            pod_presence: _,
         } = Subscriptions::subscribe(&mut watches);
         let events = [
             Event::Init,
