@@ -6,6 +6,7 @@ pub mod admission;
 pub mod gateway;
 pub mod operator;
 pub mod resources;
+pub mod scene;
 pub mod webhook;
 
 use std::future::Future;

@@ -22,16 +22,16 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::{Event, ServiceAccount};
+use kube::Api;
 use kube::api::ListParams;
-use kube::{Api, Client};
 use mandate::api::AgentIdentity;
 use mandate::api::conditions::{API_RIGHTS_CONTAINED, READY, is_true};
-use mandate_e2e::admission::{PODS_IN_AGENT_NAMESPACES, RegisteredWebhooks, register_isolated};
-use mandate_e2e::operator::{Operator, OperatorOptions, mandate_binary};
-use mandate_e2e::resources::install_crds;
+use mandate_e2e::admission::PODS_IN_AGENT_NAMESPACES;
+use mandate_e2e::operator::{OperatorOptions, mandate_binary};
+use mandate_e2e::scene::{Agent, Scene, grant_cluster_role};
 use mandate_e2e::{
-    TestNamespace, block_on_side_runtime, client, eventually, kubeconfig_path, kubectl_ok,
-    kubectl_output, kubectl_with_stdin, state_dir,
+    TestNamespace, block_on_side_runtime, eventually, kubeconfig_path, kubectl_ok, kubectl_output,
+    kubectl_with_stdin, state_dir,
 };
 use serde_json::{Value, json};
 
@@ -45,48 +45,24 @@ const AGENT: &str = "bot";
 /// The operator, its webhooks scoped to this test's namespace, and the namespace (enforce),
 /// where `ada` holds `admin` and `bot` is a Ready agent.
 struct World {
-    client: Client,
-    operator: Operator,
+    scene: Scene,
     ns: TestNamespace,
-    _webhooks: RegisteredWebhooks,
+}
+
+impl std::ops::Deref for World {
+    type Target = Scene;
+    fn deref(&self) -> &Scene {
+        &self.scene
+    }
 }
 
 impl World {
     async fn start(test: &str) -> anyhow::Result<Self> {
-        let client = client().await?;
-        install_crds(&client).await?;
-        let run = format!("{test}-{}", std::process::id());
-        let operator = Operator::start(OperatorOptions::unique()).await?;
-        let webhooks = register_isolated(&client, &operator, ISOLATION_LABEL, &run).await?;
-        let ns = TestNamespace::create(
-            &client,
-            test,
-            &[
-                (ISOLATION_LABEL, run.as_str()),
-                ("mandate.dev/mode", "enforce"),
-            ],
-        )
-        .await?;
+        let scene = Scene::start(test, ISOLATION_LABEL, OperatorOptions::unique()).await?;
+        let ns = scene.namespace(test, Some("enforce")).await?;
         let n = ns.name.clone();
-        kubectl_ok(
-            &[
-                "create",
-                "rolebinding",
-                "ada-admin",
-                "--clusterrole=admin",
-                "--user",
-                ADA,
-                "-n",
-                &n,
-            ],
-            None,
-        )?;
-        let world = World {
-            client,
-            operator,
-            ns,
-            _webhooks: webhooks,
-        };
+        grant_cluster_role(&n, "ada-admin", "admin", &[ADA])?;
+        let world = World { scene, ns };
         world.ready_agent().await?;
         // The aggregated `admin` rules and the binding take a moment to apply.
         eventually("ada to be an admin of the namespace", TIMEOUT, || async {
@@ -110,35 +86,11 @@ impl World {
         &self.ns.name
     }
 
-    /// Applies `bot` with one live tool (as the admin) and waits until it is Ready.
+    /// Applies `bot` with one live tool (as the admin), waits until it is Ready and its
+    /// ServiceAccount exists.
     async fn ready_agent(&self) -> anyhow::Result<()> {
         let ns = self.ns();
-        let identity = format!(
-            "apiVersion: mandate.dev/v1alpha1\nkind: AgentIdentity\nmetadata: {{name: {AGENT}}}\n\
-             spec:\n  owner: {{kind: User, name: olivia}}\n  purpose: API rights test\n"
-        );
-        let binding = format!(
-            "apiVersion: mandate.dev/v1alpha1\nkind: ToolBinding\n\
-             metadata: {{name: {AGENT}-tools}}\nspec:\n  agent: {AGENT}\n  tools:\n  \
-             - name: search\n    actions: [read]\n    destination: {{external: {{cidrs: [203.0.113.0/24], ports: [443]}}}}\n"
-        );
-        kubectl_ok(&["apply", "-n", ns, "-f", "-"], Some(&identity))?;
-        eventually("the ToolBinding admitted", TIMEOUT, || async {
-            let out = kubectl_with_stdin(&["apply", "-n", ns, "-f", "-"], Some(&binding))?;
-            Ok(out.status.success().then_some(()))
-        })
-        .await?;
-        let identities: Api<AgentIdentity> = Api::namespaced(self.client.clone(), ns);
-        eventually("the agent Ready", TIMEOUT, || async {
-            let identity = identities.get(AGENT).await?;
-            let ready = identity
-                .status
-                .as_ref()
-                .is_some_and(|s| is_true(&s.conditions, READY) && s.tool_count == 1);
-            Ok(ready.then_some(()))
-        })
-        .await
-        .with_context(|| format!("operator log:\n{}", self.operator.log()))?;
+        self.scene.ready_agent(ns, &Agent::named(AGENT)).await?;
         let accounts: Api<ServiceAccount> = Api::namespaced(self.client.clone(), ns);
         eventually("the agent's ServiceAccount", TIMEOUT, || async {
             Ok(accounts.get_opt(AGENT).await?.map(|_| ()))

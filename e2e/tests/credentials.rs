@@ -21,20 +21,15 @@ use std::process::Output;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use k8s_openapi::api::core::v1::{Event, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kube::Api;
 use kube::api::ListParams;
-use kube::{Api, Client};
 use mandate::api::conditions::{CREDENTIALS_STALE, READY, is_true};
 use mandate::api::{AgentIdentity, TOOL_CREDENTIALS_ANNOTATION};
-use mandate_e2e::admission::{
-    CREDENTIALS_IN_AGENT_NAMESPACES, PODS_IN_AGENT_NAMESPACES, RegisteredWebhooks,
-    register_isolated,
-};
+use mandate_e2e::admission::{CREDENTIALS_IN_AGENT_NAMESPACES, PODS_IN_AGENT_NAMESPACES};
 use mandate_e2e::operator::{Operator, OperatorOptions, mandate_binary};
-use mandate_e2e::resources::install_crds;
-use mandate_e2e::{
-    TestNamespace, client, eventually, kubeconfig_path, kubectl_ok, kubectl_with_stdin,
-};
+use mandate_e2e::scene::{Scene, grant, grant_cluster_role};
+use mandate_e2e::{TestNamespace, eventually, kubeconfig_path, kubectl_ok, kubectl_with_stdin};
 use serde_json::{Value, json};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -47,71 +42,30 @@ const READER_TTL: i64 = 1200;
 /// The operator, its webhooks (validating and mutating) scoped to this test's namespace, and
 /// the namespace, opted in with `enforce`, where `dev` holds `edit` and the pod verbs.
 struct World {
-    client: Client,
-    operator: Operator,
+    scene: Scene,
     ns: TestNamespace,
-    _webhooks: RegisteredWebhooks,
+}
+
+impl std::ops::Deref for World {
+    type Target = Scene;
+    fn deref(&self) -> &Scene {
+        &self.scene
+    }
 }
 
 impl World {
     async fn start(test: &str) -> anyhow::Result<Self> {
-        let client = client().await?;
-        install_crds(&client).await?;
-        let run = format!("{test}-{}", std::process::id());
-        let operator = Operator::start(OperatorOptions::unique()).await?;
-        let webhooks = register_isolated(&client, &operator, ISOLATION_LABEL, &run).await?;
-        let ns = TestNamespace::create(
-            &client,
-            "credentials",
-            &[
-                (ISOLATION_LABEL, run.as_str()),
-                ("mandate.dev/mode", "enforce"),
-            ],
-        )
-        .await?;
-        let n = ns.name.as_str();
-        for args in [
-            &[
-                "create",
-                "rolebinding",
-                "dev-edit",
-                "--clusterrole=edit",
-                "--user",
-                DEV,
-            ][..],
-            &[
-                "create",
-                "role",
-                "dev-pods",
-                "--verb=get,list,watch,create,update,patch,delete",
-                "--resource=pods",
-            ],
-            &[
-                "create",
-                "rolebinding",
-                "dev-pods",
-                "--role=dev-pods",
-                "--user",
-                DEV,
-            ],
-        ] {
-            let mut args = args.to_vec();
-            args.extend(["-n", n]);
-            kubectl_ok(&args, None)?;
-        }
-        let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), n);
-        eventually(
-            &format!("the default ServiceAccount in {n}"),
-            TIMEOUT,
-            || async { Ok(sas.get_opt("default").await?.map(|_| ())) },
-        )
-        .await?;
-        Ok(World {
-            client,
-            operator,
-            ns,
-            _webhooks: webhooks,
-        })
+        let scene = Scene::start(test, ISOLATION_LABEL, OperatorOptions::unique()).await?;
+        let ns = scene.namespace("credentials", Some("enforce")).await?;
+        grant_cluster_role(&ns.name, "dev-edit", "edit", &[DEV])?;
+        grant(
+            &ns.name,
+            "dev-pods",
+            "get,list,watch,create,update,patch,delete",
+            "pods",
+            &[DEV],
+        )?;
+        Ok(World { scene, ns })
     }
 
     fn name(&self) -> &str {

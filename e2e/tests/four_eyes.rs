@@ -22,17 +22,17 @@ use std::process::Output;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use k8s_openapi::api::core::v1::ServiceAccount;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::{Api, Client};
+use kube::Api;
 use mandate::api::conditions::{ACCEPTED, READY, is_true};
 use mandate::api::{AgentIdentity, Risk, ToolBinding, ToolBindingPhase};
-use mandate_e2e::admission::{MANDATE_RESOURCES, RegisteredWebhooks, register_isolated};
-use mandate_e2e::operator::{OPERATOR_NAMESPACE, Operator, OperatorOptions};
-use mandate_e2e::resources::{install_crds, rfc3339_from_now};
+use mandate_e2e::admission::MANDATE_RESOURCES;
+use mandate_e2e::operator::{OPERATOR_NAMESPACE, OperatorOptions};
+use mandate_e2e::resources::rfc3339_from_now;
+use mandate_e2e::scene::{Agent, Scene, grant, grant_cluster_role};
 use mandate_e2e::{
-    TestNamespace, client, eventually, kubeconfig_path, kubectl_ok, kubectl_output,
-    kubectl_with_stdin, state_dir,
+    TestNamespace, eventually, kubeconfig_path, kubectl_ok, kubectl_output, kubectl_with_stdin,
+    state_dir,
 };
 use serde_json::{Value, json};
 
@@ -175,94 +175,44 @@ impl Drop for OperatorAccount {
 /// the admin client. Dropped in field order: webhooks first, then the operator, then its
 /// account.
 struct FourEyes {
-    client: Client,
-    run: String,
-    _webhooks: RegisteredWebhooks,
-    operator: Operator,
+    scene: Scene,
     account: OperatorAccount,
+}
+
+impl std::ops::Deref for FourEyes {
+    type Target = Scene;
+    fn deref(&self) -> &Scene {
+        &self.scene
+    }
 }
 
 impl FourEyes {
     async fn start(test: &str) -> anyhow::Result<Self> {
-        let client = client().await?;
-        install_crds(&client).await?;
-        let run = format!("{test}-{}", std::process::id());
-        let account = OperatorAccount::create(&format!("mandate-{run}"))?;
+        let account = OperatorAccount::create(&format!("mandate-{test}-{}", std::process::id()))?;
         let mut options = OperatorOptions::unique();
         options.kubeconfig = Some(account.kubeconfig.clone());
-        let operator = Operator::start(options).await?;
-        let webhooks = register_isolated(&client, &operator, ISOLATION_LABEL, &run).await?;
-        Ok(FourEyes {
-            client,
-            run,
-            _webhooks: webhooks,
-            operator,
-            account,
-        })
+        let scene = Scene::start(test, ISOLATION_LABEL, options).await?;
+        Ok(FourEyes { scene, account })
     }
 
     /// An enforce namespace in this test's scope where `dev` holds `edit`, and every user here
     /// the verbs on mandate.dev kinds (no aggregation adds them to `edit`).
     async fn namespace(&self, prefix: &str) -> anyhow::Result<TestNamespace> {
-        let ns = TestNamespace::create(
-            &self.client,
-            prefix,
-            &[
-                (ISOLATION_LABEL, self.run.as_str()),
-                ("mandate.dev/mode", "enforce"),
-            ],
-        )
-        .await?;
-        let n = ns.name.as_str();
-        kubectl_ok(
-            &[
-                "create",
-                "rolebinding",
-                "dev-edit",
-                "--clusterrole=edit",
-                "--user",
-                DEV,
-                "-n",
-                n,
-            ],
-            None,
+        let ns = self.scene.namespace(prefix, Some("enforce")).await?;
+        grant_cluster_role(&ns.name, "dev-edit", "edit", &[DEV])?;
+        grant(
+            &ns.name,
+            "mandate-editor",
+            "get,list,watch,create,update,patch,delete",
+            "agentidentities.mandate.dev,toolbindings.mandate.dev,delegationpolicies.mandate.dev",
+            &[DEV, "alice", "bob", "carol"],
         )?;
-        kubectl_ok(
-            &[
-                "create",
-                "role",
-                "mandate-editor",
-                "--verb=get,list,watch,create,update,patch,delete",
-                "--resource=agentidentities.mandate.dev,toolbindings.mandate.dev,delegationpolicies.mandate.dev",
-                "-n",
-                n,
-            ],
-            None,
-        )?;
-        let mut binding = vec![
-            "create",
-            "rolebinding",
-            "mandate-editors",
-            "--role=mandate-editor",
-            "-n",
-            n,
-        ];
-        for user in [DEV, "alice", "bob", "carol"] {
-            binding.extend(["--user", user]);
-        }
-        kubectl_ok(&binding, None)?;
-        let sas: Api<ServiceAccount> = Api::namespaced(self.client.clone(), n);
-        eventually(
-            &format!("the default ServiceAccount in {n}"),
-            TIMEOUT,
-            || async { Ok(sas.get_opt("default").await?.map(|_| ())) },
-        )
-        .await?;
         Ok(ns)
     }
 
-    /// Applies (as the admin) identity `name` owned by user `owner`, with one narrow Low tool,
-    /// and waits until it is Ready: the webhook's cache then knows it.
+    /// Applies (as the admin) identity `name` of `class` owned by user `owner`, holding the
+    /// narrow Low tool `status-page` through binding `<name>-status`, and waits until it is
+    /// Ready: the webhook's cache then knows it.
     async fn ready_agent(
         &self,
         ns: &str,
@@ -270,33 +220,11 @@ impl FourEyes {
         class: &str,
         owner: &str,
     ) -> anyhow::Result<()> {
-        let identity = format!(
-            "apiVersion: mandate.dev/v1alpha1\nkind: AgentIdentity\nmetadata: {{name: {name}}}\n\
-             spec:\n  owner: {{kind: User, name: {owner}}}\n  class: {class}\n  \
-             purpose: four eyes test\n"
-        );
-        let binding = format!(
-            "apiVersion: mandate.dev/v1alpha1\nkind: ToolBinding\n\
-             metadata: {{name: {name}-status}}\nspec:\n  agent: {name}\n  tools:\n  \
-             - name: status-page\n    actions: [read]\n    \
-             destination: {{external: {{cidrs: [203.0.113.0/24], ports: [443]}}}}\n"
-        );
-        kubectl_ok(&["apply", "-n", ns, "-f", "-"], Some(&identity))?;
-        eventually(
-            &format!("ToolBinding {ns}/{name}-status admitted"),
-            TIMEOUT,
-            || async {
-                let out = kubectl_with_stdin(&["apply", "-n", ns, "-f", "-"], Some(&binding))?;
-                Ok(out.status.success().then_some(()))
-            },
-        )
-        .await?;
-        self.wait_identity(ns, name, "Ready with its tool", |i| {
-            i.status
-                .as_ref()
-                .is_some_and(|s| is_true(&s.conditions, READY) && s.tool_count == 1)
-        })
-        .await
+        let agent = Agent::named(name)
+            .owned_by(owner)
+            .of_class(class)
+            .holding(&format!("{name}-status"), "status-page");
+        self.scene.ready_agent(ns, &agent).await
     }
 
     async fn wait_identity(

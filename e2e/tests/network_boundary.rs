@@ -28,14 +28,11 @@ use mandate::api::AgentIdentity;
 use mandate::api::conditions::{NETWORK_EXCLUSIVE, READY, is_true};
 use mandate::project::DEFAULT_DENY_NAME;
 use mandate_e2e::admission::{
-    MANDATE_RESOURCES, NETWORK_IN_AGENT_NAMESPACES, PROJECTIONS_ELSEWHERE, RegisteredWebhooks,
-    register_isolated,
+    MANDATE_RESOURCES, NETWORK_IN_AGENT_NAMESPACES, PROJECTIONS_ELSEWHERE,
 };
-use mandate_e2e::operator::{Operator, OperatorOptions, mandate_binary};
-use mandate_e2e::resources::install_crds;
-use mandate_e2e::{
-    TestNamespace, client, eventually, kubeconfig_path, kubectl_ok, kubectl_with_stdin,
-};
+use mandate_e2e::operator::{OperatorOptions, mandate_binary};
+use mandate_e2e::scene::{Agent, Scene, grant, grant_cluster_role};
+use mandate_e2e::{TestNamespace, eventually, kubeconfig_path, kubectl_ok, kubectl_with_stdin};
 use serde_json::{Value, json};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -45,124 +42,42 @@ const RESTORE_WITHIN: Duration = Duration::from_secs(10);
 const ISOLATION_LABEL: &str = "e2e.mandate.dev/network";
 const DEV: &str = "dev";
 
-/// The operator, its webhooks scoped to this test's namespaces, and the namespaces.
+/// The operator and its webhooks scoped to this test's namespaces.
 struct Boundary {
-    client: Client,
-    run: String,
-    operator: Operator,
-    _webhooks: RegisteredWebhooks,
+    scene: Scene,
+}
+
+impl std::ops::Deref for Boundary {
+    type Target = Scene;
+    fn deref(&self) -> &Scene {
+        &self.scene
+    }
 }
 
 impl Boundary {
     async fn start(test: &str) -> anyhow::Result<Self> {
-        let client = client().await?;
-        install_crds(&client).await?;
-        let run = format!("{test}-{}", std::process::id());
-        let operator = Operator::start(OperatorOptions::unique()).await?;
-        let webhooks = register_isolated(&client, &operator, ISOLATION_LABEL, &run).await?;
-        Ok(Boundary {
-            client,
-            run,
-            operator,
-            _webhooks: webhooks,
-        })
+        let scene = Scene::start(test, ISOLATION_LABEL, OperatorOptions::unique()).await?;
+        Ok(Boundary { scene })
     }
 
     /// A namespace in this test's scope, opted in with `mode` (`None`: not opted in), where
     /// `dev` holds `edit` and the verbs on pods, NetworkPolicies and ServiceAccounts it grants.
     async fn namespace(&self, prefix: &str, mode: Option<&str>) -> anyhow::Result<TestNamespace> {
-        let mut labels = vec![(ISOLATION_LABEL, self.run.as_str())];
-        if let Some(mode) = mode {
-            labels.push(("mandate.dev/mode", mode));
-        }
-        let ns = TestNamespace::create(&self.client, prefix, &labels).await?;
-        let n = ns.name.as_str();
-        kubectl_ok(
-            &[
-                "create",
-                "rolebinding",
-                "dev-edit",
-                "--clusterrole=edit",
-                "--user",
-                DEV,
-                "-n",
-                n,
-            ],
-            None,
+        let ns = self.scene.namespace(prefix, mode).await?;
+        grant_cluster_role(&ns.name, "dev-edit", "edit", &[DEV])?;
+        grant(
+            &ns.name,
+            "dev-network",
+            "get,list,watch,create,update,patch,delete",
+            "networkpolicies.networking.k8s.io,serviceaccounts,pods",
+            &[DEV],
         )?;
-        kubectl_ok(
-            &[
-                "create",
-                "role",
-                "dev-network",
-                "--verb=get,list,watch,create,update,patch,delete",
-                "--resource=networkpolicies.networking.k8s.io,serviceaccounts,pods",
-                "-n",
-                n,
-            ],
-            None,
-        )?;
-        kubectl_ok(
-            &[
-                "create",
-                "rolebinding",
-                "dev-network",
-                "--role=dev-network",
-                "--user",
-                DEV,
-                "-n",
-                n,
-            ],
-            None,
-        )?;
-        let sas: Api<ServiceAccount> = Api::namespaced(self.client.clone(), n);
-        eventually(
-            &format!("the default ServiceAccount in {n}"),
-            TIMEOUT,
-            || async { Ok(sas.get_opt("default").await?.map(|_| ())) },
-        )
-        .await?;
         Ok(ns)
     }
 
     /// Applies an identity `name` with one live tool (as the admin) and waits until it is Ready.
-    /// The binding is applied again until the webhook's cache knows the identity (README: it
-    /// is judged from a watch cache a few milliseconds behind).
     async fn ready_agent(&self, ns: &str, name: &str) -> anyhow::Result<()> {
-        let identity = format!(
-            "apiVersion: mandate.dev/v1alpha1\nkind: AgentIdentity\nmetadata: {{name: {name}}}\n\
-             spec:\n  owner: {{kind: User, name: olivia}}\n  purpose: network boundary test\n"
-        );
-        let binding = format!(
-            "apiVersion: mandate.dev/v1alpha1\nkind: ToolBinding\n\
-             metadata: {{name: {name}-tools}}\nspec:\n  agent: {name}\n  tools:\n  \
-             - name: search\n    actions: [read]\n    destination: {{external: {{cidrs: [203.0.113.0/24], ports: [443]}}}}\n"
-        );
-        kubectl_ok(&["apply", "-n", ns, "-f", "-"], Some(&identity))?;
-        eventually(
-            &format!("ToolBinding {ns}/{name}-tools admitted"),
-            TIMEOUT,
-            || async {
-                let out = kubectl_with_stdin(&["apply", "-n", ns, "-f", "-"], Some(&binding))?;
-                Ok(out.status.success().then_some(()))
-            },
-        )
-        .await?;
-        let identities: Api<AgentIdentity> = Api::namespaced(self.client.clone(), ns);
-        eventually(
-            &format!("AgentIdentity {ns}/{name} Ready"),
-            TIMEOUT,
-            || async {
-                let identity = identities.get(name).await?;
-                let ready = identity
-                    .status
-                    .as_ref()
-                    .is_some_and(|s| is_true(&s.conditions, READY) && s.tool_count == 1);
-                Ok(ready.then_some(()))
-            },
-        )
-        .await
-        .with_context(|| format!("operator log:\n{}", self.operator.log()))
+        self.scene.ready_agent(ns, &Agent::named(name)).await
     }
 
     /// The policy `name` in `ns` once it exists.

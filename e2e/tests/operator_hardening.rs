@@ -31,16 +31,15 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use k8s_openapi::api::core::v1::{Event, ServiceAccount};
+use k8s_openapi::api::core::v1::Event;
+use kube::Api;
 use kube::api::ListParams;
-use kube::{Api, Client};
 use mandate::api::AgentIdentity;
-use mandate::api::conditions::{READY, SERVICE_ACCOUNT_GUARDED};
-use mandate_e2e::admission::{
-    NAMESPACE_MODES, PODS_IN_AGENT_NAMESPACES, RegisteredWebhooks, register_isolated,
-};
+use mandate::api::conditions::SERVICE_ACCOUNT_GUARDED;
+use mandate_e2e::admission::{NAMESPACE_MODES, PODS_IN_AGENT_NAMESPACES};
 use mandate_e2e::operator::{Operator, OperatorOptions, http_get, mandate_binary};
 use mandate_e2e::resources::install_crds;
+use mandate_e2e::scene::{Agent, Scene};
 use mandate_e2e::{
     TestNamespace, block_on_side_runtime, client, eventually, kubeconfig_path, kubectl_ok,
     kubectl_with_stdin, repo_root, state_dir,
@@ -60,70 +59,26 @@ const APPROVERS: &str = "mandate:approvers";
 
 /// The operator, its webhooks scoped to this test's namespaces.
 struct Hardening {
-    client: Client,
-    run: String,
-    operator: Operator,
-    _webhooks: RegisteredWebhooks,
+    scene: Scene,
+}
+
+impl std::ops::Deref for Hardening {
+    type Target = Scene;
+    fn deref(&self) -> &Scene {
+        &self.scene
+    }
 }
 
 impl Hardening {
     async fn start(test: &str, options: OperatorOptions) -> anyhow::Result<Self> {
-        let client = client().await?;
-        install_crds(&client).await?;
-        let run = format!("{test}-{}", std::process::id());
-        let operator = Operator::start(options).await?;
-        let webhooks = register_isolated(&client, &operator, ISOLATION_LABEL, &run).await?;
-        Ok(Hardening {
-            client,
-            run,
-            operator,
-            _webhooks: webhooks,
-        })
-    }
-
-    /// A namespace in this test's scope, opted in with `mode` (`None`: not opted in).
-    async fn namespace(&self, prefix: &str, mode: Option<&str>) -> anyhow::Result<TestNamespace> {
-        let mut labels = vec![(ISOLATION_LABEL, self.run.as_str())];
-        if let Some(mode) = mode {
-            labels.push(("mandate.dev/mode", mode));
-        }
-        let ns = TestNamespace::create(&self.client, prefix, &labels).await?;
-        let sas: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &ns.name);
-        eventually(
-            &format!("the default ServiceAccount in {}", ns.name),
-            TIMEOUT,
-            || async { Ok(sas.get_opt("default").await?.map(|_| ())) },
-        )
-        .await?;
-        Ok(ns)
+        let scene = Scene::start(test, ISOLATION_LABEL, options).await?;
+        Ok(Hardening { scene })
     }
 
     /// Applies identity `name` with one live tool (as the admin) and waits until it is Ready
     /// (so the webhook's view holds it).
     async fn ready_agent(&self, ns: &str, name: &str) -> anyhow::Result<()> {
-        let identity = format!(
-            "apiVersion: mandate.dev/v1alpha1\nkind: AgentIdentity\nmetadata: {{name: {name}}}\n\
-             spec:\n  owner: {{kind: User, name: olivia}}\n  purpose: hardening test\n"
-        );
-        let binding = format!(
-            "apiVersion: mandate.dev/v1alpha1\nkind: ToolBinding\n\
-             metadata: {{name: {name}-tools}}\nspec:\n  agent: {name}\n  tools:\n  \
-             - name: search\n    actions: [read]\n    destination: {{external: {{cidrs: [203.0.113.0/24], ports: [443]}}}}\n"
-        );
-        kubectl_ok(&["apply", "-n", ns, "-f", "-"], Some(&identity))?;
-        eventually(
-            &format!("ToolBinding {ns}/{name}-tools admitted"),
-            TIMEOUT,
-            || async {
-                let out = kubectl_with_stdin(&["apply", "-n", ns, "-f", "-"], Some(&binding))?;
-                Ok(out.status.success().then_some(()))
-            },
-        )
-        .await?;
-        self.condition(ns, name, READY, true)
-            .await
-            .map(|_| ())
-            .with_context(|| format!("operator log:\n{}", self.operator.log()))
+        self.scene.ready_agent(ns, &Agent::named(name)).await
     }
 
     /// Waits until the identity's condition `type_` has `status`; returns its (reason, message).
