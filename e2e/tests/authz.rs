@@ -728,7 +728,7 @@ fn two_agents(namespace: &str, valid_until: &str) -> String {
         )
     };
     let admin = format!(
-        "apiVersion: mandate.dev/v1alpha1\nkind: ToolBinding\nmetadata: {{name: admin-tools}}\nspec:\n  agent: admin\n  validUntil: \"{valid_until}\"\n  approval: {{approvedBy: carol, reason: CHG-7 handbook rewrite}}\n  tools:\n  - name: docs-admin\n    actions: [write]\n    risk: High\n    destination: {{service: {{name: docs-mcp}}}}\n    mcp: {{tools: [{{name: write_doc, action: write}}]}}\n"
+        "apiVersion: mandate.dev/v1alpha1\nkind: ToolBinding\nmetadata: {{name: admin-tools}}\nspec:\n  agent: admin\n  validUntil: \"{valid_until}\"\n  approval: {{approvedBy: carol, forOwner: {{kind: Group, name: docs-team}}, reason: CHG-7 handbook rewrite}}\n  tools:\n  - name: docs-admin\n    actions: [write]\n    risk: High\n    destination: {{service: {{name: docs-mcp}}}}\n    mcp: {{tools: [{{name: write_doc, action: write}}]}}\n"
     );
     format!(
         "{}{}{}{}{}apiVersion: mandate.dev/v1alpha1\nkind: ToolBinding\nmetadata: {{name: reader-tools}}\nspec:\n  agent: reader\n  validUntil: \"{valid_until}\"\n  tools:\n{}{}---\napiVersion: mandate.dev/v1alpha1\nkind: ToolBinding\nmetadata: {{name: writer-tools}}\nspec:\n  agent: writer\n  tools:\n{}---\n{}",
