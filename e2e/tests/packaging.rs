@@ -1175,10 +1175,13 @@ async fn mandate_with_the_charts_service_account_reconciles_and_admits() -> anyh
     let operator = Operator::start(options).await?;
 
     // Point the chart's own webhook configuration at the local process.
-    let ca = base64::engine::general_purpose::STANDARD.encode(&operator.cert.ca_pem);
-    let url = format!("webhook.url=https://{}", operator.webhook);
-    let ca = format!("webhook.caBundle={ca}");
-    release.upgrade(&[&url, &ca])?;
+    let point_webhooks_at = |operator: &Operator| -> anyhow::Result<()> {
+        let ca = base64::engine::general_purpose::STANDARD.encode(&operator.cert.ca_pem);
+        let url = format!("webhook.url=https://{}", operator.webhook);
+        let ca = format!("webhook.caBundle={ca}");
+        release.upgrade(&[&url, &ca]).map(|_| ())
+    };
+    point_webhooks_at(&operator)?;
 
     let ns = TestNamespace::create(
         &client,
@@ -1242,6 +1245,8 @@ async fn mandate_with_the_charts_service_account_reconciles_and_admits() -> anyh
     let mut operator = operator;
     operator.kill();
     let operator = operator.restart_like().await?;
+    // It serves on new ports, with a certificate of its own.
+    point_webhooks_at(&operator)?;
     let everywhere = Api::<AgentIdentity>::all(client.clone());
     eventually(
         "the restarted operator to reconcile every identity once",
