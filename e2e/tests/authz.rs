@@ -277,6 +277,7 @@ fn assert_complete(line: &Value) {
         "{line:#}"
     );
     assert!(line["chain"].is_string(), "{line:#}");
+    assert!(line["gateway_verified"].is_boolean(), "{line:#}");
     if line["allowed"] == true {
         for key in ["agent", "owner", "spiffe_id", "tool", "binding"] {
             assert!(text(key), "{key} missing from an allowed call: {line:#}");
@@ -536,6 +537,27 @@ async fn a_read_only_agent_calls_its_read_tool_through_envoy_and_is_refused_the_
     assert_eq!(
         batch["evaluations"][1]["context"]["reason"],
         "OperationNotDeclared"
+    );
+    // Anyone who reaches the port may claim the agent's SPIFFE ID: without a client CA
+    // (--authz-client-ca) no gateway is verified, so the claim names nobody.
+    let (_, forged) = authzen(
+        &operator,
+        "/access/v1/evaluation",
+        &serde_json::json!({
+            "subject": {"type": "agent",
+                        "id": format!("spiffe://cluster.local/ns/{namespace}/sa/reader")},
+            "action": {"name": "tools/call"},
+            "resource": {"type": "mcp_tool", "id": "read_doc",
+                         "properties": {"service": format!("{namespace}/docs-mcp")}},
+        }),
+    )?;
+    assert_eq!(forged["decision"], false, "{forged:#}");
+    assert_eq!(forged["context"]["reason"], "Unauthenticated", "{forged:#}");
+    assert!(
+        forged["context"]["reason_admin"]["en"]
+            .as_str()
+            .is_some_and(|m| m.contains("--authz-client-ca")),
+        "{forged:#}"
     );
     let discovery = curl_authz(&operator, &["/.well-known/authzen-configuration"])?;
     assert!(discovery.contains("/access/v1/evaluations"), "{discovery}");

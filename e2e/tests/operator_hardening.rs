@@ -16,7 +16,12 @@
 //!   turns `/readyz` false after the stall bound, naming the watch, and `mandate_watch_healthy`
 //!   to 0; restoring it turns both back;
 //! - (e) 300 reviews of random resources posted straight to the webhook port (no client CA)
-//!   leave the number of `mandate_admission_requests_total` series unchanged.
+//!   leave the number of `mandate_admission_requests_total` series unchanged;
+//! - (f) with `--authz-client-ca`, a gateway presenting a certificate that CA signed may assert
+//!   an agent's SPIFFE ID to the decision service and gets a decision (logged with
+//!   `gateway_verified: true`); a client without a certificate, or with the cluster admin's,
+//!   is refused during the TLS handshake and no decision is logged. (Without a client CA, the
+//!   same asserted SPIFFE ID is refused as `Unauthenticated`: e2e/tests/authz.rs.)
 //!
 //! Tests here run one at a time (each starts its own operator), serialised by `SERIAL`.
 
@@ -569,6 +574,143 @@ async fn with_a_client_ca_only_the_api_server_gets_past_the_webhooks_handshake()
     assert_eq!(decided(&log, "").len(), decisions_before, "{log}");
     assert!(!log.contains("forged-0"), "{log}");
     assert!(!log.contains("mallory"), "{log}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// (f) The gateways' client certificate at the decision service
+
+/// A Service `docs-mcp` and an agent `reader` holding tool `docs` there: MCP tool `read_doc`.
+fn docs_reader() -> (String, String) {
+    let identity = "apiVersion: v1\nkind: Service\nmetadata: {name: docs-mcp}\n\
+        spec: {selector: {app: docs-mcp}, ports: [{name: http, port: 8080}]}\n---\n\
+        apiVersion: mandate.dev/v1alpha1\nkind: AgentIdentity\nmetadata: {name: reader}\n\
+        spec:\n  owner: {kind: User, name: olivia}\n  purpose: end-to-end test\n";
+    let binding = "apiVersion: mandate.dev/v1alpha1\nkind: ToolBinding\n\
+        metadata: {name: reader-tools}\nspec:\n  agent: reader\n  tools:\n  - name: docs\n    \
+        actions: [read]\n    destination: {service: {name: docs-mcp}}\n    \
+        mcp: {tools: [{name: read_doc, action: read}]}\n";
+    (identity.to_owned(), binding.to_owned())
+}
+
+/// `curl` POSTing `body` to the decision service's AuthZEN endpoint, presenting `identity`
+/// (certificate and key files) when given.
+fn ask_authzen(
+    operator: &Operator,
+    identity: Option<(&Path, &Path)>,
+    body: &Value,
+) -> anyhow::Result<Output> {
+    let mut curl = Command::new("curl");
+    curl.args(["-sS", "--fail-with-body", "--max-time", "10", "--cacert"])
+        .arg(operator.cert.dir.join("ca.crt"));
+    if let Some((certificate, key)) = identity {
+        curl.arg("--cert").arg(certificate).arg("--key").arg(key);
+    }
+    Ok(curl
+        .args([
+            "-H",
+            "content-type: application/json",
+            "--data",
+            &body.to_string(),
+        ])
+        .arg(format!("https://{}/access/v1/evaluation", operator.authz))
+        .output()?)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_authz_client_ca_only_gateways_it_signed_ask_and_their_spiffe_ids_are_believed()
+-> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let pki = state_dir().join("pki");
+    let client_ca = pki.join("webhook-clients/ca.crt");
+    ensure!(
+        client_ca.exists(),
+        "{} is missing: restart the control plane with this checkout's e2e/cluster.sh",
+        client_ca.display()
+    );
+    let options = OperatorOptions::unique()
+        .arg("--authz-client-ca")
+        .arg(client_ca.to_string_lossy());
+    let hardening = Hardening::start("authz-client-ca", options).await?;
+    let operator = &hardening.operator;
+    let ns = hardening.namespace("authz-ca", Some("enforce")).await?;
+    let n = ns.name.as_str();
+    let (identity, binding) = docs_reader();
+    kubectl_ok(&["apply", "-n", n, "-f", "-"], Some(&identity))?;
+    eventually("ToolBinding reader-tools admitted", TIMEOUT, || async {
+        let out = kubectl_with_stdin(&["apply", "-n", n, "-f", "-"], Some(&binding))?;
+        Ok(out.status.success().then_some(()))
+    })
+    .await?;
+    hardening.condition(n, "reader", "Ready", true).await?;
+
+    // A gateway asserting the agent's SPIFFE ID, as a mesh asserts source.principal.
+    let spiffe = format!("spiffe://cluster.local/ns/{n}/sa/reader");
+    let evaluation = json!({
+        "subject": {"type": "agent", "id": spiffe},
+        "action": {"name": "tools/call"},
+        "resource": {"type": "mcp_tool", "id": "read_doc",
+                     "properties": {"service": format!("{n}/docs-mcp")}},
+    });
+    let decided = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("\"tool call decided\"") && l.contains(&spiffe))
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .collect::<Vec<_>>()
+    };
+
+    // Without a certificate, or with the cluster admin's (another CA): refused during the
+    // handshake, no decision made.
+    let admin = (pki.join("admin.crt"), pki.join("admin.key"));
+    for (who, identity) in [
+        ("no certificate", None),
+        ("the admin's", Some((admin.0.as_path(), admin.1.as_path()))),
+    ] {
+        let out = ask_authzen(operator, identity, &evaluation)?;
+        ensure!(
+            !out.status.success() && out.stdout.is_empty(),
+            "a client with {who} got an answer: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    ensure!(
+        decided(&operator.log()).is_empty(),
+        "a refused client was judged:\n{}",
+        operator.log()
+    );
+
+    // With the certificate the CA signed: the asserted SPIFFE ID is believed. The webhook is
+    // reconciled from the same snapshot, so the answer may lag the Ready condition briefly.
+    let gateway = (
+        pki.join("webhook-client.crt"),
+        pki.join("webhook-client.key"),
+    );
+    let answer = eventually("the verified gateway's call allowed", TIMEOUT, || async {
+        let out = ask_authzen(
+            operator,
+            Some((gateway.0.as_path(), gateway.1.as_path())),
+            &evaluation,
+        )?;
+        ensure!(
+            out.status.success(),
+            "the verified gateway was refused: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let answer: Value = serde_json::from_slice(&out.stdout)?;
+        Ok((answer["decision"] == true).then_some(answer))
+    })
+    .await
+    .with_context(|| format!("operator log:\n{}", operator.log()))?;
+    let id = answer["context"]["id"].as_str().context("a decision id")?;
+    let log = operator.log();
+    let line = decided(&log)
+        .into_iter()
+        .find(|l| l["decision_id"] == id)
+        .with_context(|| format!("no decision line for {id}:\n{log}"))?;
+    assert_eq!(line["gateway_verified"], true, "{line:#}");
+    assert_eq!(line["agent"], "reader", "{line:#}");
+    assert_eq!(line["allowed"], true, "{line:#}");
     Ok(())
 }
 

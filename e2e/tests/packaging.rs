@@ -396,7 +396,9 @@ async fn chart_variants_pass_the_server_dry_run() -> anyhow::Result<()> {
         assert!(args.contains(&arg), "{arg} missing from {args:?}");
     }
     assert!(
-        !args.iter().any(|a| a.starts_with("--webhook-client-ca")),
+        !args
+            .iter()
+            .any(|a| a.starts_with("--webhook-client-ca") || a.starts_with("--authz-client-ca")),
         "client certificates are checked only when asked: {args:?}"
     );
     assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
@@ -539,57 +541,76 @@ async fn chart_variants_pass_the_server_dry_run() -> anyhow::Result<()> {
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
     server_dry_run(&objects)?;
 
-    // Client certificates checked: the CA from values (in a Secret of the chart's) or from an
-    // existing Secret, mounted and named to `mandate run`.
+    // Client certificates checked, at the webhook (the API server's) and at the decision
+    // service (the gateways'): the CA from values (in a Secret of the chart's) or from an
+    // existing Secret, mounted and named to `mandate run`; each independent of the other.
     let ca = base64::engine::general_purpose::STANDARD.encode("-----BEGIN CERTIFICATE-----\n");
-    for (sets, secret) in [
-        (
-            vec![
-                "webhook.clientAuth.enabled=true".to_owned(),
-                format!("webhook.clientAuth.caBundle={ca}"),
-            ],
-            format!("{release}-mandate-webhook-client-ca"),
-        ),
-        (
-            vec![
-                "webhook.clientAuth.enabled=true".to_owned(),
-                "webhook.clientAuth.secretName=apiserver-clients".to_owned(),
-            ],
-            "apiserver-clients".to_owned(),
-        ),
-    ] {
-        let objects = render(&release, &ns.name, &sets)?;
-        let pod = &find(&objects, "Deployment")?["spec"]["template"]["spec"];
-        assert!(
-            pod["containers"][0]["args"].as_array().is_some_and(
-                |a| a.contains(&json!("--webhook-client-ca=/webhook-client-ca/ca.crt"))
+    for (port, other) in [("webhook", "authz"), ("authz", "webhook")] {
+        for (sets, secret) in [
+            (
+                vec![
+                    format!("{port}.clientAuth.enabled=true"),
+                    format!("{port}.clientAuth.caBundle={ca}"),
+                ],
+                format!("{release}-mandate-{port}-client-ca"),
             ),
-            "{pod:#}"
-        );
-        let volume = pod["volumes"]
-            .as_array()
-            .and_then(|v| v.iter().find(|v| v["name"] == "webhook-client-ca"))
-            .context("no client CA volume")?;
-        assert_eq!(volume["secret"]["secretName"], json!(secret));
-        let rendered = objects
+            (
+                vec![
+                    format!("{port}.clientAuth.enabled=true"),
+                    format!("{port}.clientAuth.secretName={port}-clients"),
+                ],
+                format!("{port}-clients"),
+            ),
+        ] {
+            let objects = render(&release, &ns.name, &sets)?;
+            let pod = &find(&objects, "Deployment")?["spec"]["template"]["spec"];
+            let args = pod["containers"][0]["args"].as_array().context("args")?;
+            assert!(
+                args.contains(&json!(format!(
+                    "--{port}-client-ca=/{port}-client-ca/ca.crt"
+                ))),
+                "{pod:#}"
+            );
+            assert!(
+                !args.iter().any(|a| a
+                    .as_str()
+                    .is_some_and(|a| a.starts_with(&format!("--{other}-client-ca")))),
+                "{port}.clientAuth turned on {other}'s too: {args:?}"
+            );
+            let volume = pod["volumes"]
+                .as_array()
+                .and_then(|v| v.iter().find(|v| v["name"] == format!("{port}-client-ca")))
+                .context("no client CA volume")?;
+            assert_eq!(volume["secret"]["secretName"], json!(secret));
+            let mounted = pod["containers"][0]["volumeMounts"]
+                .as_array()
+                .is_some_and(|m| {
+                    m.iter().any(|m| {
+                        m["name"] == format!("{port}-client-ca")
+                            && m["mountPath"] == format!("/{port}-client-ca")
+                    })
+                });
+            assert!(mounted, "{pod:#}");
+            let rendered = objects
+                .iter()
+                .any(|o| o["kind"] == "Secret" && o["metadata"]["name"] == json!(secret));
+            assert_eq!(rendered, sets[1].contains("caBundle"), "{secret}");
+        }
+        let out = helm(
+            &template_args(
+                &release,
+                &ns.name,
+                &[format!("{port}.clientAuth.enabled=true")],
+            )
             .iter()
-            .any(|o| o["kind"] == "Secret" && o["metadata"]["name"] == json!(secret));
-        assert_eq!(rendered, sets[1].contains("caBundle"), "{secret}");
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        )?;
+        assert!(
+            !out.status.success(),
+            "{port}: client certificates checked without a CA rendered"
+        );
     }
-    let out = helm(
-        &template_args(
-            &release,
-            &ns.name,
-            &["webhook.clientAuth.enabled=true".to_owned()],
-        )
-        .iter()
-        .map(String::as_str)
-        .collect::<Vec<_>>(),
-    )?;
-    assert!(
-        !out.status.success(),
-        "client certificates checked without a CA rendered"
-    );
     Ok(())
 }
 

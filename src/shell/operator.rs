@@ -85,6 +85,12 @@ pub struct RunArgs {
     /// certificate signed by that CA. Read at start.
     #[arg(long, env = "MANDATE_WEBHOOK_CLIENT_CA")]
     pub webhook_client_ca: Option<PathBuf>,
+    /// PEM file of the CA that signed the gateways' client certificates: with it, the decision
+    /// service refuses every TLS client without a certificate signed by that CA, and believes
+    /// the SPIFFE IDs (`source.principal`) those gateways assert. Without it, anyone who
+    /// reaches the port may ask, and only agents' tokens identify callers. Read at start.
+    #[arg(long, env = "MANDATE_AUTHZ_CLIENT_CA")]
+    pub authz_client_ca: Option<PathBuf>,
     /// How long a watch may fail before /readyz turns false (seconds, `s` or `m` suffix
     /// allowed: 60, 60s, 2m).
     #[arg(long, env = "MANDATE_WATCH_STALL_BOUND", default_value = "60s", value_parser = parse_bound)]
@@ -303,6 +309,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let authz = serve_authz(
         args.authz_addr,
         TlsFiles::new(args.tls_cert.clone(), args.tls_key.clone()),
+        args.authz_client_ca.as_deref(),
         authorizer,
         stopped(),
     )

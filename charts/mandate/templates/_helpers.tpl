@@ -102,6 +102,14 @@ caBundle: {{ . }}
 {{- end -}}
 {{- end -}}
 
+{{- define "mandate.authzClientCaSecret" -}}
+{{- if .Values.authz.clientAuth.secretName -}}
+{{- .Values.authz.clientAuth.secretName -}}
+{{- else -}}
+{{- printf "%s-authz-client-ca" (include "mandate.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "mandate.metricsService" -}}
 {{- printf "%s-metrics" (include "mandate.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}

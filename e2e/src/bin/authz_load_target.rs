@@ -109,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
     let mandate = server::serve(
         mandate_addr,
         tls.clone(),
+        None,
         authorizer,
         std::future::pending::<()>(),
     )

@@ -5,7 +5,7 @@
 //!
 //! Mapping: `subject.properties.token` is the caller's bearer token (verified by TokenReview),
 //! else `subject.id` its SPIFFE ID (asserted by the enforcement point, as a mesh's
-//! `source.principal` is); `resource.properties.service` (`<namespace>/<name>`) the called
+//! `source.principal` is, and believed only from one with a verified client certificate); `resource.properties.service` (`<namespace>/<name>`) the called
 //! Service; an MCP call is `resource.type` `mcp_tool` (or `tool`) with the tool's name as
 //! `resource.id` and the MCP method as `action.name` (`tools/call`); an HTTP call is
 //! `resource.type` `http` with the path as `resource.id` and the method as `action.name`;
@@ -21,6 +21,7 @@ use warp::reply::{Reply, Response};
 
 use super::{Answer, Asked, Authorizer};
 use crate::decide::Operation;
+use crate::webhook::server::CallerAuthenticated;
 
 /// Largest evaluation request read, in bytes.
 const MAX_BODY: u64 = 1 << 20;
@@ -49,11 +50,15 @@ pub fn routes(authorizer: Arc<Authorizer>) -> BoxedFilter<(Response,)> {
             .and(warp::path!("access" / "v1" / "evaluation"))
             .and(body)
             .and(request_id)
-            .then(move |body: Value, id: Option<String>| {
+            .and(gateway_verified())
+            .then(move |body: Value, id: Option<String>, verified: bool| {
                 let authorizer = authorizer.clone();
                 async move {
                     let reply = match read_evaluation(&body, &Value::Null) {
-                        Ok(asked) => answer_json(&authorizer.judge(&asked, "authzen").await),
+                        Ok(mut asked) => {
+                            asked.gateway_verified = verified;
+                            answer_json(&authorizer.judge(&asked, "authzen").await)
+                        }
                         Err(why) => return bad_request(&why, id),
                     };
                     with_request_id(warp::reply::json(&reply).into_response(), id)
@@ -64,10 +69,11 @@ pub fn routes(authorizer: Arc<Authorizer>) -> BoxedFilter<(Response,)> {
         .and(warp::path!("access" / "v1" / "evaluations"))
         .and(warp::body::content_length_limit(MAX_BODY).and(warp::body::json::<Value>()))
         .and(warp::header::optional::<String>("x-request-id"))
-        .then(move |body: Value, id: Option<String>| {
+        .and(gateway_verified())
+        .then(move |body: Value, id: Option<String>, verified: bool| {
             let authorizer = authorizer.clone();
             async move {
-                match evaluate_batch(&authorizer, &body).await {
+                match evaluate_batch(&authorizer, &body, verified).await {
                     Ok(reply) => with_request_id(warp::reply::json(&reply).into_response(), id),
                     Err(why) => bad_request(&why, id),
                 }
@@ -76,12 +82,29 @@ pub fn routes(authorizer: Arc<Authorizer>) -> BoxedFilter<(Response,)> {
     discovery.or(one).unify().or(batch).unify().boxed()
 }
 
+/// Whether the connection's client certificate was verified (`--authz-client-ca`); `false`
+/// when served without [`super::server::serve`] (in-process tests).
+fn gateway_verified() -> impl Filter<Extract = (bool,), Error = std::convert::Infallible> + Clone {
+    warp::ext::optional::<CallerAuthenticated>()
+        .map(|c: Option<CallerAuthenticated>| c.is_some_and(|c| c.0))
+}
+
 /// A batch: each evaluation inherits the request's top-level subject, action, resource and
 /// context; `options.evaluations_semantic` may stop at the first deny or permit.
-async fn evaluate_batch(authorizer: &Authorizer, body: &Value) -> Result<Value, String> {
+async fn evaluate_batch(
+    authorizer: &Authorizer,
+    body: &Value,
+    gateway_verified: bool,
+) -> Result<Value, String> {
+    let read = |evaluation: &Value, defaults: &Value| {
+        read_evaluation(evaluation, defaults).map(|asked| Asked {
+            gateway_verified,
+            ..asked
+        })
+    };
     let Some(evaluations) = body["evaluations"].as_array() else {
         // No list: one evaluation of the top-level fields, answered as a batch of one.
-        let asked = read_evaluation(body, &Value::Null)?;
+        let asked = read(body, &Value::Null)?;
         let answer = authorizer.judge(&asked, "authzen").await;
         return Ok(json!({ "evaluations": [answer_json(&answer)] }));
     };
@@ -99,7 +122,7 @@ async fn evaluate_batch(authorizer: &Authorizer, body: &Value) -> Result<Value, 
     };
     let mut answers = Vec::with_capacity(evaluations.len());
     for evaluation in evaluations {
-        let asked = read_evaluation(evaluation, body)?;
+        let asked = read(evaluation, body)?;
         let answer = authorizer.judge(&asked, "authzen").await;
         let allowed = answer.decision.allowed;
         answers.push(answer_json(&answer));
@@ -152,6 +175,7 @@ pub fn read_evaluation(evaluation: &Value, defaults: &Value) -> Result<Asked, St
         .map(str::to_owned);
     Ok(Asked {
         principal,
+        gateway_verified: false,
         bearer: token,
         delegators: context["delegators"]
             .as_array()

@@ -117,6 +117,7 @@ pub(super) fn read_request(request: Request<'_>) -> Asked {
     });
     Asked {
         principal: request.principal,
+        gateway_verified: false,
         bearer: header("authorization").and_then(bearer),
         delegators: header(DELEGATOR_HEADER)
             .map(|v| {

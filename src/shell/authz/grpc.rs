@@ -6,6 +6,7 @@ use std::sync::Arc;
 use envoy_types::ext_authz::v3::pb::{Authorization, CheckRequest, CheckResponse};
 
 use super::{Authorizer, envoy};
+use crate::webhook::server::CallerAuthenticated;
 
 /// The `envoy.service.auth.v3.Authorization` implementation.
 pub struct GrpcAuthorizer {
@@ -24,7 +25,11 @@ impl Authorization for GrpcAuthorizer {
         &self,
         request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        let asked = envoy::read_check(request.get_ref());
+        let mut asked = envoy::read_check(request.get_ref());
+        asked.gateway_verified = request
+            .extensions()
+            .get::<CallerAuthenticated>()
+            .is_some_and(|c| c.0);
         let answer = self.authorizer.judge(&asked, "grpc").await;
         Ok(tonic::Response::new(envoy::respond(&answer)))
     }

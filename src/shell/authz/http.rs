@@ -17,6 +17,7 @@ use super::envoy::{
 };
 use super::{Answer, Asked, Authorizer};
 use crate::decide::MAX_BODY;
+use crate::webhook::server::CallerAuthenticated;
 
 /// The `path_prefix` Envoy's HTTP variant is configured with: `POST /ext-authz/mcp` asks about
 /// `POST /mcp`.
@@ -75,7 +76,7 @@ where
             .unwrap_or_default();
         (parts.method.as_str().to_owned(), path, host)
     };
-    let asked: Asked = read_request(Request {
+    let mut asked: Asked = read_request(Request {
         header: &header,
         method: &method,
         path: &path,
@@ -93,6 +94,10 @@ where
             .then(|| header(SERVICE_HEADER).map(str::to_owned))
             .flatten(),
     });
+    asked.gateway_verified = parts
+        .extensions
+        .get::<CallerAuthenticated>()
+        .is_some_and(|c| c.0);
     respond(&authorizer.judge(&asked, "http").await)
 }
 

@@ -34,8 +34,12 @@ use tokens::TokenVerifier;
 /// What a gateway asks, whatever the protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Asked {
-    /// The mTLS peer's identity (Envoy's `source.principal`), when there is one.
+    /// The mTLS peer's identity (Envoy's `source.principal`), when there is one. An assertion
+    /// of the gateway's: believed only when `gateway_verified`.
     pub principal: Option<String>,
+    /// Whether the gateway asking presented a client certificate the decision service verified
+    /// (`--authz-client-ca`). Set by the connection, never read from the request.
+    pub gateway_verified: bool,
     /// The caller's bearer token.
     pub bearer: Option<String>,
     /// The delegators' tokens, outermost first.
@@ -145,7 +149,7 @@ impl Authorizer {
             mcp: asked.mcp,
             rpc_id: asked.rpc_id.clone().unwrap_or(serde_json::Value::Null),
         };
-        self.record(protocol, &answer, started.elapsed());
+        self.record(protocol, asked.gateway_verified, &answer, started.elapsed());
         answer
     }
 
@@ -176,8 +180,9 @@ impl Authorizer {
     }
 
     /// The caller: a bearer token when there is one (it names the tool's audience), else the
-    /// mTLS peer. A token presented by an mTLS peer of another ServiceAccount of this trust
-    /// domain is someone else's token: refused.
+    /// mTLS peer, which only a verified gateway may assert: without a client certificate anyone
+    /// who reaches the port could name any agent. A token presented by an mTLS peer of another
+    /// ServiceAccount of this trust domain is someone else's token: refused.
     async fn authenticate(&self, asked: &Asked) -> Authentication {
         let peer = asked
             .principal
@@ -198,6 +203,12 @@ impl Authorizer {
                     _ => verified,
                 }
             }
+            (None, Some(Ok(_))) if !asked.gateway_verified => Authentication::Refused(
+                "an mTLS peer identity (source.principal) is believed only from a gateway with a \
+                 client certificate mandate verified (--authz-client-ca); this one presented \
+                 none: configure its client certificate, or send the agent's token"
+                    .into(),
+            ),
             (None, Some(Ok((namespace, service_account)))) => {
                 Authentication::Verified(crate::decide::Caller {
                     namespace,
@@ -214,7 +225,13 @@ impl Authorizer {
     }
 
     /// One JSON line (target `mandate::authz`) and the metrics per decision.
-    fn record(&self, protocol: &'static str, answer: &Answer, elapsed: Duration) {
+    fn record(
+        &self,
+        protocol: &'static str,
+        gateway_verified: bool,
+        answer: &Answer,
+        elapsed: Duration,
+    ) {
         let d = &answer.decision;
         let spiffe = d
             .namespace
@@ -226,6 +243,7 @@ impl Authorizer {
             decision_id = %answer.id,
             time = %Timestamp::now(),
             protocol,
+            gateway_verified,
             allowed = d.allowed,
             reason = d.code(),
             namespace = d.namespace.as_deref(),

@@ -3,9 +3,14 @@
 //! API (HTTP/2 or
 //! HTTP/1.1 over TLS, the certificate reloaded on change, like the webhook's) out, until
 //! shutdown. Never decides anything itself.
+//!
+//! Who asks: with a client CA, only gateways presenting a certificate it signed get past the
+//! TLS handshake, and each request carries [`CallerAuthenticated`] so that the SPIFFE ID a
+//! gateway asserts is believed; without one, anyone who reaches the port may ask.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,8 +33,10 @@ use tower::ServiceExt as _;
 
 use super::grpc::GrpcAuthorizer;
 use super::{Authorizer, authzen, http};
-use crate::webhook::server::{ServeError, handshake, stop_signal};
-use crate::webhook::tls::{CertificateReloader, TlsFiles, server_config};
+use crate::webhook::server::{CallerAuthenticated, ServeError, handshake, stop_signal};
+use crate::webhook::tls::{
+    CertificateReloader, TlsFiles, client_verifier, server_config_for_clients,
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = UnsyncBoxBody<Bytes, BoxError>;
@@ -57,16 +64,23 @@ impl AuthzServer {
     }
 }
 
-/// Binds `addr` and serves the decision service over TLS until `shutdown` resolves. Returns
+/// Binds `addr` and serves the decision service over TLS until `shutdown` resolves; with
+/// `client_ca`, only clients whose certificate it signed complete the handshake. Returns
 /// once the socket is bound.
 pub async fn serve(
     addr: SocketAddr,
     tls: TlsFiles,
+    client_ca: Option<&Path>,
     authorizer: Arc<Authorizer>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<AuthzServer, ServeError> {
     let reloader = CertificateReloader::load(tls).await?;
-    let acceptor = TlsAcceptor::from(Arc::new(server_config(reloader.resolver())?));
+    let clients = client_ca.map(client_verifier).transpose()?;
+    let verify_clients = clients.is_some();
+    let acceptor = TlsAcceptor::from(Arc::new(server_config_for_clients(
+        reloader.resolver(),
+        clients,
+    )?));
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
@@ -117,11 +131,23 @@ pub async fn serve(
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
                         let (acceptor, http, stop) = (acceptor.clone(), http.clone(), stop_rx.clone());
-                        let service = TowerToHyperService::new(dispatch.clone());
+                        let dispatch = dispatch.clone();
                         connections.spawn(async move {
                             let Some(tls) = handshake(&acceptor, stream, peer, HANDSHAKE_TIMEOUT).await else {
                                 return;
                             };
+                            // With a client CA the handshake only completes for a verified
+                            // certificate; without one, no client presents any.
+                            let gateway = CallerAuthenticated(
+                                verify_clients
+                                    && tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty()),
+                            );
+                            let service = TowerToHyperService::new(dispatch.map_request(
+                                move |mut request: hyper::Request<Incoming>| {
+                                    request.extensions_mut().insert(gateway);
+                                    request
+                                },
+                            ));
                             let connection = http.serve_connection(TokioIo::new(tls), service);
                             let mut connection = std::pin::pin!(connection);
                             tokio::select! {

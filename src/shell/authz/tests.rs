@@ -75,6 +75,7 @@ fn authorizer(synced: bool) -> Arc<Authorizer> {
 fn asked(principal: Option<&str>, bearer: Option<&str>, tool: &str) -> Asked {
     Asked {
         principal: principal.map(str::to_owned),
+        gateway_verified: true,
         bearer: bearer.map(str::to_owned),
         delegators: Vec::new(),
         service: None,
@@ -151,6 +152,27 @@ async fn a_token_presented_by_another_mtls_peer_or_no_credential_is_unauthentica
         .judge(&asked(None, None, "read_doc"), "grpc")
         .await;
     assert_eq!(nobody.decision.code(), "Unauthenticated");
+}
+
+#[tokio::test]
+async fn a_spiffe_id_asserted_by_an_unverified_gateway_names_nobody_but_its_token_still_counts() {
+    let authorizer = authorizer(true);
+    let mut forged = asked(Some(READER), None, "read_doc");
+    forged.gateway_verified = false;
+    let answer = authorizer.judge(&forged, "grpc").await;
+    assert_eq!(answer.decision.code(), "Unauthenticated");
+    assert!(
+        answer.decision.detail.contains("--authz-client-ca"),
+        "the refusal says how to make the peer identity count: {}",
+        answer.decision.detail
+    );
+    let mut with_token = asked(None, Some(&token("reader")), "read_doc");
+    with_token.gateway_verified = false;
+    assert_eq!(
+        authorizer.judge(&with_token, "grpc").await.decision.code(),
+        "Allowed",
+        "a token is verified by TokenReview, whoever relays it"
+    );
 }
 
 #[tokio::test]

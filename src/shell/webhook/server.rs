@@ -133,8 +133,9 @@ impl WebhookConfig {
     }
 }
 
-/// Whether the caller of a request presented a client certificate the webhook verified (only
-/// possible with a client CA). Set on each request by the connection it arrived on.
+/// Whether the caller of a request presented a client certificate the server verified (only
+/// possible with a client CA): the API server at the webhook, a gateway at the decision service.
+/// Set on each request by the connection it arrived on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CallerAuthenticated(pub bool);
 
