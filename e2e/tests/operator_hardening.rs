@@ -484,10 +484,9 @@ fn random_name(seed: &mut u64) -> String {
 // ---------------------------------------------------------------------------------------------
 // (c) The client certificate of the API server
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_a_client_ca_only_the_api_server_gets_past_the_webhooks_handshake()
--> anyhow::Result<()> {
-    let _serial = SERIAL.lock().await;
+/// The PKI of e2e/cluster.sh, and an operator's options trusting with `flag` the CA that signed
+/// the API server's webhook client certificate (which a gateway presents here as well).
+fn trusting_the_client_ca(flag: &str) -> anyhow::Result<(PathBuf, OperatorOptions)> {
     let pki = state_dir().join("pki");
     let client_ca = pki.join("webhook-clients/ca.crt");
     ensure!(
@@ -496,8 +495,16 @@ async fn with_a_client_ca_only_the_api_server_gets_past_the_webhooks_handshake()
         client_ca.display()
     );
     let options = OperatorOptions::unique()
-        .arg("--webhook-client-ca")
+        .arg(flag)
         .arg(client_ca.to_string_lossy());
+    Ok((pki, options))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_client_ca_only_the_api_server_gets_past_the_webhooks_handshake()
+-> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let (pki, options) = trusting_the_client_ca("--webhook-client-ca")?;
     let hardening = Hardening::start("client-ca", options).await?;
     let operator = &hardening.operator;
     let ns = hardening.namespace("client-ca", Some("enforce")).await?;
@@ -621,16 +628,7 @@ fn ask_authzen(
 async fn with_an_authz_client_ca_only_gateways_it_signed_ask_and_their_spiffe_ids_are_believed()
 -> anyhow::Result<()> {
     let _serial = SERIAL.lock().await;
-    let pki = state_dir().join("pki");
-    let client_ca = pki.join("webhook-clients/ca.crt");
-    ensure!(
-        client_ca.exists(),
-        "{} is missing: restart the control plane with this checkout's e2e/cluster.sh",
-        client_ca.display()
-    );
-    let options = OperatorOptions::unique()
-        .arg("--authz-client-ca")
-        .arg(client_ca.to_string_lossy());
+    let (pki, options) = trusting_the_client_ca("--authz-client-ca")?;
     let hardening = Hardening::start("authz-client-ca", options).await?;
     let operator = &hardening.operator;
     let ns = hardening.namespace("authz-ca", Some("enforce")).await?;
