@@ -3,8 +3,9 @@
 //! uninstalls; the kustomize install (`config/default`) passes the dry run and stays equal to
 //! the chart; mandate run as a local process with a token of the chart's own ServiceAccount
 //! reconciles and admits (the chart's RBAC is sufficient) while that token cannot read Secrets
-//! or write RBAC (it is narrow: it lists and watches RBAC only); and the Dockerfile's static
-//! build step runs.
+//! or write RBAC (it is narrow: it lists and watches RBAC only); with mandate down, the chart's
+//! webhooks hold back only agent pods, what is in opted-in namespaces that mandate must judge,
+//! and mandate's kinds; and the Dockerfile's static build step runs.
 //!
 //! Every installed release adds an isolation label to all its webhooks' namespaceSelectors, so
 //! its webhooks match only namespaces this file creates with that label.
@@ -1379,5 +1380,200 @@ fn the_dockerfiles_static_build_runs_or_says_loudly_why_not() -> anyhow::Result<
     } else {
         assert!(stdout.contains("is a static binary"), "{stdout}\n{stderr}");
     }
+    Ok(())
+}
+
+/// Issue 14: with mandate down, the chart's webhooks hold back only what they must. The chart's
+/// own webhook configurations (rendered, isolated to this test's namespaces) are registered
+/// with their `clientConfig` pointed at a loopback port nobody listens on: every call fails at
+/// once, as when no replica is up. Outside opted-in namespaces nothing but agent pods and
+/// mandate's kinds waits on mandate; in an opted-in namespace its pods and NetworkPolicies do,
+/// as does opting the namespace out, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_mandate_down_only_agent_namespaces_agent_pods_and_mandates_kinds_wait_for_it()
+-> anyhow::Result<()> {
+    let client = client().await?;
+    install_crds(&client).await?;
+    let release = unique("down");
+    let isolation = format!("iso-{release}");
+    let iso = format!("webhook.namespaceSelector.matchLabels.{ISOLATION_KEY}={isolation}")
+        .replace("e2e.mandate.dev", "e2e\\.mandate\\.dev");
+    let objects = render(&release, "mandate-system", &[iso])?;
+    // Bound and dropped: closed, so each call is refused at once instead of timing out.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut registered = Vec::new();
+    for kind in [
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    ] {
+        let mut configuration = find(&objects, kind)?.clone();
+        for webhook in configuration["webhooks"]
+            .as_array_mut()
+            .context("webhooks")?
+        {
+            let client_config = &webhook["clientConfig"];
+            let path = client_config["service"]["path"]
+                .as_str()
+                .context("the chart's webhooks call its Service at a path")?;
+            webhook["clientConfig"] = json!({
+                "url": format!("https://127.0.0.1:{port}{path}"),
+                "caBundle": client_config["caBundle"],
+            });
+        }
+        let name = configuration["metadata"]["name"]
+            .as_str()
+            .context("name")?
+            .to_owned();
+        kubectl_ok(
+            &["apply", "-f", "-"],
+            Some(&serde_json::to_string(&configuration)?),
+        )?;
+        registered.push((kind.to_lowercase(), name));
+    }
+    let checked = mandate_down_checks(&client, &isolation).await;
+    for (kind, name) in &registered {
+        let _ = kubectl_output(&["delete", kind, name, "--ignore-not-found"]);
+    }
+    checked
+}
+
+async fn mandate_down_checks(client: &kube::Client, isolation: &str) -> anyhow::Result<()> {
+    let plain =
+        TestNamespace::create(client, "pkg-down-plain", &[(ISOLATION_KEY, isolation)]).await?;
+    let agents = TestNamespace::create(
+        client,
+        "pkg-down-agents",
+        &[(ISOLATION_KEY, isolation), ("mandate.dev/mode", "enforce")],
+    )
+    .await?;
+    let pod = |name: &str, agent: bool| {
+        let labels = if agent {
+            json!({"mandate.dev/agent": name})
+        } else {
+            json!({})
+        };
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"automountServiceAccountToken": false,
+                "containers": [{"name": "c", "image": "registry.example/app:1"}]}})
+    };
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "c", "image": "registry.example/web:1"}]}}}});
+    let network_policy = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+        "metadata": {"name": "allow-web"},
+        "spec": {"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [{}]}});
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
+        "type": "Opaque", "stringData": {"password": "x"}});
+    let config_map = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "settings"}, "data": {"a": "b"}});
+    let service_account = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": "ci-bot"}});
+    let role_binding = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "ci-bot-view"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "ServiceAccount", "name": "ci-bot"}]});
+    let identity = json!({"apiVersion": "mandate.dev/v1alpha1", "kind": "AgentIdentity",
+        "metadata": {"name": "researcher"},
+        "spec": {"owner": {"kind": "User", "name": "olivia"}, "purpose": "e2e"}});
+    let create = |ns: &str, object: &Value| {
+        kubectl_with_stdin(&["create", "-n", ns, "-f", "-"], Some(&object.to_string()))
+    };
+    // Admitted: retried while the namespace's default ServiceAccount is not there yet (the API
+    // server's own admission refuses pods until it is), never past the timeout.
+    let admitted = |ns: String, object: Value| async move {
+        let what = format!(
+            "{} {}/{} admitted with mandate down",
+            object["kind"].as_str().unwrap_or_default(),
+            ns,
+            object["metadata"]["name"].as_str().unwrap_or_default()
+        );
+        eventually(&what, Duration::from_secs(30), || {
+            let out = create(&ns, &object);
+            async move {
+                let out = out?;
+                ensure!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                Ok(Some(()))
+            }
+        })
+        .await
+    };
+    // Refused because mandate did not answer, by one of the webhooks named (a pod meets the
+    // mutating webhook first).
+    let waits = |ns: &str, object: &Value, webhooks: &[&str]| -> anyhow::Result<()> {
+        let out = create(ns, object)?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            !out.status.success()
+                && stderr.contains("failed calling webhook")
+                && webhooks
+                    .iter()
+                    .any(|w| stderr.contains(&format!("webhook \"{w}\""))),
+            "{} {ns}: expected one of {webhooks:?} to fail closed, got: {stderr}",
+            object["kind"]
+        );
+        Ok(())
+    };
+
+    // Outside opted-in namespaces: only agent pods and mandate's kinds wait.
+    let p = plain.name.as_str();
+    for object in [
+        &deployment,
+        &network_policy,
+        &secret,
+        &config_map,
+        &service_account,
+        &role_binding,
+        &pod("plain-0", false),
+    ] {
+        admitted(p.to_owned(), object.clone()).await?;
+    }
+    kubectl_ok(&["label", "namespace", p, "team=web"], None)?;
+    waits(
+        p,
+        &pod("researcher-0", true),
+        &["tool-tokens.agents.mandate.dev", "pods.agents.mandate.dev"],
+    )?;
+    waits(p, &identity, &["resources.mandate.dev"])?;
+
+    // In an opted-in namespace: its pods and NetworkPolicies wait, and so does opting out;
+    // workloads (judged again as pods), Secrets other than legacy tokens and the rest do not.
+    let a = agents.name.as_str();
+    for object in [
+        &deployment,
+        &secret,
+        &config_map,
+        &service_account,
+        &role_binding,
+    ] {
+        admitted(a.to_owned(), object.clone()).await?;
+    }
+    waits(
+        a,
+        &pod("stray-0", false),
+        &[
+            "tool-tokens.namespaces.mandate.dev",
+            "pods.namespaces.mandate.dev",
+        ],
+    )?;
+    waits(
+        a,
+        &network_policy,
+        &["networkpolicies.namespaces.mandate.dev"],
+    )?;
+    let out = kubectl_with_stdin(&["label", "namespace", a, "mandate.dev/mode-"], None)?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success() && stderr.contains("webhook \"namespaces.mandate.dev\""),
+        "opting out while mandate is down: {stderr}"
+    );
     Ok(())
 }
