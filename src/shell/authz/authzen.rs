@@ -5,8 +5,8 @@
 //!
 //! Mapping: `subject.properties.token` is the caller's bearer token (verified by TokenReview),
 //! else `subject.id` its SPIFFE ID (asserted by the enforcement point, as a mesh's
-//! `source.principal` is, and believed only from one with a verified client certificate); `resource.properties.service` (`<namespace>/<name>`) the called
-//! Service; an MCP call is `resource.type` `mcp_tool` (or `tool`) with the tool's name as
+//! `source.principal` is, and believed only from one with a verified client certificate);
+//! `resource.properties.service` (`<namespace>/<name>`) the called Service; an MCP call is `resource.type` `mcp_tool` (or `tool`) with the tool's name as
 //! `resource.id` and the MCP method as `action.name` (`tools/call`); an HTTP call is
 //! `resource.type` `http` with the path as `resource.id` and the method as `action.name`;
 //! `context.delegators` the delegators' tokens, outermost first.
@@ -54,11 +54,8 @@ pub fn routes(authorizer: Arc<Authorizer>) -> BoxedFilter<(Response,)> {
             .then(move |body: Value, id: Option<String>, verified: bool| {
                 let authorizer = authorizer.clone();
                 async move {
-                    let reply = match read_evaluation(&body, &Value::Null) {
-                        Ok(mut asked) => {
-                            asked.gateway_verified = verified;
-                            answer_json(&authorizer.judge(&asked, "authzen").await)
-                        }
+                    let reply = match read_evaluation_from(&body, &Value::Null, verified) {
+                        Ok(asked) => answer_json(&authorizer.judge(&asked, "authzen").await),
                         Err(why) => return bad_request(&why, id),
                     };
                     with_request_id(warp::reply::json(&reply).into_response(), id)
@@ -89,6 +86,18 @@ fn gateway_verified() -> impl Filter<Extract = (bool,), Error = std::convert::In
         .map(|c: Option<CallerAuthenticated>| c.is_some_and(|c| c.0))
 }
 
+/// [`read_evaluation`], asked by a gateway that was (or was not) verified.
+fn read_evaluation_from(
+    evaluation: &Value,
+    defaults: &Value,
+    gateway_verified: bool,
+) -> Result<Asked, String> {
+    read_evaluation(evaluation, defaults).map(|asked| Asked {
+        gateway_verified,
+        ..asked
+    })
+}
+
 /// A batch: each evaluation inherits the request's top-level subject, action, resource and
 /// context; `options.evaluations_semantic` may stop at the first deny or permit.
 async fn evaluate_batch(
@@ -96,15 +105,9 @@ async fn evaluate_batch(
     body: &Value,
     gateway_verified: bool,
 ) -> Result<Value, String> {
-    let read = |evaluation: &Value, defaults: &Value| {
-        read_evaluation(evaluation, defaults).map(|asked| Asked {
-            gateway_verified,
-            ..asked
-        })
-    };
     let Some(evaluations) = body["evaluations"].as_array() else {
         // No list: one evaluation of the top-level fields, answered as a batch of one.
-        let asked = read(body, &Value::Null)?;
+        let asked = read_evaluation_from(body, &Value::Null, gateway_verified)?;
         let answer = authorizer.judge(&asked, "authzen").await;
         return Ok(json!({ "evaluations": [answer_json(&answer)] }));
     };
@@ -122,7 +125,7 @@ async fn evaluate_batch(
     };
     let mut answers = Vec::with_capacity(evaluations.len());
     for evaluation in evaluations {
-        let asked = read(evaluation, body)?;
+        let asked = read_evaluation_from(evaluation, body, gateway_verified)?;
         let answer = authorizer.judge(&asked, "authzen").await;
         let allowed = answer.decision.allowed;
         answers.push(answer_json(&answer));

@@ -26,10 +26,7 @@ impl Authorization for GrpcAuthorizer {
         request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
         let mut asked = envoy::read_check(request.get_ref());
-        asked.gateway_verified = request
-            .extensions()
-            .get::<CallerAuthenticated>()
-            .is_some_and(|c| c.0);
+        asked.gateway_verified = CallerAuthenticated::of_request(request.extensions());
         let answer = self.authorizer.judge(&asked, "grpc").await;
         Ok(tonic::Response::new(envoy::respond(&answer)))
     }

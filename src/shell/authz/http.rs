@@ -94,10 +94,7 @@ where
             .then(|| header(SERVICE_HEADER).map(str::to_owned))
             .flatten(),
     });
-    asked.gateway_verified = parts
-        .extensions
-        .get::<CallerAuthenticated>()
-        .is_some_and(|c| c.0);
+    asked.gateway_verified = CallerAuthenticated::of_request(&parts.extensions);
     respond(&authorizer.judge(&asked, "http").await)
 }
 

@@ -136,12 +136,7 @@ pub async fn serve(
                             let Some(tls) = handshake(&acceptor, stream, peer, HANDSHAKE_TIMEOUT).await else {
                                 return;
                             };
-                            // With a client CA the handshake only completes for a verified
-                            // certificate; without one, no client presents any.
-                            let gateway = CallerAuthenticated(
-                                verify_clients
-                                    && tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty()),
-                            );
+                            let gateway = CallerAuthenticated::of_connection(verify_clients, &tls);
                             let service = TowerToHyperService::new(dispatch.map_request(
                                 move |mut request: hyper::Request<Incoming>| {
                                     request.extensions_mut().insert(gateway);

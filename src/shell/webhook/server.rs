@@ -139,6 +139,28 @@ impl WebhookConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CallerAuthenticated(pub bool);
 
+impl CallerAuthenticated {
+    /// For a connection whose TLS handshake has completed on a server that `verifies` client
+    /// certificates (has a client CA): only a verified certificate completes it there, and
+    /// without a client CA no client presents any.
+    pub fn of_connection<IO>(verifies: bool, tls: &TlsStream<IO>) -> Self {
+        CallerAuthenticated(
+            verifies
+                && tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .is_some_and(|c| !c.is_empty()),
+        )
+    }
+
+    /// What a request's connection set; `false` for a request that carries nothing (served in
+    /// process, as tests do).
+    pub fn of_request(extensions: &warp::http::Extensions) -> bool {
+        extensions.get::<CallerAuthenticated>().is_some_and(|c| c.0)
+    }
+}
+
 /// Told of every answered request after the answer is written: for the effects a verdict asks
 /// for besides the answer. Called on the hot path: it must not block (spawn what waits).
 pub trait Recorder: Send + Sync + 'static {
@@ -596,12 +618,7 @@ pub async fn serve(
                             let Some(tls) = handshake(&acceptor, stream, peer, handshake_timeout).await else {
                                 return;
                             };
-                            // With a client CA the handshake only completes for a verified
-                            // certificate; without one, no client presents any.
-                            let caller = CallerAuthenticated(
-                                verify_clients
-                                    && tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty()),
-                            );
+                            let caller = CallerAuthenticated::of_connection(verify_clients, &tls);
                             let service = TowerToHyperService::new(service.map_request(
                                 move |mut request: warp::http::Request<hyper::body::Incoming>| {
                                     request.extensions_mut().insert(caller);
