@@ -3,6 +3,7 @@
 //! and polling. The control plane itself is started by `e2e/cluster.sh up` (see `make e2e`).
 
 pub mod admission;
+pub mod ext_authz;
 pub mod gateway;
 pub mod operator;
 pub mod resources;

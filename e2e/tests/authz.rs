@@ -13,6 +13,7 @@ use anyhow::Context;
 use kube::Api;
 use mandate::api::AgentIdentity;
 use mandate::api::conditions::{READY, is_true};
+use mandate_e2e::ext_authz::{self, McpCall};
 use mandate_e2e::gateway::{
     ApiServerProxy, Envoy, EnvoySettings, McpServer, Variant, api_server_addr, mcp_call,
     mcp_call_for,
@@ -558,6 +559,25 @@ async fn a_read_only_agent_calls_its_read_tool_through_envoy_and_is_refused_the_
             .as_str()
             .is_some_and(|m| m.contains("--authz-client-ca")),
         "{forged:#}"
+    );
+    // The same claim as Envoy makes it, source.principal in a Check sent straight to the port.
+    let service = format!("{namespace}/docs-mcp");
+    let spiffe = format!("spiffe://cluster.local/ns/{namespace}/sa/reader");
+    let forged_check = ext_authz::frame(
+        &McpCall {
+            service: &service,
+            tool: "read_doc",
+            principal: Some(&spiffe),
+            bearer: None,
+        }
+        .check_request(),
+    );
+    let mut grpc = ext_authz::connect(operator.authz, &operator.cert.ca_pem, None).await?;
+    let (answer, _) = ext_authz::check(&mut grpc, &forged_check, operator.authz).await?;
+    assert_eq!(
+        ext_authz::refusal_reason(&answer).as_deref(),
+        Some("Unauthenticated"),
+        "{answer:?}"
     );
     let discovery = curl_authz(&operator, &["/.well-known/authzen-configuration"])?;
     assert!(discovery.contains("/access/v1/evaluations"), "{discovery}");

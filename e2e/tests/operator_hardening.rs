@@ -19,8 +19,9 @@
 //!   leave the number of `mandate_admission_requests_total` series unchanged;
 //! - (f) with `--authz-client-ca`, a gateway presenting a certificate that CA signed may assert
 //!   an agent's SPIFFE ID to the decision service and gets a decision (logged with
-//!   `gateway_verified: true`); a client without a certificate, or with the cluster admin's,
-//!   is refused during the TLS handshake and no decision is logged. (Without a client CA, the
+//!   `gateway_verified: true`), over AuthZEN and over Envoy's gRPC (`source.principal`); a
+//!   client without a certificate, or with the cluster admin's, is refused during the TLS
+//!   handshake and no decision is logged. (Without a client CA, the
 //!   same asserted SPIFFE ID is refused as `Unauthenticated`: e2e/tests/authz.rs.)
 //!
 //! Tests here run one at a time (each starts its own operator), serialised by `SERIAL`.
@@ -42,6 +43,7 @@ use kube::api::ListParams;
 use mandate::api::AgentIdentity;
 use mandate::api::conditions::SERVICE_ACCOUNT_GUARDED;
 use mandate_e2e::admission::{NAMESPACE_MODES, PODS_IN_AGENT_NAMESPACES};
+use mandate_e2e::ext_authz::{self, McpCall};
 use mandate_e2e::operator::{Operator, OperatorOptions, http_get, mandate_binary};
 use mandate_e2e::resources::install_crds;
 use mandate_e2e::scene::{Agent, Scene};
@@ -709,6 +711,50 @@ async fn with_an_authz_client_ca_only_gateways_it_signed_ask_and_their_spiffe_id
     assert_eq!(line["gateway_verified"], true, "{line:#}");
     assert_eq!(line["agent"], "reader", "{line:#}");
     assert_eq!(line["allowed"], true, "{line:#}");
+
+    // Over gRPC, as Envoy asserts source.principal: the same without a certificate fails the
+    // handshake, and with the gateway's is allowed.
+    let service = format!("{n}/docs-mcp");
+    let check = ext_authz::frame(
+        &McpCall {
+            service: &service,
+            tool: "read_doc",
+            principal: Some(&spiffe),
+            bearer: None,
+        }
+        .check_request(),
+    );
+    let anonymous = async {
+        let mut grpc = ext_authz::connect(operator.authz, &operator.cert.ca_pem, None).await?;
+        ext_authz::check(&mut grpc, &check, operator.authz).await
+    };
+    let refused = anonymous.await;
+    ensure!(
+        refused.is_err(),
+        "a Check without a client certificate was answered: {refused:?}"
+    );
+    let mut grpc = ext_authz::connect(
+        operator.authz,
+        &operator.cert.ca_pem,
+        Some((gateway.0.as_path(), gateway.1.as_path())),
+    )
+    .await?;
+    let (answer, _) = ext_authz::check(&mut grpc, &check, operator.authz).await?;
+    assert_eq!(
+        answer.status.as_ref().map(|s| s.code),
+        Some(0),
+        "{answer:?}"
+    );
+    let grpc_lines = decided(&operator.log())
+        .into_iter()
+        .filter(|l| l["protocol"] == "grpc")
+        .collect::<Vec<_>>();
+    ensure!(
+        grpc_lines.len() == 1
+            && grpc_lines[0]["gateway_verified"] == true
+            && grpc_lines[0]["allowed"] == true,
+        "one verified, allowed gRPC decision: {grpc_lines:#?}"
+    );
     Ok(())
 }
 
