@@ -1399,6 +1399,14 @@ async fn with_mandate_down_only_agent_namespaces_agent_pods_and_mandates_kinds_w
     let iso = format!("webhook.namespaceSelector.matchLabels.{ISOLATION_KEY}={isolation}")
         .replace("e2e.mandate.dev", "e2e\\.mandate\\.dev");
     let objects = render(&release, "mandate-system", &[iso])?;
+    let plain =
+        TestNamespace::create(&client, "pkg-down-plain", &[(ISOLATION_KEY, &isolation)]).await?;
+    let agents = TestNamespace::create(
+        &client,
+        "pkg-down-agents",
+        &[(ISOLATION_KEY, &isolation), ("mandate.dev/mode", "enforce")],
+    )
+    .await?;
     // Bound and dropped: closed, so each call is refused at once instead of timing out.
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -1432,22 +1440,16 @@ async fn with_mandate_down_only_agent_namespaces_agent_pods_and_mandates_kinds_w
         )?;
         registered.push((kind.to_lowercase(), name));
     }
-    let checked = mandate_down_checks(&client, &isolation).await;
+    let checked = mandate_down_checks(&plain.name, &agents.name).await;
+    // Unregistered before the namespaces go, so nothing of their deletion waits on them.
     for (kind, name) in &registered {
         let _ = kubectl_output(&["delete", kind, name, "--ignore-not-found"]);
     }
     checked
 }
 
-async fn mandate_down_checks(client: &kube::Client, isolation: &str) -> anyhow::Result<()> {
-    let plain =
-        TestNamespace::create(client, "pkg-down-plain", &[(ISOLATION_KEY, isolation)]).await?;
-    let agents = TestNamespace::create(
-        client,
-        "pkg-down-agents",
-        &[(ISOLATION_KEY, isolation), ("mandate.dev/mode", "enforce")],
-    )
-    .await?;
+/// What is admitted and what waits in `p` (not opted in) and `a` (opted in) with mandate down.
+async fn mandate_down_checks(p: &str, a: &str) -> anyhow::Result<()> {
     let pod = |name: &str, agent: bool| {
         let labels = if agent {
             json!({"mandate.dev/agent": name})
@@ -1524,7 +1526,6 @@ async fn mandate_down_checks(client: &kube::Client, isolation: &str) -> anyhow::
     };
 
     // Outside opted-in namespaces: only agent pods and mandate's kinds wait.
-    let p = plain.name.as_str();
     for object in [
         &deployment,
         &network_policy,
@@ -1546,7 +1547,6 @@ async fn mandate_down_checks(client: &kube::Client, isolation: &str) -> anyhow::
 
     // In an opted-in namespace: its pods and NetworkPolicies wait, and so does opting out;
     // workloads (judged again as pods), Secrets other than legacy tokens and the rest do not.
-    let a = agents.name.as_str();
     for object in [
         &deployment,
         &secret,
