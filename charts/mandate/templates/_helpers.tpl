@@ -94,19 +94,17 @@ caBundle: {{ . }}
 {{- end }}
 {{- end -}}
 
+{{- /*
+The Secret holding the CA whose client certificates a port verifies: the port's
+`clientAuth.secretName`, else the one the chart renders. Called with (dict "root" . "port" "webhook")
+or "authz".
+*/ -}}
 {{- define "mandate.clientCaSecret" -}}
-{{- if .Values.webhook.clientAuth.secretName -}}
-{{- .Values.webhook.clientAuth.secretName -}}
+{{- $clientAuth := (index .root.Values .port).clientAuth -}}
+{{- if $clientAuth.secretName -}}
+{{- $clientAuth.secretName -}}
 {{- else -}}
-{{- printf "%s-webhook-client-ca" (include "mandate.fullname" .) | trunc 63 | trimSuffix "-" -}}
-{{- end -}}
-{{- end -}}
-
-{{- define "mandate.authzClientCaSecret" -}}
-{{- if .Values.authz.clientAuth.secretName -}}
-{{- .Values.authz.clientAuth.secretName -}}
-{{- else -}}
-{{- printf "%s-authz-client-ca" (include "mandate.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- printf "%s-%s-client-ca" (include "mandate.fullname" .root) .port | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 {{- end -}}
 
