@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -21,8 +20,7 @@ use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message as _;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 
 /// The gRPC method Envoy calls.
 pub const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
@@ -102,6 +100,13 @@ impl McpCall<'_> {
     }
 }
 
+impl McpCall<'_> {
+    /// [`Self::check_request`] as one gRPC message.
+    pub fn frame(&self) -> Bytes {
+        frame(&self.check_request())
+    }
+}
+
 /// `request` as one length-prefixed gRPC message.
 pub fn frame(request: &CheckRequest) -> Bytes {
     let message = request.encode_to_vec();
@@ -121,26 +126,9 @@ pub async fn connect(
     ca_pem: &[u8],
     identity: Option<(&Path, &Path)>,
 ) -> anyhow::Result<Sender> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        roots.add(cert?)?;
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots);
-    let mut config = match identity {
-        Some((certificate, key)) => builder.with_client_auth_cert(
-            CertificateDer::pem_file_iter(certificate)?.collect::<Result<Vec<_>, _>>()?,
-            PrivateKeyDer::from_pem_file(key)?,
-        )?,
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"h2".to_vec()];
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    let tls = crate::tls_client(ca_pem, identity, b"h2")?
         .connect(ServerName::IpAddress(addr.ip().into()), tcp)
         .await?;
     let (sender, connection) =

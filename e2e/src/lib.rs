@@ -274,3 +274,34 @@ impl ServingCert {
         })
     }
 }
+
+/// A TLS client trusting `ca_pem`, offering `alpn`, presenting `identity` (certificate and key
+/// PEM files) when given: how tests reach mandate's ports the way a caller would.
+pub fn tls_client(
+    ca_pem: &[u8],
+    identity: Option<(&Path, &Path)>,
+    alpn: &[u8],
+) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(certificate?)?;
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots);
+    let mut config = match identity {
+        Some((certificate, key)) => builder.with_client_auth_cert(
+            CertificateDer::pem_file_iter(certificate)?.collect::<Result<Vec<_>, _>>()?,
+            PrivateKeyDer::from_pem_file(key)?,
+        )?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
+}

@@ -563,15 +563,13 @@ async fn a_read_only_agent_calls_its_read_tool_through_envoy_and_is_refused_the_
     // The same claim as Envoy makes it, source.principal in a Check sent straight to the port.
     let service = format!("{namespace}/docs-mcp");
     let spiffe = format!("spiffe://cluster.local/ns/{namespace}/sa/reader");
-    let forged_check = ext_authz::frame(
-        &McpCall {
-            service: &service,
-            tool: "read_doc",
-            principal: Some(&spiffe),
-            bearer: None,
-        }
-        .check_request(),
-    );
+    let forged_check = McpCall {
+        service: &service,
+        tool: "read_doc",
+        principal: Some(&spiffe),
+        bearer: None,
+    }
+    .frame();
     let mut grpc = ext_authz::connect(operator.authz, &operator.cert.ca_pem, None).await?;
     let (answer, _) = ext_authz::check(&mut grpc, &forged_check, operator.authz).await?;
     assert_eq!(

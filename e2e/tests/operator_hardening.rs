@@ -29,7 +29,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
@@ -51,8 +50,7 @@ use mandate_e2e::{
     TestNamespace, block_on_side_runtime, client, eventually, kubeconfig_path, kubectl_ok,
     kubectl_with_stdin, repo_root, state_dir,
 };
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -405,27 +403,9 @@ async fn an_identity_outside_opted_in_namespaces_reports_its_service_account_ung
 // ---------------------------------------------------------------------------------------------
 // Posting reviews straight to the webhook port
 
-/// A TLS client trusting `ca_pem`, presenting `identity` (certificate and key PEM files) when
-/// given.
+/// A TLS client of the webhook port (HTTP/1.1), presenting `identity` when given.
 fn tls_client(ca_pem: &[u8], identity: Option<(&Path, &Path)>) -> anyhow::Result<TlsConnector> {
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in CertificateDer::pem_slice_iter(ca_pem) {
-        roots.add(certificate?)?;
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots);
-    let mut config = match identity {
-        Some((certificate, key)) => builder.with_client_auth_cert(
-            CertificateDer::pem_file_iter(certificate)?.collect::<Result<Vec<_>, _>>()?,
-            PrivateKeyDer::from_pem_file(key)?,
-        )?,
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsConnector::from(Arc::new(config)))
+    mandate_e2e::tls_client(ca_pem, identity, b"http/1.1")
 }
 
 /// POSTs each body to `/validate` over one HTTP/1.1 connection; returns the status codes.
@@ -715,15 +695,13 @@ async fn with_an_authz_client_ca_only_gateways_it_signed_ask_and_their_spiffe_id
     // Over gRPC, as Envoy asserts source.principal: the same without a certificate fails the
     // handshake, and with the gateway's is allowed.
     let service = format!("{n}/docs-mcp");
-    let check = ext_authz::frame(
-        &McpCall {
-            service: &service,
-            tool: "read_doc",
-            principal: Some(&spiffe),
-            bearer: None,
-        }
-        .check_request(),
-    );
+    let check = McpCall {
+        service: &service,
+        tool: "read_doc",
+        principal: Some(&spiffe),
+        bearer: None,
+    }
+    .frame();
     let anonymous = async {
         let mut grpc = ext_authz::connect(operator.authz, &operator.cert.ca_pem, None).await?;
         ext_authz::check(&mut grpc, &check, operator.authz).await

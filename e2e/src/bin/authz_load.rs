@@ -31,15 +31,13 @@ fn token() -> String {
 /// The gRPC frame of the Check request for `tools/call search` at Service agents/catalogue.
 fn request_frame() -> Bytes {
     let token = token();
-    ext_authz::frame(
-        &McpCall {
-            service: "agents/catalogue",
-            tool: "search",
-            principal: None,
-            bearer: Some(&token),
-        }
-        .check_request(),
-    )
+    McpCall {
+        service: "agents/catalogue",
+        tool: "search",
+        principal: None,
+        bearer: Some(&token),
+    }
+    .frame()
 }
 
 async fn connect(addr: SocketAddr, ca: &[u8]) -> anyhow::Result<Sender> {
